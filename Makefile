@@ -1,0 +1,44 @@
+# One-command set-up: every target below creates .venv and installs what it needs, idempotently.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck bench clean
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# torch first, pinned: 2.13.0 is a CPU build; an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[dev,live]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/slf demo
+
+lint: setup
+	$(BIN)/ruff check envs learning agents backtests experiments tests benchmarks
+	$(BIN)/ruff format --check envs learning agents backtests experiments tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,live,bench]"
+	@touch $@
+
+bench: $(VENV)/.bench-installed
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,5 @@
+"""``slf learning``: inspect learned state (being written)."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

@@ -6,6 +6,9 @@ so that the CLI can print it without a traceback and exit 2.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 __all__ = [
     "BrokerError",
     "ConfigError",
@@ -13,7 +16,14 @@ __all__ = [
     "RetryableBrokerError",
     "SlfError",
     "StateError",
+    "did_you_mean",
 ]
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """A ``" (did you mean 'x'?)"`` hint for a misspelled name, or ``""`` when nothing is close."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class SlfError(Exception):

@@ -105,3 +105,10 @@ def test_market_spec_rejects_negative_fee_with_fix() -> None:
 def test_importing_envs_does_not_import_torch() -> None:
     code = "import sys, envs; assert 'torch' not in sys.modules and 'stable_baselines3' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_did_you_mean_suggests_close_names_only() -> None:
+    from envs.errors import did_you_mean
+
+    assert did_you_mean("learnig_rate", ["learning_rate", "gamma"]) == " (did you mean 'learning_rate'?)"
+    assert did_you_mean("zzz", ["learning_rate", "gamma"]) == ""

@@ -14,8 +14,28 @@ from enum import StrEnum
 from typing import Any
 
 from envs.errors import ConfigError
+from envs.events import Side
 
-__all__ = ["MarketSpec", "SlippageModel", "floor_to_step", "round_to_tick"]
+__all__ = [
+    "BPS",
+    "MAX_PARTICIPATION",
+    "MarketSpec",
+    "SlippageModel",
+    "ceil_to_tick",
+    "floor_to_step",
+    "floor_to_tick",
+    "round_to_tick",
+]
+
+BPS = 1e-4
+"""One basis point as a fraction."""
+
+MAX_PARTICIPATION = 1.0
+"""Cap on the order's share of bar volume fed to the impact model, so impact stays finite. A bar with no
+recorded volume (0 or NaN) counts as full participation: no liquidity evidence means the worst case."""
+
+# Relative tolerance for tick rounding, so a price already on the tick is not pushed one tick further.
+_TICK_TOLERANCE = 1e-9
 
 
 class SlippageModel(StrEnum):
@@ -45,6 +65,20 @@ def round_to_tick(price: float, tick: float) -> float:
     if tick <= 0.0:
         return price
     return round(price / tick) * tick
+
+
+def ceil_to_tick(price: float, tick: float) -> float:
+    """Round a price up to a multiple of ``tick`` (no-op when ``tick`` is 0): a buyer's fill."""
+    if tick <= 0.0:
+        return price
+    return math.ceil(price / tick - _TICK_TOLERANCE) * tick
+
+
+def floor_to_tick(price: float, tick: float) -> float:
+    """Round a price down to a multiple of ``tick`` (no-op when ``tick`` is 0): a seller's fill."""
+    if tick <= 0.0:
+        return price
+    return math.floor(price / tick + _TICK_TOLERANCE) * tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +143,53 @@ class MarketSpec:
                 fix="write 0.1% as 0.001",
             )
         object.__setattr__(self, "slippage_model", SlippageModel(self.slippage_model))
+        worst_bps = self.spread_bps / 2 + self.slippage_bps + self.impact_bps
+        if worst_bps >= 1 / BPS:
+            raise ConfigError(
+                f"half spread + slippage + impact is {worst_bps:g} bps; a sell would fill at a price <= 0",
+                where=f"market spec {self.symbol}",
+                fix="costs are in basis points: 1 bps = 0.01%; keep their sum below 10000",
+            )
         if not self.base or not self.quote:
             base, _, quote = self.symbol.partition("/")
             object.__setattr__(self, "base", self.base or base)
             object.__setattr__(self, "quote", self.quote or quote.split(":")[0])
+
+    def slippage_bps_for(self, qty: float, bar_volume: float) -> float:
+        """Adverse move beyond half the spread, in bps, for ``qty`` traded in a bar of ``bar_volume``.
+
+        ``fixed``: ``slippage_bps``. ``volume``: ``slippage_bps + impact_bps * sqrt(participation)`` with
+        ``participation = qty / bar_volume`` capped at :data:`MAX_PARTICIPATION` (full participation
+        when the bar has no recorded volume).
+        """
+        if self.slippage_model is SlippageModel.FIXED or self.impact_bps == 0.0:
+            return self.slippage_bps
+        # `not bar_volume > 0` is also true for NaN: unknown volume is treated as no liquidity.
+        if not bar_volume > 0.0:
+            participation = MAX_PARTICIPATION
+        else:
+            participation = min(qty / bar_volume, MAX_PARTICIPATION)
+        return self.slippage_bps + self.impact_bps * math.sqrt(participation)
+
+    def cost_fraction(self, qty: float, bar_volume: float) -> float:
+        """Half spread plus slippage as a fraction of the reference price (excludes fees)."""
+        return (0.5 * self.spread_bps + self.slippage_bps_for(qty, bar_volume)) * BPS
+
+    def fill_price(self, side: Side, price: float, qty: float, bar_volume: float = math.nan) -> float:
+        """Price a market order of ``qty`` fills at, given the reference ``price`` (the bar's open).
+
+        The order pays half the spread plus slippage against it: buys fill above, sells below. The
+        result is rounded to the price tick *against* the order (up for buys, down for sells) so the
+        rounding never gives the trader a better price than the model.
+        """
+        move = price * self.cost_fraction(qty, bar_volume)
+        if side is Side.BUY:
+            return ceil_to_tick(price + move, self.price_tick)
+        return floor_to_tick(price - move, self.price_tick)
+
+    def fee(self, notional: float) -> float:
+        """Taker fee in quote currency for a market order of ``notional`` (>= 0)."""
+        return abs(notional) * self.taker_fee
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (round-trips through :meth:`from_dict`)."""

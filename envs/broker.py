@@ -1,0 +1,318 @@
+"""The broker seam and the simulated exchange.
+
+A :class:`Broker` takes an :class:`OrderIntent` (what the trading core wants to trade) and the
+:class:`Quote` the market shows at submission, and answers with an :class:`~envs.events.OrderResult`:
+filled, rejected by the exchange's rules, or errored on the way. The same seam serves the
+:class:`SimBroker` in replay and the paper and exchange brokers live, so the learning code sees simulated
+and real refusals in the same words.
+
+:class:`SimBroker` enforces the rules a spot exchange such as Binance enforces, in the exchange's own
+wording and codes, in this order:
+
+1. injected faults (only when enabled): rate limit ``429``, timeout ``408``, maintenance ``503``;
+2. lot size: the quantity is floored to ``qty_step``; nothing left or less than ``min_qty`` ->
+   ``Filter failure: LOT_SIZE`` (``-1013``);
+3. minimum notional: ``qty * reference price < min_notional`` -> ``Filter failure: NOTIONAL``
+   (``-1013``);
+4. balance: the account cannot carry the fill -> ``Account has insufficient balance for requested
+   action.`` (``-2010``).
+
+A market order fills at the reference price (the open of the bar after the decision in replay) moved
+against it by half the spread and the slippage model of the :class:`~envs.market.MarketSpec`, and pays
+the taker fee. A simulated timeout never fills (a real one may have; the live broker reconciles by
+client order id).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+
+from envs.errors import ConfigError, did_you_mean
+from envs.events import ErrorKind, OrderResult, OrderStatus, Side
+from envs.market import MarketSpec, floor_to_step
+
+__all__ = [
+    "CODE_FILTER_FAILURE",
+    "CODE_INSUFFICIENT_BALANCE",
+    "CODE_MAINTENANCE",
+    "CODE_RATE_LIMIT",
+    "CODE_TIMEOUT",
+    "MSG_INSUFFICIENT_BALANCE",
+    "MSG_INVALID_QUANTITY",
+    "MSG_LOT_SIZE",
+    "MSG_MAINTENANCE",
+    "MSG_NOTIONAL",
+    "MSG_RATE_LIMIT",
+    "MSG_TIMEOUT",
+    "Account",
+    "Broker",
+    "FaultConfig",
+    "OrderIntent",
+    "Quote",
+    "SimBroker",
+]
+
+# The exchange's own wording (Binance spot), so learned error resolutions carry over to live trading.
+MSG_LOT_SIZE = "Filter failure: LOT_SIZE"
+MSG_NOTIONAL = "Filter failure: NOTIONAL"
+MSG_INVALID_QUANTITY = "Invalid quantity."
+MSG_INSUFFICIENT_BALANCE = "Account has insufficient balance for requested action."
+MSG_RATE_LIMIT = "Too many requests; current limit of IP is 6000 requests per minute."
+MSG_TIMEOUT = "Request timed out"
+MSG_MAINTENANCE = "System is under maintenance."
+CODE_FILTER_FAILURE = "-1013"
+CODE_INSUFFICIENT_BALANCE = "-2010"
+# Transport-level faults carry their HTTP status, as ccxt reports them.
+CODE_RATE_LIMIT = "429"
+CODE_TIMEOUT = "408"
+CODE_MAINTENANCE = "503"
+
+# Upper bound for seeds drawn from a parent generator.
+_SEED_BOUND = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """A market order the trading core wants placed.
+
+    Attributes:
+        client_order_id: idempotency key, deterministic (derived from the decision time).
+        symbol: market symbol.
+        side: buy or sell.
+        qty: base quantity wanted, > 0, before lot rounding (the broker floors it).
+        decision_time_ns: time of the bar whose close produced the decision.
+        reduce_only: the order may only shrink the position (risk closes). The simulated broker
+            exempts such orders from fault injection and the notional minimum, as exchanges do for
+            position-closing orders.
+    """
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: float
+    decision_time_ns: int
+    reduce_only: bool = False
+
+
+class Quote(NamedTuple):
+    """The market at the moment an order is submitted.
+
+    Attributes:
+        time_ns: submission time (the fill bar's open time in replay).
+        price: reference price (the fill bar's open in replay; last trade or mid price live).
+        volume: liquidity for the impact model (the fill bar's volume in replay); NaN when unknown.
+    """
+
+    time_ns: int
+    price: float
+    volume: float
+
+
+@runtime_checkable
+class Account(Protocol):
+    """What the simulated exchange needs to know about the account to accept or refuse a fill."""
+
+    def can_fill(self, side: Side, qty: float, price: float, fee: float) -> bool:
+        """Whether the account can carry a fill of ``qty`` at ``price`` paying ``fee``."""
+        ...
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """Where orders go: the simulated exchange in replay, a paper or real exchange live.
+
+    ``submit`` never raises for a refusal or a transient failure; it returns an ``OrderResult`` whose
+    ``status``, ``kind``, ``message`` and ``code`` say what happened, so the caller learns from it.
+    """
+
+    def submit(self, order: OrderIntent, quote: Quote) -> OrderResult:
+        """Place ``order`` at the market described by ``quote``; return what became of it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FaultConfig:
+    """Per-order probabilities of injected exchange faults (all 0 by default: no faults).
+
+    Attributes:
+        rate_limit: probability that an order is refused with HTTP 429 (rate limit).
+        timeout: probability that an order times out (not filled).
+        maintenance: probability that the exchange is under maintenance (HTTP 503).
+    """
+
+    rate_limit: float = 0.0
+    timeout: float = 0.0
+    maintenance: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise ConfigError(
+                    f"fault rate {f.name}={value!r} is not a probability",
+                    where=f"faults.{f.name}",
+                    fix="give a number between 0 and 1 (0.01 = one order in a hundred)",
+                )
+        if self.total > 1.0:
+            raise ConfigError(
+                f"fault rates add up to {self.total:g} > 1",
+                where="faults",
+                fix="lower the rates so that rate_limit + timeout + maintenance <= 1",
+            )
+
+    @property
+    def total(self) -> float:
+        """Probability that an order meets any fault."""
+        return self.rate_limit + self.timeout + self.maintenance
+
+    @property
+    def enabled(self) -> bool:
+        return self.total > 0.0
+
+    @classmethod
+    def coerce(cls, value: FaultConfig | Mapping[str, float] | None) -> FaultConfig:
+        """Accept a ``FaultConfig``, a mapping of its fields, or ``None`` (no faults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            known = [f.name for f in fields(cls)]
+            for key in value:
+                if key not in known:
+                    raise ConfigError(
+                        f"unknown fault {key!r}{did_you_mean(str(key), known)}",
+                        where="faults",
+                        fix=f"use only {known}",
+                    )
+            return cls(**{k: float(v) for k, v in value.items()})
+        raise ConfigError(
+            f"faults={value!r} is not a FaultConfig or a mapping",
+            where="faults",
+            fix="pass FaultConfig(rate_limit=0.01) or {'rate_limit': 0.01}",
+        )
+
+
+class SimBroker:
+    """A simulated spot exchange: fills market orders at the quote with costs, or refuses them.
+
+    Args:
+        spec: the symbol's rules and costs.
+        account: the account the exchange checks balances against (the replay portfolio).
+        faults: injected fault rates (off by default).
+        seed: seed or generator for fault injection; replay passes a seed drawn from the env's
+            ``np_random`` at every reset (see :meth:`reseed`).
+    """
+
+    __slots__ = ("_account", "_cum", "_faults", "_rng", "spec")
+
+    def __init__(
+        self,
+        spec: MarketSpec,
+        account: Account,
+        *,
+        faults: FaultConfig | None = None,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        self.spec = spec
+        self._account = account
+        self._faults = faults or FaultConfig()
+        f = self._faults
+        # Cumulative thresholds: one uniform draw per order picks at most one fault.
+        self._cum = (f.rate_limit, f.rate_limit + f.timeout, f.total)
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def faults(self) -> FaultConfig:
+        return self._faults
+
+    def reseed(self, seed: int | np.random.Generator | None) -> None:
+        """Restart the fault generator (at every episode reset, from the env's ``np_random``)."""
+        self._rng = np.random.default_rng(seed)
+
+    @staticmethod
+    def seed_from(rng: np.random.Generator) -> int:
+        """A fault seed drawn from a parent generator (the env's ``np_random``)."""
+        return int(rng.integers(0, _SEED_BOUND))
+
+    def submit(self, order: OrderIntent, quote: Quote) -> OrderResult:
+        """Fill, refuse or fail ``order`` at ``quote`` (see the module docstring for the rule order)."""
+        spec = self.spec
+        ref = quote.price
+        requested = order.qty
+        if not (math.isfinite(requested) and requested > 0.0):
+            return self._refuse(
+                order, quote, ErrorKind.INVALID_ORDER, MSG_INVALID_QUANTITY, CODE_FILTER_FAILURE
+            )
+
+        # One draw per order whenever faults are on, so the fault sequence depends only on the seed
+        # and the number of orders, not on which orders happened to be refused by the rules.
+        if self._faults.enabled and not order.reduce_only:
+            u = float(self._rng.random())
+            rate_limit, timeout, any_fault = self._cum
+            if u < any_fault:
+                if u < rate_limit:
+                    kind, msg, code = ErrorKind.RATE_LIMIT, MSG_RATE_LIMIT, CODE_RATE_LIMIT
+                elif u < timeout:
+                    kind, msg, code = ErrorKind.TIMEOUT, MSG_TIMEOUT, CODE_TIMEOUT
+                else:
+                    kind, msg, code = ErrorKind.MAINTENANCE, MSG_MAINTENANCE, CODE_MAINTENANCE
+                return self._refuse(order, quote, kind, msg, code, status=OrderStatus.ERRORED)
+
+        qty = floor_to_step(requested, spec.qty_step)
+        if qty <= 0.0 or qty < spec.min_qty:
+            return self._refuse(order, quote, ErrorKind.LOT_SIZE, MSG_LOT_SIZE, CODE_FILTER_FAILURE)
+        if not order.reduce_only and qty * ref < spec.min_notional:
+            return self._refuse(order, quote, ErrorKind.MIN_NOTIONAL, MSG_NOTIONAL, CODE_FILTER_FAILURE)
+
+        side = order.side
+        price = spec.fill_price(side, ref, qty, quote.volume)
+        fee = qty * price * spec.taker_fee
+        if not self._account.can_fill(side, qty, price, fee):
+            return self._refuse(
+                order,
+                quote,
+                ErrorKind.INSUFFICIENT_BALANCE,
+                MSG_INSUFFICIENT_BALANCE,
+                CODE_INSUFFICIENT_BALANCE,
+            )
+        return OrderResult(
+            order.client_order_id,
+            order.symbol,
+            side,
+            quote.time_ns,
+            requested,
+            price,
+            OrderStatus.FILLED,
+            qty,
+            fee,
+            qty * abs(price - ref),
+        )
+
+    @staticmethod
+    def _refuse(
+        order: OrderIntent,
+        quote: Quote,
+        kind: ErrorKind,
+        message: str,
+        code: str,
+        *,
+        status: OrderStatus = OrderStatus.REJECTED,
+    ) -> OrderResult:
+        return OrderResult(
+            order.client_order_id,
+            order.symbol,
+            order.side,
+            quote.time_ns,
+            order.qty,
+            quote.price,
+            status,
+            kind=kind,
+            message=message,
+            code=code,
+        )

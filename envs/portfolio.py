@@ -1,0 +1,395 @@
+"""Account of one symbol: cash, position, average price, PnL, fees, borrow, and closed trades.
+
+Accounting rules (the identity ``equity == cash + qty * last_price`` holds after every call):
+
+* A buy of ``q`` at ``p`` with fee ``f`` moves ``cash -= q * p + f``; a sell ``cash += q * p - f``.
+  Fills are already net of spread and slippage (the broker priced them), so those costs live in the
+  fill price, and fees are always >= 0.
+* A short pays borrow every bar: ``borrow_rate * |qty| * close`` leaves cash at each mark.
+* **Trades.** A trade opens when the position leaves zero and is the run of fills until it returns to
+  zero. Adding to it updates the average entry price; entry time and entry snapshot stay those of the
+  first fill. Every fill that shrinks it emits a :class:`~envs.events.TradeResult` for the quantity
+  closed (its *slice*): a full close emits one, a partial reduction emits one for the part reduced and
+  keeps the rest open, a reversal through zero emits one for the whole old position and opens a new
+  trade with the remainder. Slices of one trade share the entry (id ``<entry order id>:<k>``).
+* **Fees and borrow of a trade.** Each slice carries the entry fees and the borrow accrued so far pro
+  rata to its share of the open quantity, plus the exit fee of the closing fill (on a reversal, the
+  fill's fee is split pro rata between the closed and the newly opened quantity). ``fees`` = entry +
+  exit fees; ``pnl`` = price PnL - fees - borrow. So the PnL of all slices plus the open trade's
+  unrealized net PnL always adds up to ``equity - initial_cash``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from envs.errors import ConfigError
+from envs.events import OrderResult, PositionSide, Side, TradeResult
+
+__all__ = [
+    "DEFAULT_INITIAL_CASH",
+    "EXIT_END_OF_DATA",
+    "EXIT_MAX_DRAWDOWN",
+    "EXIT_REVERSE",
+    "EXIT_RUIN",
+    "EXIT_SIGNAL",
+    "SNAPSHOT_FIELDS",
+    "Portfolio",
+    "PortfolioConfig",
+    "Snapshot",
+    "SnapshotProvider",
+    "Transition",
+    "classify",
+]
+
+DEFAULT_INITIAL_CASH = 10_000.0
+
+EXIT_SIGNAL = "signal"
+EXIT_REVERSE = "reverse"
+EXIT_END_OF_DATA = "end_of_data"
+EXIT_RUIN = "ruin"
+EXIT_MAX_DRAWDOWN = "max_drawdown"
+
+SNAPSHOT_FIELDS = ("entry_signals", "market_conditions", "timeframe_alignment", "volume_profile")
+"""``TradeResult`` fields filled from the entry snapshot, keyed by these names."""
+
+Snapshot = Mapping[str, Mapping[str, float]]
+"""Feature values at the entry decision bar: ``{field in SNAPSHOT_FIELDS: {feature name: value}}``."""
+
+SnapshotProvider = Callable[[int], Snapshot]
+"""Returns the snapshot of a decision row (the row index the trading core was given at entry)."""
+
+# Quantities within this relative distance of zero are zero: fills are multiples of the lot step, but
+# their float sums are not exactly.
+_QTY_EPS = 1e-9
+# Slack on the leverage check so a fill sized exactly at the cap is not refused by float rounding.
+_CAP_SLACK = 1e-9
+
+
+class Transition(Enum):
+    """What a change of position from ``q0`` to ``q1`` does to the open trade."""
+
+    HOLD = "hold"
+    OPEN = "open"
+    ADD = "add"
+    REDUCE = "reduce"
+    CLOSE = "close"
+    REVERSE = "reverse"
+
+
+def _sign(x: float) -> int:
+    return (x > 0.0) - (x < 0.0)
+
+
+# The one transition table: (sign q0, sign q1, sign(|q1| - |q0|)) -> transition. The trading core (which
+# order to send, whether the no-trade band applies) and the portfolio (how a fill splits a trade) both
+# read it, so the position logic is written once.
+_TRANSITIONS: dict[tuple[int, int, int], Transition] = {
+    (0, 0, 0): Transition.HOLD,
+    (0, 1, 1): Transition.OPEN,
+    (0, -1, 1): Transition.OPEN,
+    (1, 1, 1): Transition.ADD,
+    (-1, -1, 1): Transition.ADD,
+    (1, 1, 0): Transition.HOLD,
+    (-1, -1, 0): Transition.HOLD,
+    (1, 1, -1): Transition.REDUCE,
+    (-1, -1, -1): Transition.REDUCE,
+    (1, 0, -1): Transition.CLOSE,
+    (-1, 0, -1): Transition.CLOSE,
+    **{(s, -s, c): Transition.REVERSE for s in (1, -1) for c in (-1, 0, 1)},
+}
+
+
+def classify(q0: float, q1: float) -> Transition:
+    """The transition from position ``q0`` to ``q1`` (signed base quantities)."""
+    scale = max(abs(q0), abs(q1))
+    eps = scale * _QTY_EPS
+    s0 = 0 if abs(q0) <= eps else _sign(q0)
+    s1 = 0 if abs(q1) <= eps else _sign(q1)
+    d = abs(q1) - abs(q0)
+    growth = 0 if abs(d) <= eps else _sign(d)
+    return _TRANSITIONS[(s0, s1, growth)]
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioConfig:
+    """Account settings.
+
+    Attributes:
+        initial_cash: starting cash in quote currency.
+        allow_short: whether the position may go below zero.
+        leverage: cap on gross exposure: ``|qty| * price <= leverage * equity`` after a fill that
+            increases exposure (fills that only reduce it are always accepted).
+        borrow_rate: cost per bar of a short, as a fraction of its notional at the bar's close.
+    """
+
+    initial_cash: float = DEFAULT_INITIAL_CASH
+    allow_short: bool = True
+    leverage: float = 1.0
+    borrow_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.initial_cash, int | float) and math.isfinite(self.initial_cash)) or (
+            self.initial_cash <= 0
+        ):
+            raise ConfigError(
+                f"initial_cash={self.initial_cash!r} must be a finite number > 0",
+                where="initial_cash",
+                fix="give the starting cash in quote currency, e.g. 10000",
+            )
+        if (
+            not (isinstance(self.leverage, int | float) and math.isfinite(self.leverage))
+            or self.leverage <= 0
+        ):
+            raise ConfigError(
+                f"leverage={self.leverage!r} must be a finite number > 0",
+                where="leverage",
+                fix="use 1 for an unlevered account, 2 for 2x",
+            )
+        if not (isinstance(self.borrow_rate, int | float) and 0 <= self.borrow_rate < 1):
+            raise ConfigError(
+                f"borrow_rate={self.borrow_rate!r} must be in [0, 1)",
+                where="borrow_rate",
+                fix="give the per-bar cost as a fraction of short notional, e.g. 1e-5",
+            )
+
+
+class _OpenTrade:
+    """Mutable state of the trade currently open (one per portfolio)."""
+
+    __slots__ = (
+        "avg_price",
+        "borrow",
+        "entry_bar",
+        "entry_ref",
+        "entry_time_ns",
+        "fees",
+        "qty",
+        "side",
+        "slices",
+        "trade_id",
+    )
+
+    def __init__(
+        self, trade_id: str, side: int, time_ns: int, bar: int, ref: int, qty: float, price: float, fee: float
+    ) -> None:
+        self.trade_id = trade_id
+        self.side = side  # +1 long, -1 short
+        self.entry_time_ns = time_ns
+        self.entry_bar = bar
+        self.entry_ref = ref
+        self.qty = qty  # open quantity, > 0
+        self.avg_price = price
+        self.fees = fee  # entry fees not yet attributed to a slice
+        self.borrow = 0.0  # borrow not yet attributed to a slice
+        self.slices = 0
+
+
+_NO_TRADES: tuple[TradeResult, ...] = ()
+
+
+class Portfolio:
+    """Cash, position and trades of one symbol; implements :class:`envs.broker.Account`.
+
+    Args:
+        symbol: market symbol, copied into every trade.
+        config: account settings.
+        snapshot: provider of the entry-time feature snapshot, called when a trade slice closes with the
+            row given at entry; ``None`` leaves the snapshot fields empty.
+    """
+
+    __slots__ = (
+        "_snapshot",
+        "_trade",
+        "borrow_paid",
+        "cash",
+        "config",
+        "fees_paid",
+        "last_price",
+        "qty",
+        "realized_pnl",
+        "symbol",
+    )
+
+    def __init__(
+        self, symbol: str, config: PortfolioConfig | None = None, *, snapshot: SnapshotProvider | None = None
+    ):
+        self.symbol = symbol
+        self.config = config or PortfolioConfig()
+        self._snapshot = snapshot
+        self.reset()
+
+    def reset(self, initial_cash: float | None = None) -> None:
+        """Back to all cash, no position, no history."""
+        self.cash = float(self.config.initial_cash if initial_cash is None else initial_cash)
+        self.qty = 0.0
+        self.last_price = 0.0
+        self.realized_pnl = 0.0  # price PnL of closed quantity, before fees and borrow
+        self.fees_paid = 0.0
+        self.borrow_paid = 0.0
+        self._trade: _OpenTrade | None = None
+
+    # --- state -----------------------------------------------------------------------------------
+    @property
+    def equity(self) -> float:
+        """Cash plus the position marked at the last price."""
+        return self.cash + self.qty * self.last_price
+
+    def equity_at(self, price: float) -> float:
+        """Cash plus the position marked at ``price``."""
+        return self.cash + self.qty * price
+
+    @property
+    def avg_price(self) -> float:
+        """Average entry price of the open position (0 when flat)."""
+        return self._trade.avg_price if self._trade is not None else 0.0
+
+    @property
+    def unrealized_pnl(self) -> float:
+        """Price PnL of the open position at the last price (before fees and borrow)."""
+        t = self._trade
+        return 0.0 if t is None else (self.last_price - t.avg_price) * self.qty
+
+    @property
+    def open_trade_costs(self) -> float:
+        """Entry fees and borrow of the open trade not yet attributed to a closed slice."""
+        t = self._trade
+        return 0.0 if t is None else t.fees + t.borrow
+
+    @property
+    def exposure(self) -> float:
+        """Signed position value as a fraction of equity (0 when equity is not positive)."""
+        eq = self.equity
+        return self.qty * self.last_price / eq if eq > 0.0 else 0.0
+
+    def entry_bar(self) -> int | None:
+        """Bar index of the open trade's first fill, ``None`` when flat."""
+        return None if self._trade is None else self._trade.entry_bar
+
+    # --- Account ---------------------------------------------------------------------------------
+    def can_fill(self, side: Side, qty: float, price: float, fee: float) -> bool:
+        """Whether a fill fits the account: no short unless allowed; leverage cap on increases."""
+        q0 = self.qty
+        q1 = q0 + (qty if side is Side.BUY else -qty)
+        eps = _QTY_EPS * max(abs(q0), qty)
+        if not self.config.allow_short and q1 < -eps:
+            return False  # spot: cannot sell what you do not hold
+        if abs(q1) <= abs(q0) + eps and q0 * q1 >= 0.0:
+            return True  # reduces exposure: always accepted
+        cash1 = self.cash - (q1 - q0) * price - fee
+        equity1 = cash1 + q1 * price
+        return equity1 > 0.0 and abs(q1) * price <= self.config.leverage * equity1 * (1.0 + _CAP_SLACK)
+
+    # --- updates ---------------------------------------------------------------------------------
+    def mark(self, price: float) -> float:
+        """Mark the position to ``price`` (a bar's close) and charge a short's borrow; return the borrow."""
+        self.last_price = price
+        rate = self.config.borrow_rate
+        if self.qty < 0.0 and rate > 0.0:
+            cost = -self.qty * price * rate
+            self.cash -= cost
+            self.borrow_paid += cost
+            if self._trade is not None:
+                self._trade.borrow += cost
+            return cost
+        return 0.0
+
+    def apply_fill(
+        self,
+        result: OrderResult,
+        *,
+        bar_index: int,
+        entry_ref: int = -1,
+        exit_reason: str = EXIT_SIGNAL,
+    ) -> tuple[TradeResult, ...]:
+        """Book a filled order; return the trade slices it closed (see the module docstring).
+
+        Args:
+            result: a filled order (others are ignored).
+            bar_index: index of the bar the fill happened in (for trade durations).
+            entry_ref: decision row handed to the snapshot provider if this fill opens a trade.
+            exit_reason: why a closing fill closes (a reversal is always ``"reverse"``).
+        """
+        qty = result.filled_qty
+        if not result.filled or qty <= 0.0:
+            return _NO_TRADES
+        price = result.price
+        fee = result.fee
+        d = qty if result.side is Side.BUY else -qty
+        q0 = self.qty
+        q1 = q0 + d
+        transition = classify(q0, q1)
+        self.cash -= d * price + fee
+        self.fees_paid += fee
+        if self.last_price == 0.0:
+            self.last_price = price  # first price seen; the next mark replaces it
+        trades = _NO_TRADES
+        t = self._trade
+        if t is None or transition is Transition.OPEN:
+            self._trade = _OpenTrade(
+                result.order_id, _sign(d), result.time_ns, bar_index, entry_ref, qty, price, fee
+            )
+        elif transition is Transition.ADD or (transition is Transition.HOLD and _sign(d) == t.side):
+            t.avg_price = (t.avg_price * t.qty + price * qty) / (t.qty + qty)
+            t.qty += qty
+            t.fees += fee
+        elif transition is Transition.REDUCE or transition is Transition.HOLD:
+            trades = (self._close_slice(t, qty, price, fee, result.time_ns, bar_index, exit_reason),)
+        elif transition is Transition.CLOSE:
+            trades = (self._close_slice(t, t.qty, price, fee, result.time_ns, bar_index, exit_reason),)
+            self._trade = None
+        else:  # REVERSE: close the whole old trade, open a new one with the remainder
+            closed = t.qty
+            exit_fee = fee * closed / qty
+            trades = (self._close_slice(t, closed, price, exit_fee, result.time_ns, bar_index, EXIT_REVERSE),)
+            self._trade = _OpenTrade(
+                result.order_id,
+                _sign(d),
+                result.time_ns,
+                bar_index,
+                entry_ref,
+                qty - closed,
+                price,
+                fee - exit_fee,
+            )
+        # Snap float dust of a full close to exactly zero.
+        self.qty = q1 if self._trade is not None else 0.0
+        return trades
+
+    def _close_slice(
+        self, t: _OpenTrade, qty: float, price: float, exit_fee: float, time_ns: int, bar: int, reason: str
+    ) -> TradeResult:
+        share = min(qty / t.qty, 1.0)
+        entry_fee = t.fees * share
+        borrow = t.borrow * share
+        t.fees -= entry_fee
+        t.borrow -= borrow
+        t.qty -= qty
+        t.slices += 1
+        gross = (price - t.avg_price) * qty * t.side
+        self.realized_pnl += gross
+        fees = entry_fee + exit_fee
+        pnl = gross - fees - borrow
+        notional = t.avg_price * qty
+        snap = self._snapshot(t.entry_ref) if self._snapshot is not None and t.entry_ref >= 0 else None
+        # Fresh dicts per slice: records must not share mutable state (they travel in separate infos).
+        groups = {name: dict(snap.get(name, {})) for name in SNAPSHOT_FIELDS} if snap else {}
+        return TradeResult(
+            trade_id=f"{t.trade_id}:{t.slices}",
+            symbol=self.symbol,
+            side=PositionSide.LONG if t.side > 0 else PositionSide.SHORT,
+            entry_time_ns=t.entry_time_ns,
+            exit_time_ns=time_ns,
+            entry_price=t.avg_price,
+            exit_price=price,
+            quantity=qty,
+            fees=fees,
+            pnl=pnl,
+            return_pct=pnl / notional if notional > 0.0 else 0.0,
+            duration_bars=bar - t.entry_bar,
+            exit_reason=reason,
+            **groups,
+        )

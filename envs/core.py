@@ -1,0 +1,408 @@
+"""One bar of the trading loop, shared by replay and live.
+
+:class:`TradingCore` turns a *target exposure* decided at the close of bar ``t`` into an order, runs it
+past an optional :class:`OrderHook`, sends it to a :class:`~envs.broker.Broker`, books the outcome in a
+:class:`~envs.portfolio.Portfolio` and marks the book at the close of bar ``t + 1``. It sees one bar at a
+time (no arrays, no pandas), so :class:`~envs.replay.MarketReplayEnv` drives it with replayed bars and the
+live runner with a live feed, unchanged.
+
+**Sizing.** The target is a fraction of equity in ``[-1, 1]``, scaled by the leverage cap. It is turned
+into a base quantity at submission, at the reference price the market shows then (the open of ``t + 1``
+in replay, the live quote live), like a "target percent" order. The quantity reserves the order's own
+costs (half spread, slippage, fee) so a full-size target is affordable. A target whose size is below the
+no-trade band is flat; a change of position smaller than the band is skipped unless it closes or reverses
+the position, so the core does not send dust orders.
+
+**The order hook seam.** The decision side (``agents``) applies learned state (minimum order sizes,
+vetoes from avoidance rules, condition-based sizing) through a callable given to the core: it receives an
+:class:`OrderProposal` and returns it (possibly resized with ``dataclasses.replace(p, qty=...)``) or
+``None`` to veto. ``envs`` defines the seam and never imports ``learning``. The hook may not change the
+side or symbol; a non-finite quantity is a bug in the hook and raises; a quantity <= 0 counts as a veto.
+Vetoed proposals are reported, so the caller can count vetoes per rule.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+
+from envs.broker import Broker, FaultConfig, OrderIntent, Quote, SimBroker
+from envs.errors import ConfigError
+from envs.events import BarEvent, ErrorEvent, OrderResult, OrderStatus, Side, TradeResult
+from envs.market import MarketSpec
+from envs.portfolio import EXIT_SIGNAL, Portfolio, PortfolioConfig, SnapshotProvider, Transition, classify
+
+__all__ = [
+    "DEFAULT_REBALANCE_BAND",
+    "Execution",
+    "OrderHook",
+    "OrderProposal",
+    "StepResult",
+    "TradingCore",
+]
+
+DEFAULT_REBALANCE_BAND = 0.05
+"""No-trade band, as a fraction of equity: smaller targets are flat, smaller changes are skipped."""
+
+_NS_PER_MS = 1_000_000
+_MAX_SYMBOL_ID_CHARS = 12
+_NON_ALNUM = re.compile(r"[^A-Za-z0-9]")
+
+
+@dataclass(frozen=True, slots=True)
+class OrderProposal:
+    """An order the core is about to send, as the order hook sees it.
+
+    Attributes:
+        symbol: market symbol.
+        side: buy or sell.
+        qty: base quantity (before the exchange's lot rounding), > 0.
+        price: reference price at submission (what the quantity was sized with).
+        time_ns: submission time.
+        decision_time_ns: time of the bar whose close produced the decision.
+        target_exposure: the decided target, a fraction of equity in ``[-leverage, leverage]``.
+        position_qty: the signed position before the order.
+        equity: account equity at ``price``.
+        transition: what the order does to the position (open, add, reduce, close, reverse).
+    """
+
+    symbol: str
+    side: Side
+    qty: float
+    price: float
+    time_ns: int
+    decision_time_ns: int
+    target_exposure: float
+    position_qty: float
+    equity: float
+    transition: Transition
+
+    @property
+    def notional(self) -> float:
+        return self.qty * self.price
+
+
+@runtime_checkable
+class OrderHook(Protocol):
+    """Learned adjustments applied to every order before it reaches the broker.
+
+    Return the proposal (unchanged, or resized with ``dataclasses.replace``) or ``None`` to veto it.
+    Keep it picklable (a module-level class holding a read-only snapshot) so it can be pushed into
+    subprocess envs with ``env_method("set_order_hook", hook)``.
+    """
+
+    def __call__(self, proposal: OrderProposal) -> OrderProposal | None: ...
+
+
+class Execution(NamedTuple):
+    """What happened to the decision at submission."""
+
+    orders: tuple[OrderResult, ...]
+    trades: tuple[TradeResult, ...]
+    errors: tuple[ErrorEvent, ...]
+    vetoed: tuple[OrderProposal, ...]
+
+
+class StepResult(NamedTuple):
+    """Everything one bar produced: the execution of the pending decision and the bar's mark."""
+
+    orders: tuple[OrderResult, ...]
+    trades: tuple[TradeResult, ...]
+    errors: tuple[ErrorEvent, ...]
+    vetoed: tuple[OrderProposal, ...]
+    bar: BarEvent
+
+
+_NOTHING = Execution((), (), (), ())
+
+
+def _symbol_id(symbol: str) -> str:
+    return _NON_ALNUM.sub("", symbol)[:_MAX_SYMBOL_ID_CHARS] or "X"
+
+
+class TradingCore:
+    """One bar of the loop: target -> order -> hook -> broker -> portfolio -> events.
+
+    Args:
+        spec: the symbol's rules and costs.
+        portfolio: the account.
+        broker: where orders go (a :class:`~envs.broker.SimBroker` over ``portfolio`` in replay).
+        rebalance_band: the no-trade band (fraction of equity).
+        order_hook: learned order adjustments (see the module docstring), or ``None``.
+        id_prefix: first part of every client order id; ids are ``<prefix>-<symbol>-<decision ms>-<n>``.
+    """
+
+    __slots__ = (
+        "_bar",
+        "_id_prefix",
+        "_last_decision_ns",
+        "_seq",
+        "_sym_id",
+        "band",
+        "broker",
+        "order_hook",
+        "portfolio",
+        "spec",
+    )
+
+    def __init__(
+        self,
+        spec: MarketSpec,
+        portfolio: Portfolio,
+        broker: Broker,
+        *,
+        rebalance_band: float = DEFAULT_REBALANCE_BAND,
+        order_hook: OrderHook | None = None,
+        id_prefix: str = "slf",
+    ) -> None:
+        if not (isinstance(rebalance_band, int | float) and 0.0 <= rebalance_band < 1.0):
+            raise ConfigError(
+                f"rebalance_band={rebalance_band!r} must be in [0, 1)",
+                where="rebalance_band",
+                fix="give a fraction of equity, e.g. 0.05",
+            )
+        self.spec = spec
+        self.portfolio = portfolio
+        self.broker = broker
+        self.band = float(rebalance_band)
+        self.order_hook = order_hook
+        self._sym_id = _symbol_id(spec.symbol)
+        self._id_prefix = id_prefix
+        self._bar = 0
+        self._seq = 0
+        self._last_decision_ns = -1
+
+    @classmethod
+    def simulated(
+        cls,
+        spec: MarketSpec,
+        *,
+        portfolio: PortfolioConfig | None = None,
+        faults: FaultConfig | None = None,
+        seed: int | np.random.Generator | None = None,
+        snapshot: SnapshotProvider | None = None,
+        rebalance_band: float = DEFAULT_REBALANCE_BAND,
+        order_hook: OrderHook | None = None,
+    ) -> TradingCore:
+        """A core over a fresh portfolio and a :class:`~envs.broker.SimBroker` (replay, tests)."""
+        book = Portfolio(spec.symbol, portfolio, snapshot=snapshot)
+        broker = SimBroker(spec, book, faults=faults, seed=seed)
+        return cls(spec, book, broker, rebalance_band=rebalance_band, order_hook=order_hook)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def reset(self, *, initial_cash: float | None = None, id_prefix: str | None = None) -> None:
+        """Start an episode: all cash, bar count 0; ``id_prefix`` keeps order ids unique across episodes."""
+        self.portfolio.reset(initial_cash)
+        if id_prefix is not None:
+            self._id_prefix = id_prefix
+        self._bar = 0
+        self._seq = 0
+        self._last_decision_ns = -1
+
+    @property
+    def bar_index(self) -> int:
+        """Index of the bar being processed (the number of bars marked so far)."""
+        return self._bar
+
+    def bars_in_trade(self) -> int:
+        """Bars since the open trade's first fill (0 when flat)."""
+        entry = self.portfolio.entry_bar()
+        return 0 if entry is None else self._bar - entry
+
+    # --- the loop --------------------------------------------------------------------------------
+    def target_qty(self, target: float, price: float, volume: float) -> float:
+        """Signed base quantity that puts ``target`` (fraction of equity, times leverage) at ``price``.
+
+        Reserves the order's own costs so that the fill passes the account's leverage check: with ``P``
+        the fill price of the change, ``phi`` the fee rate and ``E`` the equity marked at ``P``, it
+        solves ``|q1| P = |f| L (E - |q1 - q| P phi)`` for the new position ``q1``. The actual fill price
+        lies between the price with no market impact and the price with the impact of the naive (cost
+        free, hence larger) change; the check is linear in ``P``, so the smaller of the two solutions
+        passes it at any price in between.
+        """
+        book = self.portfolio
+        q = book.qty
+        if price <= 0.0 or book.equity_at(price) <= 0.0:
+            return q
+        f = target * book.config.leverage
+        delta = f * book.equity_at(price) / price - q
+        if delta == 0.0:
+            return q
+        spec = self.spec
+        s, side = (1.0, Side.BUY) if delta > 0.0 else (-1.0, Side.SELL)
+        q1 = self._solve_target(f, s, spec.fill_price(side, price, 0.0, volume))
+        if spec.impact_bps > 0.0:
+            other = self._solve_target(f, s, spec.fill_price(side, price, abs(delta), volume))
+            q1 = other if (other - q) * s < (q1 - q) * s else q1
+        # The cost reserve can only shrink a change, never turn it around.
+        return q1 if (q1 - q) * s > 0.0 else q
+
+    def _solve_target(self, f: float, s: float, fill: float) -> float:
+        book = self.portfolio
+        q = book.qty
+        phi = self.spec.taker_fee
+        equity = book.equity_at(fill)
+        if equity <= 0.0:
+            return q
+        return f * (equity + s * q * fill * phi) / (fill * (1.0 + f * s * phi))
+
+    def plan(
+        self, target: float, *, time_ns: int, price: float, volume: float, decision_time_ns: int
+    ) -> tuple[OrderIntent | None, OrderProposal | None]:
+        """The order for ``target`` at ``price`` after the band and the hook: ``(intent, vetoed)``."""
+        book = self.portfolio
+        band = self.band
+        if abs(target) * book.config.leverage < band:
+            target = 0.0
+        q = book.qty
+        q1 = self.target_qty(target, price, volume) if target != 0.0 else 0.0
+        transition = classify(q, q1)
+        if transition is Transition.HOLD:
+            return None, None
+        delta = q1 - q
+        if transition is not Transition.CLOSE and transition is not Transition.REVERSE:
+            equity = book.equity_at(price)
+            if abs(delta) * price < band * equity:
+                return None, None
+        side = Side.BUY if delta > 0.0 else Side.SELL
+        qty = abs(delta)
+        hook = self.order_hook
+        if hook is not None:
+            proposal = OrderProposal(
+                self.spec.symbol,
+                side,
+                qty,
+                price,
+                time_ns,
+                decision_time_ns,
+                target,
+                q,
+                book.equity_at(price),
+                transition,
+            )
+            adjusted = hook(proposal)
+            if adjusted is None or adjusted.qty <= 0.0:
+                return None, proposal
+            if adjusted.side is not side or adjusted.symbol != proposal.symbol:
+                raise ConfigError(
+                    f"order hook changed the order's side or symbol ({proposal.side} {proposal.symbol} -> "
+                    f"{adjusted.side} {adjusted.symbol})",
+                    where=f"order hook {hook!r}",
+                    fix="an order hook may resize or veto an order, never reverse or redirect it",
+                )
+            if not math.isfinite(adjusted.qty):
+                raise ConfigError(
+                    f"order hook returned quantity {adjusted.qty!r}",
+                    where=f"order hook {hook!r}",
+                    fix="return a finite quantity, or None to veto",
+                )
+            qty = adjusted.qty
+        return OrderIntent(
+            self._next_order_id(decision_time_ns), self.spec.symbol, side, qty, decision_time_ns
+        ), None
+
+    def submit(
+        self, intent: OrderIntent, quote: Quote, *, decision_row: int = -1, exit_reason: str = EXIT_SIGNAL
+    ) -> Execution:
+        """Send ``intent`` to the broker at ``quote`` and book the outcome."""
+        result = self.broker.submit(intent, quote)
+        return self.book(result, decision_row=decision_row, exit_reason=exit_reason)
+
+    def book(
+        self, result: OrderResult, *, decision_row: int = -1, exit_reason: str = EXIT_SIGNAL
+    ) -> Execution:
+        """Book a broker's answer (the second half of :meth:`submit`, for asynchronous brokers)."""
+        if result.status is OrderStatus.FILLED:
+            trades = self.portfolio.apply_fill(
+                result, bar_index=self._bar, entry_ref=decision_row, exit_reason=exit_reason
+            )
+            return Execution((result,), trades, (), ())
+        book = self.portfolio
+        error = ErrorEvent.from_order(result, position_qty=book.qty, equity=book.equity_at(result.price))
+        return Execution((result,), (), (error,), ())
+
+    def execute(
+        self,
+        target: float,
+        *,
+        time_ns: int,
+        price: float,
+        volume: float = math.nan,
+        decision_time_ns: int,
+        decision_row: int = -1,
+    ) -> Execution:
+        """Plan, hook and submit the order for ``target`` at the market ``(time_ns, price, volume)``."""
+        intent, vetoed = self.plan(
+            target, time_ns=time_ns, price=price, volume=volume, decision_time_ns=decision_time_ns
+        )
+        if intent is None:
+            return _NOTHING if vetoed is None else Execution((), (), (), (vetoed,))
+        return self.submit(intent, Quote(time_ns, price, volume), decision_row=decision_row)
+
+    def mark(self, time_ns: int, close: float) -> BarEvent:
+        """Close the bar: mark to ``close``, charge borrow, advance the bar count."""
+        book = self.portfolio
+        book.mark(close)
+        self._bar += 1
+        return BarEvent(time_ns, self.spec.symbol, close, book.equity, book.qty, book.cash)
+
+    def step(
+        self,
+        target: float,
+        time_ns: int,
+        open_: float,
+        high: float,
+        low: float,
+        close: float,
+        volume: float,
+        *,
+        decision_time_ns: int,
+        decision_row: int = -1,
+    ) -> StepResult:
+        """One replayed bar: fill the decision of the previous close at this bar's open, mark at its close.
+
+        ``high`` and ``low`` are part of the bar contract (for intrabar rules such as stops); the
+        market-order loop does not use them yet.
+        """
+        ex = self.execute(
+            target,
+            time_ns=time_ns,
+            price=open_,
+            volume=volume,
+            decision_time_ns=decision_time_ns,
+            decision_row=decision_row,
+        )
+        bar = self.mark(time_ns, close)
+        return StepResult(ex.orders, ex.trades, ex.errors, ex.vetoed, bar)
+
+    def close_position(
+        self, reason: str, *, time_ns: int, price: float, volume: float = math.nan, decision_time_ns: int
+    ) -> Execution:
+        """Close the whole position now with a reduce-only market order (ruin, drawdown, end of data)."""
+        q = self.portfolio.qty
+        if q == 0.0:
+            return _NOTHING
+        side = Side.SELL if q > 0.0 else Side.BUY
+        intent = OrderIntent(
+            self._next_order_id(decision_time_ns),
+            self.spec.symbol,
+            side,
+            abs(q),
+            decision_time_ns,
+            reduce_only=True,
+        )
+        return self.submit(intent, Quote(time_ns, price, volume), exit_reason=reason)
+
+    def _next_order_id(self, decision_time_ns: int) -> str:
+        # Deterministic and idempotent: a restarted live runner re-deciding the same bar produces the same
+        # id, so the exchange deduplicates the order.
+        if decision_time_ns != self._last_decision_ns:
+            self._last_decision_ns = decision_time_ns
+            self._seq = 0
+        else:
+            self._seq += 1
+        return f"{self._id_prefix}-{self._sym_id}-{decision_time_ns // _NS_PER_MS}-{self._seq}"

@@ -1,0 +1,1 @@
+"""Bundled sample market data (package data read by ``envs.data.datasets``); see README.md here."""

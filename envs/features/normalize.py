@@ -53,7 +53,7 @@ class NormalizationStats:
         method: how centre and scale were estimated.
         clip: bound of the normalized values.
         fit_span: the ``[start, end)`` rows they were fitted on.
-        fit_times: ISO timestamps of the first and last fitted row (provenance).
+        fit_times: ISO timestamps of the first and last row actually fitted (provenance).
         feature_config: the feature configuration of the fitted matrix, as a plain dict.
     """
 
@@ -77,11 +77,11 @@ class NormalizationStats:
         method: NormalizationMethod | str = NormalizationMethod.ZSCORE,
         clip: float = DEFAULT_CLIP,
     ) -> NormalizationStats:
-        """Estimate the statistics from rows ``[start, end)`` of ``matrix`` (NaN rows skipped).
+        """Estimate the statistics from rows ``[start, end)`` of ``matrix``, skipping warm-up rows.
 
         Raises:
             ConfigError: a span outside the matrix, an unknown method or a bad clip.
-            DataError: a non-categorical column without any finite value in the span.
+            DataError: a span that ends before the matrix's warm-up row.
         """
         n = len(matrix)
         if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= n):
@@ -101,21 +101,20 @@ class NormalizationStats:
         if not (math.isfinite(clip) and clip > 0):
             raise ConfigError(f"clip={clip!r} must be > 0", where="normalization", fix="use e.g. 10")
 
-        span = matrix.values[start:end].astype(np.float64)
+        # Only rows the policy will see: from the warm-up on, where every feature is finite.
+        first = max(start, matrix.warmup)
+        if first >= end:
+            raise DataError(
+                f"rows [{start}, {end}) end before the warm-up row {matrix.warmup}: nothing to fit",
+                where="normalization",
+                fix=f"make the training span reach past row {matrix.warmup}",
+            )
+        span = matrix.values[first:end].astype(np.float64)
         center = np.zeros(len(matrix.columns))
         scale = np.ones(len(matrix.columns))
         for j, name in enumerate(matrix.columns):
-            if name in matrix.categorical:
-                continue
-            col = span[:, j]
-            col = col[np.isfinite(col)]
-            if len(col) == 0:
-                raise DataError(
-                    f"column {name!r} has no finite value in rows [{start}, {end})",
-                    where="normalization",
-                    fix=f"start the training span at or after the warm-up row {matrix.warmup}",
-                )
-            center[j], scale[j] = _estimate(col, method)
+            if name not in matrix.categorical:
+                center[j], scale[j] = _estimate(span[:, j], method)
         return cls(
             columns=matrix.columns,
             center=center,
@@ -124,7 +123,7 @@ class NormalizationStats:
             method=method,
             clip=float(clip),
             fit_span=(start, end),
-            fit_times=(matrix.index[start].isoformat(), matrix.index[end - 1].isoformat()),
+            fit_times=(matrix.index[first].isoformat(), matrix.index[end - 1].isoformat()),
             feature_config=matrix.config.to_dict() if matrix.config is not None else None,
         )
 

@@ -49,7 +49,7 @@ def perturb_after(frame: pd.DataFrame, t: int, seed: int) -> pd.DataFrame:
     )
     volume = frame["volume"].to_numpy()[t + 1 :] * np.exp(rng.normal(0, 0.5, m))
     for name, values in (("open", open_), ("high", high), ("low", low), ("close", close), ("volume", volume)):
-        out.iloc[t + 1 :, out.columns.get_loc(name)] = values
+        out[name] = np.concatenate([frame[name].to_numpy()[: t + 1], values])
     return out
 
 

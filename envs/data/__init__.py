@@ -7,7 +7,13 @@ UTC ``DatetimeIndex`` (unit ``"ns"``) named ``timestamp``, sorted and unique. A 
 
 from envs.data.datasets import DatasetInfo, dataset_info, dataset_path, list_datasets, load_dataset
 from envs.data.loader import load_ohlcv, load_ohlcv_by_symbol
-from envs.data.parquet import load_market_specs, read_parquet_metadata, save_parquet
+from envs.data.parquet import (
+    check_parquet_path,
+    load_market_specs,
+    read_parquet_metadata,
+    save_parquet,
+    to_long_format,
+)
 from envs.data.resample import resample_ohlcv
 from envs.data.schema import (
     DEFAULT_MIN_ROWS,
@@ -40,6 +46,7 @@ __all__ = [
     "SymbolProfile",
     "SyntheticMarket",
     "SyntheticParams",
+    "check_parquet_path",
     "dataset_info",
     "dataset_path",
     "format_timeframe",
@@ -56,4 +63,5 @@ __all__ = [
     "save_parquet",
     "summarize",
     "symbol_profile",
+    "to_long_format",
 ]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +23,14 @@ from envs.data.schema import OHLCV_COLUMNS, SYMBOL, TIMESTAMP
 from envs.errors import ConfigError, DataError
 from envs.market import MarketSpec
 
-__all__ = ["SPECS_METADATA_KEY", "load_market_specs", "read_parquet_metadata", "save_parquet"]
+__all__ = [
+    "SPECS_METADATA_KEY",
+    "check_parquet_path",
+    "load_market_specs",
+    "read_parquet_metadata",
+    "save_parquet",
+    "to_long_format",
+]
 
 SPECS_METADATA_KEY: Final = "slf.market_specs"
 
@@ -46,12 +54,7 @@ def save_parquet(
     Returns:
         The path written.
     """
-    out = Path(path)
-    if not out.name.lower().endswith(PARQUET_SUFFIXES):
-        raise ConfigError(
-            f"output file {str(path)!r} must end in {' or '.join(PARQUET_SUFFIXES)}",
-            fix="give a .parquet path",
-        )
+    out = check_parquet_path(path)
     table = pa.Table.from_pandas(_long_frame(df), preserve_index=False)
     extra: dict[bytes, bytes] = {}
     if specs:
@@ -69,6 +72,43 @@ def save_parquet(
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def check_parquet_path(path: str | os.PathLike[str]) -> Path:
+    """Refuse an output path that does not end in ``.parquet`` or ``.pq`` (before any work is done)."""
+    out = Path(path)
+    if not out.name.lower().endswith(PARQUET_SUFFIXES):
+        raise ConfigError(
+            f"output file {str(path)!r} must end in {' or '.join(PARQUET_SUFFIXES)}",
+            where="output path",
+            fix="give a .parquet path",
+        )
+    if out.is_dir():
+        raise ConfigError(
+            f"output path {str(path)!r} is a directory", where="output path", fix="give a file name"
+        )
+    return out
+
+
+def to_long_format(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Stack canonical frames of several symbols into one long frame.
+
+    Returns:
+        Columns ``timestamp, symbol, open, high, low, close, volume`` (``symbol`` categorical, in the
+        order of ``frames``), one block of rows per symbol.
+    """
+    parts = list(frames.values())
+    codes = np.repeat(np.arange(len(parts), dtype=np.int32), [len(f) for f in parts])
+    times = np.concatenate([pd.DatetimeIndex(f.index).as_unit("ns").asi8 for f in parts])
+    columns: dict[str, object] = {
+        TIMESTAMP: pd.DatetimeIndex(times.view("datetime64[ns]")).tz_localize("UTC"),
+        # Categorical codes, not a million Python strings.
+        SYMBOL: pd.Categorical.from_codes(codes, categories=pd.Index(list(frames))),
+    }
+    stacked = np.concatenate([f[list(OHLCV_COLUMNS)].to_numpy(dtype=np.float64) for f in parts])
+    for i, column in enumerate(OHLCV_COLUMNS):
+        columns[column] = stacked[:, i]
+    return pd.DataFrame(columns)
 
 
 def _long_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -34,8 +34,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from envs.clock import DAY_NS, MINUTE_NS
-from envs.data.parquet import save_parquet
-from envs.data.schema import OHLCV_COLUMNS, SYMBOL, TIMESTAMP, format_timeframe, parse_timeframe
+from envs.data.parquet import save_parquet, to_long_format
+from envs.data.schema import OHLCV_COLUMNS, TIMESTAMP, format_timeframe, parse_timeframe
 from envs.errors import ConfigError
 from envs.market import MarketSpec
 
@@ -247,22 +247,7 @@ class SyntheticMarket:
 
     def to_long(self) -> pd.DataFrame:
         """All symbols in one long frame: ``timestamp, symbol, open, high, low, close, volume``."""
-        frames = list(self.frames.values())
-        lengths = [len(f) for f in frames]
-        codes = np.repeat(np.arange(len(frames), dtype=np.int32), lengths)
-        columns: dict[str, object] = {
-            TIMESTAMP: pd.DatetimeIndex(
-                np.concatenate([pd.DatetimeIndex(f.index).asi8 for f in frames]).view("datetime64[ns]")
-            )
-            .tz_localize("UTC")
-            .as_unit("ns"),
-            # Categorical codes, not a million Python strings.
-            SYMBOL: pd.Categorical.from_codes(codes, categories=pd.Index(self.symbols)),
-        }
-        stacked = np.concatenate([f[list(OHLCV_COLUMNS)].to_numpy() for f in frames])
-        for i, column in enumerate(OHLCV_COLUMNS):
-            columns[column] = stacked[:, i]
-        return pd.DataFrame(columns)
+        return to_long_format(self.frames)
 
     def save_parquet(self, path: str | os.PathLike[str]) -> Path:
         """Write the long frame to Parquet with the market specs and generator settings as metadata."""

@@ -457,6 +457,7 @@ def test_unknown_config_key_suggests_the_right_one() -> None:
 def test_too_short_data_says_how_many_rows_are_needed() -> None:
     with pytest.raises(DataError, match=r"319 rows are too few: these features need at least 320 rows"):
         compute_features(random_bars(319))
+    assert compute_features(random_bars(320)).warmup == 319  # exactly enough: one complete row
     short = FeatureConfig(higher_timeframes=(2,), regime_vol_window=10, vap_period=30, vwap_period=30)
     assert min_rows(short) < 100
     assert compute_features(random_bars(100), short).warmup < 100

@@ -80,11 +80,13 @@ def compute_features(ohlcv: pd.DataFrame, config: FeatureConfig | None = None) -
         start += len(cols)
 
     warmup = _warmup(values)
-    if warmup >= len(values):  # pragma: no cover - min_rows is an upper bound; this guards a bug
+    if warmup > min_rows(config) - 1:  # pragma: no cover - every feature is finite after its lookback
+        row = warmup - 1
+        name = names[int(np.flatnonzero(~np.isfinite(values[row]))[0])]
         raise DataError(
-            f"no row has every feature finite in {len(values)} rows",
-            where=_WHERE,
-            fix="load a longer history",
+            f"feature {name!r} is not finite at row {row}, after its warm-up",
+            where=f"{_WHERE} row {row} ({ohlcv.index[row]})",
+            fix="check the bars around that row for extreme values",
         )
     return FeatureMatrix(
         values=values,

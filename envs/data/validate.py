@@ -148,7 +148,7 @@ def check_ohlcv(
     row = _first(step < 0)
     if row is not None:
         raise DataError(
-            f"timestamps are not sorted: {_iso(int(times_ns[row + 1]))} comes after "
+            f"timestamps are not sorted: {_iso(int(times_ns[row + 1]))} is earlier than "
             f"{_iso(int(times_ns[row]))} on the previous row",
             where=loc.where(row + 1, TIMESTAMP),
             fix="sort the rows by timestamp (e.g. df.sort_index())",

@@ -367,13 +367,16 @@ def _canonical(table: _Table, *, symbol: str | None, min_rows: int) -> pd.DataFr
 
     raw_time = rows[time_label] if time_label is not None else pd.Series(rows.index, copy=False)
     times = _parse_times(raw_time, locator)
-    values = np.empty((len(rows), len(OHLCV_COLUMNS)), dtype=np.float64)
+    locator = locator.with_times(times)
+    # Column-major, as pandas stores a float block: the frame below is built without a copy.
+    columns = np.empty((len(OHLCV_COLUMNS), len(rows)), dtype=np.float64)
     for i, column in enumerate(OHLCV_COLUMNS):
-        values[:, i] = _to_float(rows[names[column]], locator, column)
+        columns[i] = _to_float(rows[names[column]], locator, column)
+    values = columns.T
     check_ohlcv(times, values, locator, min_rows=min_rows)
 
     index = pd.DatetimeIndex(times.view("datetime64[ns]"), name=TIMESTAMP).tz_localize("UTC").as_unit("ns")
-    out = pd.DataFrame(values, index=index, columns=list(OHLCV_COLUMNS))
+    out = pd.DataFrame(values, index=index, columns=list(OHLCV_COLUMNS), copy=False)
     if symbol is not None:
         out.attrs["symbol"] = symbol
     return out

@@ -10,12 +10,12 @@ live runner with a live feed, unchanged.
 into a base quantity at submission, at the reference price the market shows then (the open of ``t + 1``
 in replay, the live quote live), like a "target percent" order. The quantity reserves the order's own
 costs (half spread, slippage, fee) so a full-size target is affordable. A target whose size is below the
-no-trade band is flat; a change of position smaller than the band is skipped unless it closes or reverses
-the position, so the core does not send dust orders.
+no-trade band is flat; on the same side as the position, a target within the band of the current exposure
+is held (no order), so the core does not send dust orders. Closing and reversing always trade.
 
 **The order hook seam.** The decision side (``agents``) applies learned state (minimum order sizes,
 vetoes from avoidance rules, condition-based sizing) through a callable given to the core: it receives an
-:class:`OrderProposal` and returns it (possibly resized with ``dataclasses.replace(p, qty=...)``) or
+:class:`OrderProposal` and returns it (possibly resized with ``p._replace(qty=...)``) or
 ``None`` to veto. ``envs`` defines the seam and never imports ``learning``. The hook may not change the
 side or symbol; a non-finite quantity is a bug in the hook and raises; a quantity <= 0 counts as a veto.
 Vetoed proposals are reported, so the caller can count vetoes per rule.
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -53,8 +52,7 @@ _MAX_SYMBOL_ID_CHARS = 12
 _NON_ALNUM = re.compile(r"[^A-Za-z0-9]")
 
 
-@dataclass(frozen=True, slots=True)
-class OrderProposal:
+class OrderProposal(NamedTuple):
     """An order the core is about to send, as the order hook sees it.
 
     Attributes:
@@ -64,7 +62,7 @@ class OrderProposal:
         price: reference price at submission (what the quantity was sized with).
         time_ns: submission time.
         decision_time_ns: time of the bar whose close produced the decision.
-        target_exposure: the decided target, a fraction of equity in ``[-leverage, leverage]``.
+        target_exposure: the decided target, a fraction of equity in ``[-1, 1]`` (times leverage).
         position_qty: the signed position before the order.
         equity: account equity at ``price``.
         transition: what the order does to the position (open, add, reduce, close, reverse).
@@ -90,8 +88,8 @@ class OrderProposal:
 class OrderHook(Protocol):
     """Learned adjustments applied to every order before it reaches the broker.
 
-    Return the proposal (unchanged, or resized with ``dataclasses.replace``) or ``None`` to veto it.
-    Keep it picklable (a module-level class holding a read-only snapshot) so it can be pushed into
+    Return the proposal (unchanged, or resized with ``proposal._replace(qty=...)``) or ``None`` to veto
+    it. Keep it picklable (a module-level class holding a read-only snapshot) so it can be pushed into
     subprocess envs with ``env_method("set_order_hook", hook)``.
     """
 
@@ -226,10 +224,11 @@ class TradingCore:
         """
         book = self.portfolio
         q = book.qty
-        if price <= 0.0 or book.equity_at(price) <= 0.0:
+        equity = book.cash + q * price
+        if price <= 0.0 or equity <= 0.0:
             return q
         f = target * book.config.leverage
-        delta = f * book.equity_at(price) / price - q
+        delta = f * equity / price - q
         if delta == 0.0:
             return q
         spec = self.spec
@@ -245,7 +244,7 @@ class TradingCore:
         book = self.portfolio
         q = book.qty
         phi = self.spec.taker_fee
-        equity = book.equity_at(fill)
+        equity = book.cash + q * fill
         if equity <= 0.0:
             return q
         return f * (equity + s * q * fill * phi) / (fill * (1.0 + f * s * phi))
@@ -256,18 +255,20 @@ class TradingCore:
         """The order for ``target`` at ``price`` after the band and the hook: ``(intent, vetoed)``."""
         book = self.portfolio
         band = self.band
-        if abs(target) * book.config.leverage < band:
-            target = 0.0
+        f = target * book.config.leverage
         q = book.qty
+        if -band < f < band:
+            target = f = 0.0
+        elif q != 0.0 and (q > 0.0) is (f > 0.0):
+            # Same side as the position: a change of exposure inside the band is not worth an order.
+            equity = book.cash + q * price
+            if equity > 0.0 and -band < f - q * price / equity < band:
+                return None, None
         q1 = self.target_qty(target, price, volume) if target != 0.0 else 0.0
         transition = classify(q, q1)
         if transition is Transition.HOLD:
             return None, None
         delta = q1 - q
-        if transition is not Transition.CLOSE and transition is not Transition.REVERSE:
-            equity = book.equity_at(price)
-            if abs(delta) * price < band * equity:
-                return None, None
         side = Side.BUY if delta > 0.0 else Side.SELL
         qty = abs(delta)
         hook = self.order_hook
@@ -281,7 +282,7 @@ class TradingCore:
                 decision_time_ns,
                 target,
                 q,
-                book.equity_at(price),
+                book.cash + q * price,
                 transition,
             )
             adjusted = hook(proposal)
@@ -301,16 +302,18 @@ class TradingCore:
                     fix="return a finite quantity, or None to veto",
                 )
             qty = adjusted.qty
-        return OrderIntent(
+        intent = OrderIntent(
             self._next_order_id(decision_time_ns), self.spec.symbol, side, qty, decision_time_ns
-        ), None
+        )
+        return intent, None
 
     def submit(
         self, intent: OrderIntent, quote: Quote, *, decision_row: int = -1, exit_reason: str = EXIT_SIGNAL
     ) -> Execution:
         """Send ``intent`` to the broker at ``quote`` and book the outcome."""
-        result = self.broker.submit(intent, quote)
-        return self.book(result, decision_row=decision_row, exit_reason=exit_reason)
+        return self.book(
+            self.broker.submit(intent, quote), decision_row=decision_row, exit_reason=exit_reason
+        )
 
     def book(
         self, result: OrderResult, *, decision_row: int = -1, exit_reason: str = EXIT_SIGNAL
@@ -348,7 +351,7 @@ class TradingCore:
         book = self.portfolio
         book.mark(close)
         self._bar += 1
-        return BarEvent(time_ns, self.spec.symbol, close, book.equity, book.qty, book.cash)
+        return BarEvent(time_ns, self.spec.symbol, close, book.cash + book.qty * close, book.qty, book.cash)
 
     def step(
         self,
@@ -359,7 +362,6 @@ class TradingCore:
         low: float,
         close: float,
         volume: float,
-        *,
         decision_time_ns: int,
         decision_row: int = -1,
     ) -> StepResult:
@@ -376,8 +378,7 @@ class TradingCore:
             decision_time_ns=decision_time_ns,
             decision_row=decision_row,
         )
-        bar = self.mark(time_ns, close)
-        return StepResult(ex.orders, ex.trades, ex.errors, ex.vetoed, bar)
+        return StepResult(ex[0], ex[1], ex[2], ex[3], self.mark(time_ns, close))
 
     def close_position(
         self, reason: str, *, time_ns: int, price: float, volume: float = math.nan, decision_time_ns: int

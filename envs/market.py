@@ -183,9 +183,13 @@ class MarketSpec:
         rounding never gives the trader a better price than the model.
         """
         move = price * self.cost_fraction(qty, bar_volume)
+        tick = self.price_tick
+        # Tick rounding inlined (ceil_to_tick / floor_to_tick): this runs for every simulated order.
         if side is Side.BUY:
-            return ceil_to_tick(price + move, self.price_tick)
-        return floor_to_tick(price - move, self.price_tick)
+            p = price + move
+            return math.ceil(p / tick - _TICK_TOLERANCE) * tick if tick > 0.0 else p
+        p = price - move
+        return math.floor(p / tick + _TICK_TOLERANCE) * tick if tick > 0.0 else p
 
     def fee(self, notional: float) -> float:
         """Taker fee in quote currency for a market order of ``notional`` (>= 0)."""

@@ -60,7 +60,8 @@ Snapshot = Mapping[str, Mapping[str, float]]
 """Feature values at the entry decision bar: ``{field in SNAPSHOT_FIELDS: {feature name: value}}``."""
 
 SnapshotProvider = Callable[[int], Snapshot]
-"""Returns the snapshot of a decision row (the row index the trading core was given at entry)."""
+"""Returns the snapshot of a decision row (the row index the trading core was given at entry), as new
+dicts on every call: each trade slice keeps its own (records must not share mutable state)."""
 
 # Quantities within this relative distance of zero are zero: fills are multiples of the lot step, but
 # their float sums are not exactly.
@@ -105,12 +106,13 @@ _TRANSITIONS: dict[tuple[int, int, int], Transition] = {
 
 def classify(q0: float, q1: float) -> Transition:
     """The transition from position ``q0`` to ``q1`` (signed base quantities)."""
-    scale = max(abs(q0), abs(q1))
-    eps = scale * _QTY_EPS
-    s0 = 0 if abs(q0) <= eps else _sign(q0)
-    s1 = 0 if abs(q1) <= eps else _sign(q1)
-    d = abs(q1) - abs(q0)
-    growth = 0 if abs(d) <= eps else _sign(d)
+    a0 = q0 if q0 >= 0.0 else -q0
+    a1 = q1 if q1 >= 0.0 else -q1
+    eps = (a0 if a0 > a1 else a1) * _QTY_EPS
+    s0 = 0 if a0 <= eps else (1 if q0 > 0.0 else -1)
+    s1 = 0 if a1 <= eps else (1 if q1 > 0.0 else -1)
+    d = a1 - a0
+    growth = 0 if -eps <= d <= eps else (1 if d > 0.0 else -1)
     return _TRANSITIONS[(s0, s1, growth)]
 
 
@@ -375,21 +377,27 @@ class Portfolio:
         pnl = gross - fees - borrow
         notional = t.avg_price * qty
         snap = self._snapshot(t.entry_ref) if self._snapshot is not None and t.entry_ref >= 0 else None
-        # Fresh dicts per slice: records must not share mutable state (they travel in separate infos).
-        groups = {name: dict(snap.get(name, {})) for name in SNAPSHOT_FIELDS} if snap else {}
+        if snap:
+            signals, conditions, alignment, volume = (snap.get(name) or {} for name in SNAPSHOT_FIELDS)
+        else:
+            signals, conditions, alignment, volume = {}, {}, {}, {}
+        # Positional, in TradeResult's field order: this runs for every closed trade.
         return TradeResult(
-            trade_id=f"{t.trade_id}:{t.slices}",
-            symbol=self.symbol,
-            side=PositionSide.LONG if t.side > 0 else PositionSide.SHORT,
-            entry_time_ns=t.entry_time_ns,
-            exit_time_ns=time_ns,
-            entry_price=t.avg_price,
-            exit_price=price,
-            quantity=qty,
-            fees=fees,
-            pnl=pnl,
-            return_pct=pnl / notional if notional > 0.0 else 0.0,
-            duration_bars=bar - t.entry_bar,
-            exit_reason=reason,
-            **groups,
+            f"{t.trade_id}:{t.slices}",
+            self.symbol,
+            PositionSide.LONG if t.side > 0 else PositionSide.SHORT,
+            t.entry_time_ns,
+            time_ns,
+            t.avg_price,
+            price,
+            qty,
+            fees,
+            pnl,
+            pnl / notional if notional > 0.0 else 0.0,
+            bar - t.entry_bar,
+            reason,
+            signals,
+            conditions,
+            alignment,
+            volume,
         )

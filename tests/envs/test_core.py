@@ -105,7 +105,7 @@ def test_order_hook_can_resize_veto_and_sees_the_proposal() -> None:
         seen.append(p)
         if p.transition is Transition.OPEN and p.notional < 2_000.0:
             return None  # learned minimum: do not open tiny trades
-        return dataclasses.replace(p, qty=p.qty / 2)
+        return p._replace(qty=p.qty / 2)
 
     core = _core(order_hook=double_minimum)
     res = _step(core, 0.1, 1, 100.0)
@@ -122,7 +122,7 @@ def test_order_hook_can_resize_veto_and_sees_the_proposal() -> None:
 
 def test_order_hook_may_not_reverse_an_order() -> None:
     def flip(p: OrderProposal) -> OrderProposal:
-        return dataclasses.replace(p, side=Side.SELL)
+        return p._replace(side=Side.SELL)
 
     with pytest.raises(ConfigError, match="resize or veto"):
         _step(_core(order_hook=flip), 1.0, 1, 100.0)
@@ -130,7 +130,7 @@ def test_order_hook_may_not_reverse_an_order() -> None:
 
 def test_order_hook_returning_nan_is_a_bug_not_a_veto() -> None:
     def broken(p: OrderProposal) -> OrderProposal:
-        return dataclasses.replace(p, qty=math.nan)
+        return p._replace(qty=math.nan)
 
     with pytest.raises(ConfigError, match="finite quantity"):
         _step(_core(order_hook=broken), 1.0, 1, 100.0)

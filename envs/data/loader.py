@@ -275,10 +275,13 @@ def _time_column(table: _Table, names: dict[str, str]) -> str | None:
 
 
 def _refuse_not_a_table(table: _Table) -> None:
+    columns = table.frame.columns
+    separator = next((sep for sep in (";", "\t", "|") if len(columns) == 1 and sep in str(columns[0])), None)
+    fix = f"separate the fields with commas, not {separator!r}" if separator else _TABLE_FIX
     raise DataError(
-        f"does not look like an OHLCV table (found columns {_shown(table.frame.columns)})",
+        f"does not look like an OHLCV table (found columns {_shown(columns)})",
         where=table.source,
-        fix=_TABLE_FIX,
+        fix=fix,
     )
 
 
@@ -393,8 +396,11 @@ def _parse_times(raw: pd.Series, locator: RowLocator) -> npt.NDArray[np.int64]:
         parsed = _parse_text(raw, locator)
     row = _first_true(parsed.isna().to_numpy())
     if row is not None:
+        value = raw.iloc[row]
         raise DataError(
-            f"cannot parse timestamp {raw.iloc[row]!r}",
+            "missing timestamp (an empty cell or a blank line)"
+            if pd.isna(value)
+            else f"cannot parse timestamp {value!r}",
             where=locator.where(row, TIMESTAMP),
             fix=_TIME_FIX,
         )

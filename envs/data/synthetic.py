@@ -22,7 +22,7 @@ import json
 import math
 import os
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -57,6 +57,8 @@ SYNTHETIC_METADATA_KEY: Final = "slf.synthetic"
 GENERATOR_VERSION: Final = 1
 MINUTES_PER_YEAR: Final = 365.0 * 24.0 * 60.0
 MINUTES_PER_DAY: Final = 24 * 60
+# Progress steps per symbol: regimes, volatility, returns, bars, volume.
+_STAGES: Final = 5
 
 
 class Regime(IntEnum):
@@ -317,13 +319,16 @@ def generate_synthetic(
     specs: dict[str, MarketSpec] = {}
     times = first.value + np.arange(int(bars), dtype=np.int64) * tf.value
     index = pd.DatetimeIndex(times.view("datetime64[ns]"), name=TIMESTAMP).tz_localize("UTC")
-    for symbol in tqdm(names, desc="synthetic bars", unit="symbol", disable=not progress):
+    bar = tqdm(total=len(names) * _STAGES, desc="synthetic bars", unit="step", disable=not progress)
+    for symbol in names:
+        bar.set_postfix_str(symbol)
         profile = symbol_profile(symbol)
         stream = np.random.SeedSequence(entropy=int(seed), spawn_key=(_symbol_key(symbol),))
-        values, regime, sigma = _generate_symbol(profile, times, tf, stream, shape)
+        values, regime, sigma = _generate_symbol(profile, times, tf, stream, shape, step=bar.update)
         frame = pd.DataFrame(values, index=index.copy(), columns=list(OHLCV_COLUMNS))
         frame.attrs["symbol"] = symbol
         frames[symbol], regimes[symbol], vols[symbol], specs[symbol] = frame, regime, sigma, profile.spec
+    bar.close()
     return SyntheticMarket(frames, specs, regimes, vols, int(seed), tf, shape)
 
 
@@ -378,7 +383,10 @@ def _generate_symbol(
     timeframe: pd.Timedelta,
     stream: np.random.SeedSequence,
     p: SyntheticParams,
+    *,
+    step: Callable[[], object],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int8], npt.NDArray[np.float64]]:
+    """Bars, regimes and volatility of one symbol; calls ``step`` after each of the ``_STAGES`` stages."""
     n = len(times_ns)
     # One child stream per ingredient, so changing how one is drawn leaves the others as they were.
     rng_regime, rng_vol, rng_ret, rng_wick, rng_volume = (np.random.default_rng(s) for s in stream.spawn(5))
@@ -397,6 +405,8 @@ def _generate_symbol(
     else:
         season = np.ones(n)
 
+    step()
+
     phi_vol = 0.5 ** (dt / p.vol_half_life_minutes)
     initial = float(rng_vol.normal(0.0, p.vol_of_vol))
     shocks = rng_vol.normal(0.0, p.vol_of_vol * math.sqrt(1.0 - phi_vol**2), n)
@@ -405,6 +415,8 @@ def _generate_symbol(
     level = np.asarray(p.regime_vol)[regime] * np.exp(log_vol - p.vol_of_vol**2 / 2.0)
     sigma = sigma_minute * math.sqrt(dt) * np.sqrt(season) * level
 
+    step()
+
     z = rng_ret.standard_t(p.tail_df, n) / math.sqrt(p.tail_df / (p.tail_df - 2.0))
     shock = sigma * z
     phi_range = 0.5 ** (dt / p.range_half_life_minutes)
@@ -412,6 +424,8 @@ def _generate_symbol(
     range_step = np.diff(reverting, prepend=0.0)
     drift = np.asarray(p.regime_drift)[regime] * sigma_minute * dt
     returns = np.where(regime == Regime.RANGE, range_step, drift + shock)
+
+    step()
 
     tick = profile.spec.price_tick
     close = profile.start_price * np.exp(np.cumsum(returns))
@@ -422,6 +436,8 @@ def _generate_symbol(
     high = _round_to(top, tick)
     low = np.maximum(_round_to(bottom, tick), tick)
 
+    step()
+
     activity = (1.0 + p.volume_move_loading * np.abs(z)) / (
         1.0 + p.volume_move_loading * _abs_t_mean(p.tail_df)
     )
@@ -429,5 +445,6 @@ def _generate_symbol(
     volume = profile.volume_per_minute * dt * season * level**p.volume_vol_elasticity * activity * noise
     volume = np.maximum(_round_to(volume, profile.spec.qty_step), 0.0)
 
+    step()
     values = np.column_stack((open_, high, low, close, volume))
     return values, regime, sigma

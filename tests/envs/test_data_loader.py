@@ -61,7 +61,7 @@ def assert_canonical(df: pd.DataFrame) -> None:
     assert all(dtype == np.float64 for dtype in df.dtypes)
     assert isinstance(df.index, pd.DatetimeIndex)
     assert str(df.index.tz) == "UTC"
-    assert df.index.unit == "ns"
+    assert pd.DatetimeIndex(df.index).unit == "ns"
     assert df.index.name == TIMESTAMP
 
 
@@ -121,7 +121,7 @@ def test_time_formats(tmp_path: Path, header: str, values: list[str], expected: 
     rows += [[v, "1", "2", "0.5", "1.5", "10"] for v in values]
     df = load_ohlcv(write_rows(tmp_path / "t.csv", rows))
     assert list(df.index) == [pd.Timestamp(e, tz="UTC") for e in expected]
-    assert df.index.unit == "ns"
+    assert pd.DatetimeIndex(df.index).unit == "ns"
 
 
 def test_day_first_dotted_dates_are_not_read_month_first(tmp_path: Path) -> None:
@@ -135,9 +135,9 @@ def test_day_first_dotted_dates_are_not_read_month_first(tmp_path: Path) -> None
 def test_tz_aware_and_naive_frames_become_utc() -> None:
     bars = make_bars(3)
     berlin = bars.copy()
-    berlin.index = bars.index.tz_convert("Europe/Berlin")
+    berlin.index = pd.DatetimeIndex(bars.index).tz_convert("Europe/Berlin")
     naive = bars.copy()
-    naive.index = bars.index.tz_localize(None)
+    naive.index = pd.DatetimeIndex(bars.index).tz_localize(None)
     for frame in (berlin, naive):
         assert list(load_ohlcv(frame).index) == list(bars.index)
 
@@ -152,7 +152,7 @@ def test_time_in_a_column_of_a_dataframe_and_unnamed_index_column_of_to_csv(tmp_
 
 
 def test_epoch_unit_follows_the_median_magnitude() -> None:
-    ms = (make_bars(5).index.asi8 // 1_000_000).astype(np.int64)
+    ms = (pd.DatetimeIndex(make_bars(5).index).asi8 // 1_000_000).astype(np.int64)
     frame = make_bars(5).reset_index(drop=True)
     frame["timestamp"] = ms
     assert load_ohlcv(frame).index[0] == START
@@ -273,7 +273,7 @@ def test_negative_volume(tmp_path: Path) -> None:
 
 def test_high_below_open_or_close(tmp_path: Path) -> None:
     bars = make_bars(5)
-    bars.iloc[2, bars.columns.get_loc("high")] = bars["close"].iloc[2] * 0.99
+    bars.loc[bars.index[2], "high"] = bars["close"].iloc[2] * 0.99
     path = write_csv(tmp_path / "hi.csv", bars)
     with pytest.raises(
         DataError,
@@ -284,7 +284,7 @@ def test_high_below_open_or_close(tmp_path: Path) -> None:
 
 def test_low_above_open_or_close(tmp_path: Path) -> None:
     bars = make_bars(5)
-    bars.iloc[3, bars.columns.get_loc("low")] = bars["open"].iloc[3] * 1.001
+    bars.loc[bars.index[3], "low"] = bars["open"].iloc[3] * 1.001
     path = write_csv(tmp_path / "lo.csv", bars)
     with pytest.raises(
         DataError,
@@ -413,7 +413,7 @@ def test_ambiguous_slash_dates_are_refused(tmp_path: Path) -> None:
 
 def test_parquet_and_dataframe_errors_name_the_row(tmp_path: Path) -> None:
     bars = make_bars(5)
-    bars.iloc[2, bars.columns.get_loc("volume")] = -2.0
+    bars.loc[bars.index[2], "volume"] = -2.0
     with pytest.raises(DataError, match=r"^DataFrame, row 3 \(2024-01-01T00:02:00Z\), column 'volume'"):
         load_ohlcv(bars)
     save_parquet(bars, tmp_path / "bad.parquet")
@@ -437,7 +437,7 @@ def test_load_does_not_modify_its_input() -> None:
 def test_the_first_offending_row_is_reported(n: int, bad: set[int], column: str) -> None:
     rows = sorted(r for r in bad if r < n) or [n - 1]
     bars = make_bars(n)
-    bars.iloc[rows, bars.columns.get_loc(column)] = np.nan
+    bars.loc[bars.index[rows], column] = np.nan
     with pytest.raises(DataError, match=rf"^DataFrame, row {rows[0] + 1} \(.*column '{column}'"):
         load_ohlcv(bars)
 
@@ -464,3 +464,23 @@ def test_summary_of_a_regular_series_has_no_gaps() -> None:
     summary = summarize(make_bars(30))
     assert (summary.gaps, summary.largest_gap, summary.missing_bars) == (0, None, 0)
     assert summary.timeframe == pd.Timedelta(minutes=1)
+
+
+def test_blank_line_inside_the_data_is_named_by_its_line(tmp_path: Path) -> None:
+    rows = bars_text(make_bars(4))
+    rows.insert(3, [""])  # line 4 is blank
+    with pytest.raises(DataError, match=r"blank\.csv, line 4, column 'timestamp': missing timestamp"):
+        load_ohlcv(write_rows(tmp_path / "blank.csv", rows))
+
+
+def test_trailing_blank_lines_are_ignored(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "tail.csv", make_bars(4))
+    path.write_text(path.read_text() + "\n\n")
+    assert len(load_ohlcv(path)) == 4
+
+
+def test_semicolon_separated_file_gets_a_hint(tmp_path: Path) -> None:
+    path = tmp_path / "semi.csv"
+    path.write_text("timestamp;open;high;low;close;volume\n2024-01-01;1;2;0.5;1.5;3\n")
+    with pytest.raises(DataError, match=r"semi\.csv: does not look like an OHLCV table.*commas, not ';'"):
+        load_ohlcv(path)

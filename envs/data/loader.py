@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Literal, TypeAlias
 
@@ -123,8 +123,13 @@ def load_ohlcv_by_symbol(
     names = _column_names(table)
     if SYMBOL not in names:
         return {None: _canonical(table, symbol=None, min_rows=min_rows)}
-    symbols = _symbol_codes(table, names[SYMBOL])[1]
-    return {s: _canonical(table, symbol=s, min_rows=min_rows) for s in sorted(symbols)}
+    label = names[SYMBOL]
+    codes, categories = _symbol_codes(table, label)
+    # Categorize the symbol column once, not once per symbol.
+    as_category = pd.Categorical.from_codes(codes, categories=pd.Index(categories))
+    table = replace(table, frame=table.frame.assign(**{label: as_category}))
+    present = sorted(categories[i] for i in np.unique(codes))
+    return {s: _canonical(table, symbol=s, min_rows=min_rows) for s in present}
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -240,8 +240,8 @@ class MarketData:
 
 
 def _epoch_ns(index: pd.Index) -> npt.NDArray[np.int64]:
-    """Bar open times as epoch nanoseconds (the loader guarantees a UTC ``DatetimeIndex`` in ns)."""
-    return np.ascontiguousarray(cast("pd.DatetimeIndex", index).asi8, dtype=np.int64)
+    """Bar open times as epoch nanoseconds, whatever the index's unit (pandas may pick us or ms)."""
+    return np.ascontiguousarray(cast("pd.DatetimeIndex", index).as_unit("ns").asi8, dtype=np.int64)
 
 
 def _frozen(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -323,7 +323,8 @@ def market_data(
         stat = path.stat()
         source_key = ("path", str(path.resolve()), stat.st_size, stat.st_mtime_ns, symbol)
     else:
-        frame = load_ohlcv(cast("pd.DataFrame", data), symbol=symbol)
+        given = cast("pd.DataFrame", data)
+        frame = load_ohlcv(given, symbol=symbol or given.attrs.get("symbol"))
         symbol = symbol or frame.attrs.get("symbol")
         source_key = ("frame", _frame_digest(frame), symbol)
 

@@ -76,6 +76,11 @@ CODE_MAINTENANCE = "503"
 _SEED_BOUND = 2**63 - 1
 # Fault draws are taken from the generator in blocks (one scalar call costs as much as a whole order).
 _DRAW_BLOCK = 256
+# Enum members bound to module names: `Side.BUY` costs ~0.2 us per lookup on Python 3.11 (a descriptor),
+# and the per-order path does dozens of them.
+_FILLED = OrderStatus.FILLED
+_REJECTED = OrderStatus.REJECTED
+_ERRORED = OrderStatus.ERRORED
 
 
 class OrderIntent(NamedTuple):
@@ -263,9 +268,9 @@ class SimBroker:
 
         # One draw per order whenever faults are on, so the fault sequence depends only on the seed
         # and the number of orders, not on which orders happened to be refused by the rules.
-        if self._faults.enabled and not order.reduce_only:
+        rate_limit, timeout, any_fault = self._cum
+        if any_fault > 0.0 and not order.reduce_only:
             u = self._uniform()
-            rate_limit, timeout, any_fault = self._cum
             if u < any_fault:
                 if u < rate_limit:
                     kind, msg, code = ErrorKind.RATE_LIMIT, MSG_RATE_LIMIT, CODE_RATE_LIMIT
@@ -273,7 +278,7 @@ class SimBroker:
                     kind, msg, code = ErrorKind.TIMEOUT, MSG_TIMEOUT, CODE_TIMEOUT
                 else:
                     kind, msg, code = ErrorKind.MAINTENANCE, MSG_MAINTENANCE, CODE_MAINTENANCE
-                return self._refuse(order, quote, kind, msg, code, status=OrderStatus.ERRORED)
+                return self._refuse(order, quote, kind, msg, code, status=_ERRORED)
 
         qty = floor_to_step(requested, spec.qty_step)
         if qty <= 0.0 or qty < spec.min_qty:
@@ -299,7 +304,7 @@ class SimBroker:
             quote.time_ns,
             requested,
             price,
-            OrderStatus.FILLED,
+            _FILLED,
             qty,
             fee,
             qty * abs(price - ref),
@@ -313,7 +318,7 @@ class SimBroker:
         message: str,
         code: str,
         *,
-        status: OrderStatus = OrderStatus.REJECTED,
+        status: OrderStatus = _REJECTED,
     ) -> OrderResult:
         # Positional: keyword arguments cost measurably on the per-order path.
         return OrderResult(

@@ -49,6 +49,12 @@ class SlippageModel(StrEnum):
     VOLUME = "volume"
 
 
+# Enum members bound to module names: `Side.BUY` costs ~0.2 us per lookup on Python 3.11 (a descriptor),
+# and the per-order path does dozens of them.
+_BUY = Side.BUY
+_FIXED = SlippageModel.FIXED
+
+
 def floor_to_step(qty: float, step: float) -> float:
     """Round a quantity down to a multiple of ``step`` (no-op when ``step`` is 0).
 
@@ -162,7 +168,7 @@ class MarketSpec:
         ``participation = qty / bar_volume`` capped at :data:`MAX_PARTICIPATION` (full participation
         when the bar has no recorded volume).
         """
-        if self.slippage_model is SlippageModel.FIXED or self.impact_bps == 0.0:
+        if self.slippage_model is _FIXED or self.impact_bps == 0.0:
             return self.slippage_bps
         # `not bar_volume > 0` is also true for NaN: unknown volume is treated as no liquidity.
         if not bar_volume > 0.0:
@@ -185,7 +191,7 @@ class MarketSpec:
         move = price * self.cost_fraction(qty, bar_volume)
         tick = self.price_tick
         # Tick rounding inlined (ceil_to_tick / floor_to_tick): this runs for every simulated order.
-        if side is Side.BUY:
+        if side is _BUY:
             p = price + move
             return math.ceil(p / tick - _TICK_TOLERANCE) * tick if tick > 0.0 else p
         p = price - move

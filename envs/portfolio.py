@@ -104,6 +104,20 @@ _TRANSITIONS: dict[tuple[int, int, int], Transition] = {
 }
 
 
+# Enum members bound to module names: `Side.BUY` costs ~0.2 us per lookup on Python 3.11 (a descriptor),
+# and the per-order path does dozens of them.
+_BUY = Side.BUY
+_LONG = PositionSide.LONG
+_SHORT = PositionSide.SHORT
+_HOLD, _OPEN, _ADD, _REDUCE, _CLOSE = (
+    Transition.HOLD,
+    Transition.OPEN,
+    Transition.ADD,
+    Transition.REDUCE,
+    Transition.CLOSE,
+)
+
+
 def classify(q0: float, q1: float) -> Transition:
     """The transition from position ``q0`` to ``q1`` (signed base quantities)."""
     a0 = q0 if q0 >= 0.0 else -q0
@@ -275,7 +289,7 @@ class Portfolio:
     def can_fill(self, side: Side, qty: float, price: float, fee: float) -> bool:
         """Whether a fill fits the account: no short unless allowed; leverage cap on increases."""
         q0 = self.qty
-        q1 = q0 + (qty if side is Side.BUY else -qty)
+        q1 = q0 + (qty if side is _BUY else -qty)
         eps = _QTY_EPS * max(abs(q0), qty)
         if not self.config.allow_short and q1 < -eps:
             return False  # spot: cannot sell what you do not hold
@@ -320,7 +334,7 @@ class Portfolio:
             return _NO_TRADES
         price = result.price
         fee = result.fee
-        d = qty if result.side is Side.BUY else -qty
+        d = qty if result.side is _BUY else -qty
         q0 = self.qty
         q1 = q0 + d
         transition = classify(q0, q1)
@@ -330,17 +344,17 @@ class Portfolio:
             self.last_price = price  # first price seen; the next mark replaces it
         trades = _NO_TRADES
         t = self._trade
-        if t is None or transition is Transition.OPEN:
+        if t is None or transition is _OPEN:
             self._trade = _OpenTrade(
                 result.order_id, _sign(d), result.time_ns, bar_index, entry_ref, qty, price, fee
             )
-        elif transition is Transition.ADD or (transition is Transition.HOLD and _sign(d) == t.side):
+        elif transition is _ADD or (transition is _HOLD and _sign(d) == t.side):
             t.avg_price = (t.avg_price * t.qty + price * qty) / (t.qty + qty)
             t.qty += qty
             t.fees += fee
-        elif transition is Transition.REDUCE or transition is Transition.HOLD:
+        elif transition is _REDUCE or transition is _HOLD:
             trades = (self._close_slice(t, qty, price, fee, result.time_ns, bar_index, exit_reason),)
-        elif transition is Transition.CLOSE:
+        elif transition is _CLOSE:
             trades = (self._close_slice(t, t.qty, price, fee, result.time_ns, bar_index, exit_reason),)
             self._trade = None
         else:  # REVERSE: close the whole old trade, open a new one with the remainder
@@ -385,7 +399,7 @@ class Portfolio:
         return TradeResult(
             f"{t.trade_id}:{t.slices}",
             self.symbol,
-            PositionSide.LONG if t.side > 0 else PositionSide.SHORT,
+            _LONG if t.side > 0 else _SHORT,
             t.entry_time_ns,
             time_ns,
             t.avg_price,

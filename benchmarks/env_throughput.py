@@ -1,0 +1,326 @@
+"""Environment throughput, reset scaling and shared memory: ``python benchmarks/env_throughput.py``.
+
+Measured on the same seeded synthetic minute bars (``envs.data.generate_synthetic``), each environment
+in its own subprocess (gym-trading-env turns every warning into an error when imported):
+
+* **steps/s**, random actions, best of ``--repeats`` runs of ``--steps`` steps on the raw env
+  (``.unwrapped``, no wrappers for anyone):
+
+  - ``MarketReplayEnv`` with every friction on: 0.1% taker fee, 2 bps spread, 1 bps slippage plus a
+    volume-participation impact, lot step, minimum quantity and notional, price tick, 2.5% of orders
+    hit by injected faults; window 32, default features, actions ``[-1, 0, 1]``, 1000-bar episodes;
+  - gym-anytrading ``stocks-v0`` (window 32, its own price features and fees, actions sell/buy);
+  - gym-trading-env ``TradingEnv`` (windows 32, our default features as its ``feature_*`` columns,
+    positions ``[-1, 0, 1]``, 0.1% fees, borrow interest, 1000-step episodes). Its index is made
+    tz-naive: with pandas 3 its own ``DatetimeIndex.values`` call raises a deprecation warning, which it
+    has turned into an error.
+
+* **reset scaling**: mean ``reset()`` time (random starts) over ``--reset-count`` resets, best of 5
+  batches, on 10k and 1M bars.
+* **shared memory**: resident memory (psutil RSS) growth per extra env when eight envs replay one
+  1M-bar dataset (they share one read-only feature matrix).
+
+Targets: >= 1.0x gym-anytrading, >= 5x gym-trading-env steps/s; reset at 1M bars within 1.2x of reset at
+10k bars; < 5 MB RSS per extra env. Exits 0 (``--strict``: 1 when a target is missed). Install the peers
+with ``pip install -e ".[bench]"``; a missing peer is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # runnable as a plain script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+SEED = 20240101
+SYMBOL = "BTC/USDT"
+WINDOW = 32
+EPISODE = 1_000
+DEFAULT_BARS = 100_000
+DEFAULT_STEPS = 50_000
+DEFAULT_REPEATS = 3
+RESET_BARS = (10_000, 1_000_000)
+RESET_COUNT = 2_000
+RESET_BATCHES = 5
+MEMORY_BARS = 1_000_000
+MEMORY_ENVS = 8
+MEMORY_STEPS = 200
+
+TARGET_VS_ANYTRADING = 1.0
+TARGET_VS_TRADING_ENV = 5.0
+TARGET_RESET_RATIO = 1.2
+TARGET_MB_PER_ENV = 5.0
+
+
+def _bars(n: int) -> Any:
+    from envs.data import generate_synthetic
+
+    return generate_synthetic([SYMBOL], n, SEED).frames[SYMBOL]
+
+
+def _spec() -> Any:
+    from envs.market import MarketSpec
+
+    return MarketSpec(
+        SYMBOL,
+        taker_fee=0.001,
+        spread_bps=2.0,
+        slippage_bps=1.0,
+        slippage_model="volume",
+        impact_bps=10.0,
+        min_qty=1e-5,
+        qty_step=1e-5,
+        min_notional=5.0,
+        price_tick=0.01,
+    )
+
+
+FAULTS = {"rate_limit": 0.01, "timeout": 0.01, "maintenance": 0.005}
+
+
+def _ours(bars: Any, **kw: Any) -> Any:
+    from envs.replay import MarketReplayEnv
+
+    return MarketReplayEnv(
+        data=bars, market=_spec(), faults=FAULTS, window=WINDOW, episode_length=EPISODE, **kw
+    )
+
+
+def _run(env: Any, actions: np.ndarray, repeats: int) -> float:
+    """Best steps/s over ``repeats`` runs of ``len(actions)`` random steps (auto-reset on episode end)."""
+    best = 0.0
+    for r in range(repeats):
+        env.reset(seed=r)
+        step = env.step
+        start = time.perf_counter()
+        for a in actions:
+            out = step(a)
+            if out[2] or out[3]:
+                env.reset()
+        best = max(best, len(actions) / (time.perf_counter() - start))
+    return best
+
+
+def child_steps(name: str, bars_n: int, steps: int, repeats: int) -> dict[str, Any]:
+    bars = _bars(bars_n)  # before importing a peer: gym-trading-env makes warnings errors
+    rng = np.random.default_rng(SEED)
+    if name == "ours":
+        env = _ours(bars)
+        actions = rng.integers(0, 3, steps)
+    elif name == "anytrading":
+        import gymnasium as gym
+        import gym_anytrading  # noqa: F401 - registers stocks-v0
+
+        frame = bars.rename(columns=str.capitalize)
+        env = gym.make("stocks-v0", df=frame, window_size=WINDOW, frame_bound=(WINDOW, len(frame))).unwrapped
+        actions = rng.integers(0, 2, steps)
+    elif name == "trading-env":
+        from envs.features import compute_features
+
+        matrix = compute_features(bars)
+        frame = bars.copy()
+        for j, column in enumerate(matrix.columns):
+            frame[f"feature_{column}"] = matrix.values[:, j]
+        frame = frame.iloc[matrix.warmup :]
+        frame.index = frame.index.tz_localize(None)
+        import gymnasium as gym
+        import gym_trading_env  # noqa: F401 - registers TradingEnv
+
+        env = gym.make(
+            "TradingEnv",
+            df=frame,
+            positions=[-1, 0, 1],
+            trading_fees=0.001,
+            borrow_interest_rate=1e-6,
+            windows=WINDOW,
+            max_episode_duration=EPISODE,
+            verbose=0,
+        ).unwrapped
+        actions = rng.integers(0, 3, steps)
+    else:
+        raise SystemExit(f"unknown env {name!r}")
+    return {"steps_per_s": _run(env, [int(a) for a in actions], repeats)}
+
+
+def child_reset(bars_n: int, count: int) -> dict[str, Any]:
+    env = _ours(_bars(bars_n))
+    env.reset(seed=0)
+    best = float("inf")
+    for batch in range(RESET_BATCHES):
+        env.reset(seed=batch)
+        start = time.perf_counter()
+        for _ in range(count):
+            env.reset()
+        best = min(best, (time.perf_counter() - start) / count)
+    return {"reset_us": best * 1e6}
+
+
+def child_memory(bars_n: int, n_envs: int) -> dict[str, Any]:
+    import psutil
+
+    proc = psutil.Process()
+    bars = _bars(bars_n)
+    rng = np.random.default_rng(SEED)
+    envs = []
+
+    def add() -> None:
+        env = _ours(bars)
+        env.reset(seed=len(envs))
+        for a in rng.integers(0, 3, MEMORY_STEPS):
+            env.step(int(a))
+        envs.append(env)
+        gc.collect()
+
+    add()
+    first = proc.memory_info().rss
+    for _ in range(n_envs - 1):
+        add()
+    last = proc.memory_info().rss
+    shared = envs[0].market.features.values
+    return {
+        "rss_first_mb": first / 1e6,
+        "rss_all_mb": last / 1e6,
+        "mb_per_extra_env": (last - first) / 1e6 / (n_envs - 1),
+        "shared": all(e.market.features.values is shared for e in envs),
+        "matrix_mb": shared.nbytes / 1e6,
+    }
+
+
+def _child(*args: str) -> dict[str, Any] | None:
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", *args], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"  ! {' '.join(args)} failed: {tail}", flush=True)
+        return None
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bars", type=int, default=DEFAULT_BARS, help="bars for the steps/s runs")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="steps per run")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="runs per env (best counts)")
+    parser.add_argument("--reset-count", type=int, default=RESET_COUNT, help="resets per timing batch")
+    parser.add_argument("--memory-bars", type=int, default=MEMORY_BARS, help="bars for the memory check")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        kind, *rest = args.child
+        if kind == "steps":
+            result = child_steps(rest[0], args.bars, args.steps, args.repeats)
+        elif kind == "reset":
+            result = child_reset(int(rest[0]), args.reset_count)
+        else:
+            result = child_memory(args.memory_bars, MEMORY_ENVS)
+        print(json.dumps(result))
+        return 0
+
+    common = ["--bars", str(args.bars), "--steps", str(args.steps), "--repeats", str(args.repeats)]
+    print(
+        f"env throughput: {args.bars:,} synthetic 1-minute bars, {args.steps:,} random steps x {args.repeats}"
+    )
+    speed: dict[str, float | None] = {}
+    for name in ("ours", "anytrading", "trading-env"):
+        out = _child("steps", name, *common)
+        speed[name] = out["steps_per_s"] if out else None
+        print(f"  {name:<12} {speed[name] or float('nan'):>10,.0f} steps/s", flush=True)
+    resets = {}
+    for n in RESET_BARS:
+        out = _child("reset", str(n), "--reset-count", str(args.reset_count))
+        resets[n] = out["reset_us"] if out else None
+        print(f"  reset at {n:>9,} bars: {resets[n] or float('nan'):8.1f} us", flush=True)
+    memory = _child("memory", "--memory-bars", str(args.memory_bars))
+
+    rows: list[tuple[str, str, str, bool | None]] = []
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a and b else None
+
+    ours = speed["ours"]
+    vs_any = ratio(ours, speed["anytrading"])
+    vs_gte = ratio(ours, speed["trading-env"])
+    rows.append(("MarketReplayEnv steps/s (all frictions)", f"{ours or 0:,.0f}", "", None))
+    rows.append(
+        (
+            "  vs gym-anytrading stocks-v0",
+            _x(vs_any),
+            f">= {TARGET_VS_ANYTRADING:.1f}x",
+            _ge(vs_any, TARGET_VS_ANYTRADING),
+        )
+    )
+    rows.append(
+        (
+            "  vs gym-trading-env TradingEnv",
+            _x(vs_gte),
+            f">= {TARGET_VS_TRADING_ENV:.1f}x",
+            _ge(vs_gte, TARGET_VS_TRADING_ENV),
+        )
+    )
+    small, big = resets[RESET_BARS[0]], resets[RESET_BARS[1]]
+    reset_ratio = ratio(big, small)
+    rows.append(
+        (
+            f"reset 1M bars / reset 10k bars ({big or 0:.1f} / {small or 0:.1f} us)",
+            _x(reset_ratio),
+            f"<= {TARGET_RESET_RATIO:.1f}x",
+            None if reset_ratio is None else reset_ratio <= TARGET_RESET_RATIO,
+        )
+    )
+    if memory:
+        per_env = memory["mb_per_extra_env"]
+        label = f"RSS per extra env, {MEMORY_ENVS} envs on {args.memory_bars:,} bars"
+        rows.append(
+            (
+                label,
+                f"{per_env:.2f} MB",
+                f"< {TARGET_MB_PER_ENV:.0f} MB",
+                per_env < TARGET_MB_PER_ENV and memory["shared"],
+            )
+        )
+        rows.append(
+            (
+                f"  (first env {memory['rss_first_mb']:.0f} MB RSS, all {memory['rss_all_mb']:.0f} MB; shared matrix {memory['matrix_mb']:.0f} MB)",
+                "",
+                "",
+                None,
+            )
+        )
+    else:
+        rows.append(("RSS per extra env", "n/a", f"< {TARGET_MB_PER_ENV:.0f} MB", None))
+
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'measure':<{width}}  {'value':>12}  {'target':>9}  status")
+    for label, value, target, ok in rows:
+        status = "" if ok is None and not target else ("met" if ok else ("MISSED" if ok is False else "n/a"))
+        print(f"{label:<{width}}  {value:>12}  {target:>9}  {status}")
+    missed = any(ok is False for *_, ok in rows)
+    return 1 if args.strict and missed else 0
+
+
+def _x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def _ge(value: float | None, target: float) -> bool | None:
+    return None if value is None else value >= target
+
+
+if __name__ == "__main__":
+    sys.exit(main())

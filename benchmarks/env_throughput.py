@@ -69,14 +69,14 @@ def _bars(n: int) -> Any:
 
 
 def _spec() -> Any:
-    from envs.market import MarketSpec
+    from envs.market import MarketSpec, SlippageModel
 
     return MarketSpec(
         SYMBOL,
         taker_fee=0.001,
         spread_bps=2.0,
         slippage_bps=1.0,
-        slippage_model="volume",
+        slippage_model=SlippageModel.VOLUME,
         impact_bps=10.0,
         min_qty=1e-5,
         qty_step=1e-5,
@@ -96,7 +96,7 @@ def _ours(bars: Any, **kw: Any) -> Any:
     )
 
 
-def _run(env: Any, actions: np.ndarray, repeats: int) -> float:
+def _run(env: Any, actions: list[int], repeats: int) -> float:
     """Best steps/s over ``repeats`` runs of ``len(actions)`` random steps (auto-reset on episode end)."""
     best = 0.0
     for r in range(repeats):
@@ -118,8 +118,8 @@ def child_steps(name: str, bars_n: int, steps: int, repeats: int) -> dict[str, A
         env = _ours(bars)
         actions = rng.integers(0, 3, steps)
     elif name == "anytrading":
-        import gymnasium as gym
         import gym_anytrading  # noqa: F401 - registers stocks-v0
+        import gymnasium as gym
 
         frame = bars.rename(columns=str.capitalize)
         env = gym.make("stocks-v0", df=frame, window_size=WINDOW, frame_bound=(WINDOW, len(frame))).unwrapped
@@ -133,8 +133,8 @@ def child_steps(name: str, bars_n: int, steps: int, repeats: int) -> dict[str, A
             frame[f"feature_{column}"] = matrix.values[:, j]
         frame = frame.iloc[matrix.warmup :]
         frame.index = frame.index.tz_localize(None)
-        import gymnasium as gym
         import gym_trading_env  # noqa: F401 - registers TradingEnv
+        import gymnasium as gym
 
         env = gym.make(
             "TradingEnv",
@@ -171,7 +171,7 @@ def child_memory(bars_n: int, n_envs: int) -> dict[str, Any]:
     proc = psutil.Process()
     bars = _bars(bars_n)
     rng = np.random.default_rng(SEED)
-    envs = []
+    envs: list[Any] = []
 
     def add() -> None:
         env = _ours(bars)
@@ -296,7 +296,8 @@ def main() -> int:
         )
         rows.append(
             (
-                f"  (first env {memory['rss_first_mb']:.0f} MB RSS, all {memory['rss_all_mb']:.0f} MB; shared matrix {memory['matrix_mb']:.0f} MB)",
+                f"  (first env {memory['rss_first_mb']:.0f} MB RSS, all {memory['rss_all_mb']:.0f} MB; "
+                f"shared matrix {memory['matrix_mb']:.0f} MB)",
                 "",
                 "",
                 None,

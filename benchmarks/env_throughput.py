@@ -186,12 +186,12 @@ def child_memory(bars_n: int, n_envs: int) -> dict[str, Any]:
     for _ in range(n_envs - 1):
         add()
     last = proc.memory_info().rss
-    shared = envs[0].market.features.values
+    shared = envs[0].market_data.features.values
     return {
         "rss_first_mb": first / 1e6,
         "rss_all_mb": last / 1e6,
         "mb_per_extra_env": (last - first) / 1e6 / (n_envs - 1),
-        "shared": all(e.market.features.values is shared for e in envs),
+        "shared": all(e.market_data.features.values is shared for e in envs),
         "matrix_mb": shared.nbytes / 1e6,
     }
 

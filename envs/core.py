@@ -56,8 +56,6 @@ _BUY = Side.BUY
 _SELL = Side.SELL
 _FILLED = OrderStatus.FILLED
 _HOLD = Transition.HOLD
-_CLOSE = Transition.CLOSE
-_REVERSE = Transition.REVERSE
 
 
 class OrderProposal(NamedTuple):
@@ -70,7 +68,8 @@ class OrderProposal(NamedTuple):
         price: reference price at submission (what the quantity was sized with).
         time_ns: submission time.
         decision_time_ns: time of the bar whose close produced the decision.
-        target_exposure: the decided target, a fraction of equity in ``[-1, 1]`` (times leverage).
+        target_exposure: the decided target in ``[-1, 1]``; the position it asks for is
+            ``target_exposure * leverage * equity / price``.
         position_qty: the signed position before the order.
         equity: account equity at ``price``.
         transition: what the order does to the position (open, add, reduce, close, reverse).

@@ -611,7 +611,7 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
         self.core = TradingCore(
             spec, book, self._broker, rebalance_band=rebalance_band, order_hook=order_hook
         )
-        self.spec_market = spec
+        self.market_spec = spec
         self._book = book
         self._id_prefix = str(order_id_prefix)
         self._t = self._t_min
@@ -622,7 +622,7 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
 
     # --- public helpers ----------------------------------------------------------------------------
     @property
-    def market(self) -> MarketData:
+    def market_data(self) -> MarketData:
         """The shared, read-only bars and features this env replays."""
         return self._data
 
@@ -803,7 +803,11 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
             bar = None
         else:
             orders, trades, errors, vetoed, bar = res
-            if orders:
+            if len(orders) == 1:  # the usual case: one order per bar
+                status = orders[0].status
+                fills = orders if status is _FILLED else ()
+                rejections = orders if status is _REJECTED else ()
+            elif orders:
                 fills = tuple(o for o in orders if o.status is _FILLED)
                 rejections = tuple(o for o in orders if o.status is _REJECTED)
             else:

@@ -100,7 +100,7 @@ def test_gym_make_bundled_dataset_steps() -> None:
 
 def test_spaces_and_observation_layout(bars: pd.DataFrame) -> None:
     env = make_env(bars)
-    k = len(env.market.features.columns)
+    k = len(env.market_data.features.columns)
     assert env.observation_space.shape == (WINDOW * k + len(STATE_FEATURES),)
     assert env.observation_space.dtype == np.float32
     assert np.all(np.isfinite(env.observation_space.low))
@@ -109,7 +109,7 @@ def test_spaces_and_observation_layout(bars: pd.DataFrame) -> None:
     obs, _ = env.reset(seed=0)
     # the feature window is the last `window` rows of the normalized matrix, oldest first
     t = env.row
-    normalized = env.normalization.apply(env.market.features).values
+    normalized = env.normalization.apply(env.market_data.features).values
     expected = np.clip(normalized[t - WINDOW + 1 : t + 1], -10, 10).reshape(-1)
     np.testing.assert_array_equal(obs[: WINDOW * k], expected)
     assert tuple(obs[-3:]) == (0.0, 0.0, 0.0)  # flat: no exposure, no PnL, no time in trade
@@ -333,7 +333,7 @@ def test_closed_trade_carries_the_entry_row_snapshot(bars: pd.DataFrame) -> None
         env.step(2)
     *_, info = env.step(1)
     (trade,) = info["trades"]
-    snapshot = env.market.features.snapshot(entry_row)
+    snapshot = env.market_data.features.snapshot(entry_row)
     assert trade.entry_signals == snapshot["entry_signals"]
     assert trade.market_conditions == snapshot["market_conditions"]
     assert trade.timeframe_alignment == snapshot["timeframe_alignment"]
@@ -406,10 +406,10 @@ def test_ruin_and_max_drawdown_terminate_and_close_the_position(
 
 def test_many_envs_share_one_read_only_matrix_and_resets_do_not_copy(bars: pd.DataFrame) -> None:
     a, b = make_env(bars), make_env(bars.copy())  # equal content: the cache matches by digest
-    assert a.market is b.market
-    assert a.market.features.values is b.market.features.values
-    assert not a.market.features.values.flags.writeable
-    assert not a.market.close.flags.writeable
+    assert a.market_data is b.market_data
+    assert a.market_data.features.values is b.market_data.features.values
+    assert not a.market_data.features.values.flags.writeable
+    assert not a.market_data.close.flags.writeable
     assert a._flat is b._flat
     obs, _ = a.reset(seed=0)
     assert not np.shares_memory(obs, a._flat)  # observations are copies the user may keep
@@ -493,3 +493,19 @@ def test_fill_status_values_in_info_are_consistent(bars: pd.DataFrame) -> None:
         assert all(o.status is OrderStatus.REJECTED for o in info["rejections"])
         assert len(info["errors"]) == len(info["orders"]) - len(info["fills"])
         assert info["equity"] == pytest.approx(info["cash"] + info["position"] * info["price"])
+
+
+def test_start_and_end_bound_the_replay_and_the_fitted_normalization(bars: pd.DataFrame) -> None:
+    env = make_env(bars, start="2024-01-01 07:00", end=800, episode_length=20)
+    start_row = int(np.searchsorted(bars.index, pd.Timestamp("2024-01-01 07:00", tz="UTC")))
+    assert env.normalization.fit_span == (start_row, 800)
+    rows = set()
+    for seed in range(20):
+        env.reset(seed=seed)
+        rows.add(env.row)
+        for _ in range(20):
+            env.step(1)
+        assert env.row < 800
+    assert min(rows) >= start_row
+    with pytest.raises(ConfigError, match="outside"):
+        env.reset(options={"start": 10})

@@ -4,7 +4,10 @@
 past an optional :class:`OrderHook`, sends it to a :class:`~envs.broker.Broker`, books the outcome in a
 :class:`~envs.portfolio.Portfolio` and marks the book at the close of bar ``t + 1``. It sees one bar at a
 time (no arrays, no pandas), so :class:`~envs.replay.MarketReplayEnv` drives it with replayed bars and the
-live runner with a live feed, unchanged.
+live runner with a live feed, unchanged: replay calls :meth:`TradingCore.step` per bar; live calls
+:meth:`TradingCore.execute` when a decision is taken (with the live quote) and :meth:`TradingCore.mark`
+when a bar closes; with an asynchronous broker, :meth:`TradingCore.plan`, then ``await`` the broker, then
+:meth:`TradingCore.book`.
 
 **Sizing.** The target is a fraction of equity in ``[-1, 1]``, scaled by the leverage cap. It is turned
 into a base quantity at submission, at the reference price the market shows then (the open of ``t + 1``

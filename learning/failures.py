@@ -1,0 +1,249 @@
+"""Failure analysis: factors that dominate recent losing trades become explainable avoidance rules.
+
+Over the trades closed in the failure window (seed: 3 market days), a factor becomes a rule when
+
+* at least ``min_support`` losing trades carry it, and its share among losers *exceeds* the occurrence
+  threshold (seed: 0.7), and
+* it is clearly rarer among winners: ``occurrence / winner_share >= lift_threshold``, where
+  ``winner_share = (k + 1) / (n + 2)`` is Laplace-smoothed so that a window with few or no winners
+  neither divides by zero nor makes every common factor look damning.
+
+A rule carries its evidence (support, occurrence, winner share, lift, window, created/updated times);
+a later analysis that finds the same factor refreshes the evidence. Rules count the vetoes they cause;
+when the counterfactual outcome of vetoed trades is reported (:meth:`FailureAnalyzer.record_outcome`)
+and, after ``retire_min_outcomes`` judged vetoes, the share that would have won exceeds
+``retire_win_rate``, the rule retires (kept for the record, no longer applied). A retired rule can be
+re-created from fresh evidence after the cooldown.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+
+from learning.discretize import Discretizer
+from learning.journal import JournalEntry
+from learning.records import AvoidanceRule
+
+__all__ = ["RULE_PREFIX", "FailureAnalyzer"]
+
+RULE_PREFIX = "avoid:"
+_RULE_COLUMNS = (
+    "rule_id, factor, description, support, losers, occurrence, winner_occurrence, lift, window_days, "
+    "created_ns, updated_ns, vetoes, judged, wrong, active, retired_ns, retire_reason"
+)
+
+
+class FailureAnalyzer:
+    """Mines avoidance rules from losing trades and retires the ones whose vetoes prove wrong.
+
+    Args:
+        conn: the store connection (rules are loaded at construction).
+        discretizer: describes a factor's value range for explanations.
+        occurrence: share of losers a factor must exceed (seed: 0.7).
+        min_support: minimum losing trades carrying the factor.
+        lift_threshold: minimum ``occurrence / smoothed winner share``.
+        window_days: the analysis window, recorded in each rule's evidence.
+        retire_min_outcomes: judged vetoes needed before a rule can retire.
+        retire_win_rate: retire when the share of judged vetoes that would have won exceeds this.
+        cooldown_ns: market time after retirement before the factor may become a rule again.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        discretizer: Discretizer,
+        *,
+        occurrence: float,
+        min_support: int,
+        lift_threshold: float,
+        window_days: float,
+        retire_min_outcomes: int,
+        retire_win_rate: float,
+        cooldown_ns: int,
+    ) -> None:
+        self._discretizer = discretizer
+        self._occurrence = occurrence
+        self._min_support = min_support
+        self._lift = lift_threshold
+        self._window_days = window_days
+        self._retire_min = retire_min_outcomes
+        self._retire_rate = retire_win_rate
+        self._cooldown = cooldown_ns
+        self._rules: dict[str, AvoidanceRule] = {}
+        for row in conn.execute(f"SELECT {_RULE_COLUMNS} FROM rules ORDER BY rule_id"):
+            values = list(row)
+            values[14] = bool(values[14])
+            self._rules[row[0]] = AvoidanceRule(*values)
+        self._dirty: set[str] = set()
+        self._pending_vetoes: list[tuple[str, int, str]] = []
+        self._pending_judgements: list[tuple[str, int]] = []
+
+    # --- analysis ----------------------------------------------------------------------------------
+    def analyze(self, now_ns: int, entries: Sequence[JournalEntry]) -> list[AvoidanceRule]:
+        """Create or refresh rules from the window's trades; returns the rules created or refreshed."""
+        losers = [e for e in entries if not e.won]
+        winners = [e for e in entries if e.won]
+        if len(losers) < self._min_support:
+            return []
+        loser_counts = Counter(f for e in losers for f in e.factors)
+        winner_counts = Counter(f for e in winners for f in e.factors)
+        touched: list[AvoidanceRule] = []
+        for factor in sorted(loser_counts):
+            support = loser_counts[factor]
+            occurrence = support / len(losers)
+            if support < self._min_support or occurrence <= self._occurrence:
+                continue
+            winner_share = (winner_counts[factor] + 1) / (len(winners) + 2)
+            lift = occurrence / winner_share
+            if lift < self._lift:
+                continue
+            rule = self._upsert(factor, support, len(losers), occurrence, winner_share, lift, now_ns)
+            if rule is not None:
+                touched.append(rule)
+        return touched
+
+    def _upsert(
+        self,
+        factor: str,
+        support: int,
+        losers: int,
+        occurrence: float,
+        winner_share: float,
+        lift: float,
+        now_ns: int,
+    ) -> AvoidanceRule | None:
+        rule_id = RULE_PREFIX + factor
+        old = self._rules.get(rule_id)
+        if old is not None and old.active:
+            base = old
+        elif old is not None and old.retired_ns is not None and now_ns - old.retired_ns < self._cooldown:
+            return None
+        else:
+            base = AvoidanceRule(
+                rule_id=rule_id,
+                factor=factor,
+                description=self._discretizer.describe(factor),
+                support=0,
+                losers=0,
+                occurrence=0.0,
+                winner_occurrence=0.0,
+                lift=0.0,
+                window_days=self._window_days,
+                created_ns=now_ns,
+                updated_ns=now_ns,
+            )
+        new = replace(
+            base,
+            support=support,
+            losers=losers,
+            occurrence=occurrence,
+            winner_occurrence=winner_share,
+            lift=lift,
+            window_days=self._window_days,
+            updated_ns=now_ns,
+        )
+        if new == old:
+            return None
+        self._rules[rule_id] = new
+        self._dirty.add(rule_id)
+        return new
+
+    # --- vetoes ------------------------------------------------------------------------------------
+    def _require(self, rule_id: str) -> AvoidanceRule:
+        rule = self._rules.get(rule_id)
+        if rule is None:
+            raise KeyError(f"unknown avoidance rule {rule_id!r}")
+        return rule
+
+    def record_veto(self, rule_id: str, time_ns: int, symbol: str = "") -> AvoidanceRule:
+        """Count an entry this rule vetoed."""
+        old = self._require(rule_id)
+        rule = replace(old, vetoes=old.vetoes + 1)
+        self._rules[rule_id] = rule
+        self._dirty.add(rule_id)
+        self._pending_vetoes.append((rule_id, time_ns, symbol))
+        return rule
+
+    def record_outcome(self, rule_id: str, would_have_won: bool, time_ns: int) -> AvoidanceRule:
+        """Report what a vetoed trade would have done; retires the rule when its vetoes prove wrong."""
+        old = self._require(rule_id)
+        rule = replace(old, judged=old.judged + 1, wrong=old.wrong + bool(would_have_won))
+        if (
+            rule.active
+            and rule.judged >= self._retire_min
+            and rule.counterfactual_win_rate > self._retire_rate
+        ):
+            rule = replace(
+                rule,
+                active=False,
+                retired_ns=time_ns,
+                retire_reason=(
+                    f"{rule.wrong} of {rule.judged} vetoed entries would have won "
+                    f"({rule.counterfactual_win_rate:.0%} > {self._retire_rate:.0%})"
+                ),
+            )
+        self._rules[rule_id] = rule
+        self._dirty.add(rule_id)
+        self._pending_judgements.append((rule_id, int(bool(would_have_won))))
+        return rule
+
+    # --- reading -----------------------------------------------------------------------------------
+    def rules(self, *, active_only: bool = False) -> list[AvoidanceRule]:
+        """Rules by id (all, or only the active ones)."""
+        return [r for _, r in sorted(self._rules.items()) if r.active or not active_only]
+
+    def get(self, rule_id: str) -> AvoidanceRule | None:
+        return self._rules.get(rule_id)
+
+    @property
+    def total_vetoes(self) -> int:
+        return sum(r.vetoes for r in self._rules.values())
+
+    # --- persistence -------------------------------------------------------------------------------
+    def flush(self, conn: sqlite3.Connection) -> None:
+        """Write changed rules, new vetoes and veto judgements (inside the caller's transaction)."""
+        if self._dirty:
+            placeholders = ", ".join("?" * len(_RULE_COLUMNS.split(",")))
+            conn.executemany(
+                f"INSERT OR REPLACE INTO rules ({_RULE_COLUMNS}) VALUES ({placeholders})",
+                [
+                    (
+                        r.rule_id,
+                        r.factor,
+                        r.description,
+                        r.support,
+                        r.losers,
+                        r.occurrence,
+                        r.winner_occurrence,
+                        r.lift,
+                        r.window_days,
+                        r.created_ns,
+                        r.updated_ns,
+                        r.vetoes,
+                        r.judged,
+                        r.wrong,
+                        int(r.active),
+                        r.retired_ns,
+                        r.retire_reason,
+                    )
+                    for r in (self._rules[k] for k in sorted(self._dirty))
+                ],
+            )
+            self._dirty.clear()
+        if self._pending_vetoes:
+            conn.executemany(
+                "INSERT INTO vetoes (rule_id, time_ns, symbol, outcome) VALUES (?, ?, ?, NULL)",
+                self._pending_vetoes,
+            )
+            self._pending_vetoes.clear()
+        for rule_id, outcome in self._pending_judgements:
+            # The oldest unjudged veto of the rule receives the outcome (reports arrive in veto order).
+            conn.execute(
+                "UPDATE vetoes SET outcome = ? WHERE id = (SELECT MIN(id) FROM vetoes WHERE rule_id = ? "
+                "AND outcome IS NULL)",
+                (outcome, rule_id),
+            )
+        self._pending_judgements.clear()

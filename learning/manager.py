@@ -85,6 +85,8 @@ class UniversalLearningManager:
         market_specs: exchange specs to seed the order minimums from (a sequence or a symbol mapping).
         discretizer: how feature values become factors (default binning when ``None``).
         create: create the store when missing; ``False`` makes a missing store a ``StateError``.
+        read_only: inspect without writing (CLI, reports while a run is writing): every method that
+            would write raises ``StateError``; effectiveness measurements are not recorded.
 
     Use as a context manager, or call :meth:`close`.
     """
@@ -98,11 +100,13 @@ class UniversalLearningManager:
         *,
         discretizer: Discretizer | None = None,
         create: bool = True,
+        read_only: bool = False,
     ) -> None:
         self.root = Path(root)
+        self.read_only = read_only
         self.store_path = self.root / STORE_DIRNAME / STORE_FILENAME
         self.archive_dir = self.root / ARCHIVE_DIRNAME
-        self._store = LearningStore(self.store_path, create=create)
+        self._store = LearningStore(self.store_path, create=create, read_only=read_only)
         self._closed = False
         try:
             self._setup(config, clock, market_specs, discretizer)
@@ -196,7 +200,7 @@ class UniversalLearningManager:
             int(counters.get("adaptation_runs", 0)),
         )
         self._snapshot: LearnedState | None = None
-        if saved != cfg.model_dump(mode="json"):
+        if saved != cfg.model_dump(mode="json") and not self.read_only:
             store.set_meta(_META_CONFIG, cfg.model_dump(mode="json"))
         specs = list(market_specs.values()) if isinstance(market_specs, Mapping) else list(market_specs)
         if specs:
@@ -573,9 +577,10 @@ class UniversalLearningManager:
             profit_trend=profit_trend,
             mean_pnl=mean_pnl,
         )
-        with self._store.transaction() as conn:
-            record(conn, measurement)
-            self.flush()
+        if not self.read_only:
+            with self._store.transaction() as conn:
+                record(conn, measurement)
+                self.flush()
         return measurement
 
     def build_report(self, now: int | None = None) -> LearningReport:
@@ -624,7 +629,8 @@ class UniversalLearningManager:
         if self._closed:
             return
         try:
-            self.compact()
+            if not self.read_only:
+                self.compact()
         finally:
             self._closed = True
             self._store.close()

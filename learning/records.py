@@ -162,7 +162,7 @@ class AvoidanceRule:
         """One paragraph: what the rule forbids, the evidence, and how its vetoes have fared."""
         text = (
             f"Avoid entering when {self.description} ({self.factor}): it was present in "
-            f"{self.occurrence:.0%} of {self.losers} losing trades ({self.support} trades) but in about "
+            f"{self.support} of {self.losers} losing trades ({self.occurrence:.0%}) but in about "
             f"{self.winner_occurrence:.0%} of winners (lift {self.lift:.2f}) over the "
             f"{self.window_days:g} market days before {format_ns(self.updated_ns)}; "
             f"created {format_ns(self.created_ns)}. It has vetoed {self.vetoes} entries"

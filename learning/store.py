@@ -153,14 +153,18 @@ class LearningStore:
         path: the store file (``<root>/learning/state.sqlite``).
         create: create the file (and its directory) when missing; when false a missing store is a
             ``StateError``.
+        read_only: open without the right to write (for inspection while a run may be writing); an
+            older schema is then an error instead of being migrated.
 
     Durability: ``synchronous=NORMAL`` in WAL mode; a killed process never loses a committed
     transaction and never corrupts the file; a power loss may roll back the latest commits but leaves
     the last checkpointed state intact.
     """
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+    def __init__(self, path: Path, *, create: bool = True, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
+        create = create and not read_only
         if self.path.exists() and not self.path.is_file():
             raise StateError("is not a file", where=str(self.path), fix="point at a learning store file")
         if not self.path.exists():
@@ -174,13 +178,21 @@ class LearningStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._check_header()
         try:
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if read_only:
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                self._conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            else:
+                self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StateError(f"cannot open the learning store ({exc})", where=str(self.path)) from exc
         self._in_tx = False
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             version = self._check_identity()
+            if read_only:
+                self._check_current(version)
+                self._conn.execute("PRAGMA query_only = ON")
+                return
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
             # A large page cache and memory-mapped reads keep primary-key lookups in a big table cheap.
@@ -243,6 +255,15 @@ class LearningStore:
             )
         return version
 
+    def _check_current(self, version: int) -> None:
+        if version < SCHEMA_VERSION:
+            raise StateError(
+                f"has schema {version}, older than this code's {SCHEMA_VERSION}; it cannot be read without "
+                "migrating",
+                where=str(self.path),
+                fix="open it once with the learning manager (not read-only), which migrates it in place",
+            )
+
     def _migrate(self, version: int) -> None:
         if version == 0:
             with self.transaction() as conn:
@@ -271,6 +292,10 @@ class LearningStore:
         if self._in_tx:
             yield self._conn
             return
+        if self.read_only:
+            raise StateError(
+                "the learning store was opened read-only", where=str(self.path), fix="open it for writing"
+            )
         self._conn.execute("BEGIN IMMEDIATE")
         self._in_tx = True
         try:

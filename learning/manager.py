@@ -269,6 +269,11 @@ class UniversalLearningManager:
             self._store.set_meta(_META_PATTERNS_SEQ, self._journal.last_seq)
 
     @property
+    def trade_count(self) -> int:
+        """Trades journaled (written or still buffered)."""
+        return self._journal.total
+
+    @property
     def pending_trades(self) -> int:
         """Trades learned but not yet written to the store."""
         return self._journal.pending

@@ -1,0 +1,142 @@
+"""The facade: market-time cadences, determinism, lifecycle, effectiveness tracking and the report."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from envs.clock import DAY_NS, MINUTE_NS, MarketClock
+from envs.errors import StateError
+from envs.events import ErrorEvent, ErrorKind
+from learning.config import LearningConfig
+from learning.manager import UniversalLearningManager
+
+from .conftest import CALM, MACD_NEG, MACD_POS, RSI_OVERSOLD, RSI_STRONG, START_NS, ManagerFactory, make_trade
+
+
+def _story(manager: UniversalLearningManager) -> None:
+    """A day of mixed trades and errors, with periodic work on every 5th bar."""
+    for k in range(400):
+        now = START_NS + k * MINUTE_NS
+        won = k % 3 == 0
+        signals = {**RSI_STRONG, **MACD_POS} if won else {**RSI_OVERSOLD, **MACD_NEG}
+        manager.learn_from_trade(make_trade(k, (k % 7) + 0.5 if won else -1.0, exit_ns=now, signals=signals))
+        if k % 40 == 0:
+            match = manager.learn_from_error(
+                ErrorEvent(now, "BTC/USDT", ErrorKind.RATE_LIMIT, f"429 Too many requests (id {k})")
+            )
+            manager.record_resolution(
+                match.signature, manager.choose_resolution(match.signature), k % 80 == 0
+            )
+        if k % 5 == 0:
+            manager.on_bar(now, CALM)
+
+
+def _dump(root: Path) -> dict[str, list[tuple[object, ...]]]:
+    conn = sqlite3.connect(root / "learning" / "state.sqlite")
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    dump = {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+    conn.close()
+    return dump
+
+
+def test_same_inputs_give_the_same_learned_state(manager_factory: ManagerFactory, tmp_path: Path) -> None:
+    states = []
+    for name in ("a", "b"):
+        manager = manager_factory(name, LearningConfig(exploration_rate=0.3, seed=11))
+        _story(manager)
+        states.append((manager.snapshot(), manager.track_learning_effectiveness(START_NS + DAY_NS)))
+        manager.close()
+    assert states[0] == states[1]
+    assert states[0][0].rules
+    assert states[0][0].strategy_weights
+    assert _dump(tmp_path / "a") == _dump(tmp_path / "b")
+
+
+def test_periodic_work_follows_market_time_cadences(manager: UniversalLearningManager) -> None:
+    for n in range(10):
+        signals = {**RSI_STRONG, **MACD_POS} if n % 2 else {**RSI_OVERSOLD, **MACD_NEG}
+        manager.learn_from_trade(make_trade(n, 1.0 if n % 2 else -1.0, signals=signals))
+    assert manager.periodic(START_NS)  # first call: evolution, reinforcement, failure analysis all run
+    steps = len(manager.evolution_history())
+    assert not manager.periodic(START_NS + 59 * MINUTE_NS)  # evolution and analysis every 60 minutes
+    assert len(manager.evolution_history()) == steps
+    manager.periodic(START_NS + 60 * MINUTE_NS)
+    assert len(manager.evolution_history()) == steps + 1
+
+
+def test_on_bar_adapts_on_the_5_minute_cadence(manager: UniversalLearningManager) -> None:
+    for n in range(10):
+        manager.learn_from_trade(make_trade(n, -1.0))
+    assert manager.on_bar(START_NS, CALM)
+    assert manager.snapshot().adjustment_for(CALM).active
+    assert manager.adaptations == 1
+
+
+def test_internal_clock_follows_event_times_and_survives_reopen(manager_factory: ManagerFactory) -> None:
+    m = manager_factory("own")
+    m.learn_from_trade(make_trade(1, 1.0, exit_ns=START_NS + 5))
+    assert m.clock.now_ns() == START_NS + 5
+    m.learn_from_trade(make_trade(2, 1.0, exit_ns=START_NS))  # late event: time never goes back
+    assert m.clock.now_ns() == START_NS + 5
+    m.close()
+    assert manager_factory("own").clock.now_ns() == START_NS + 5
+
+
+def test_injected_clock_is_read_not_moved(manager_factory: ManagerFactory) -> None:
+    clock = MarketClock(START_NS)
+    m = manager_factory(clock=clock)
+    m.learn_from_trade(make_trade(1, 1.0, exit_ns=START_NS + DAY_NS))
+    assert clock.now_ns() == START_NS
+    clock.advance_by(DAY_NS)
+    assert m.snapshot().time_ns == START_NS + DAY_NS
+
+
+def test_closed_manager_refuses_work_and_close_is_idempotent(manager_factory: ManagerFactory) -> None:
+    with manager_factory() as m:
+        m.learn_from_trade(make_trade(1, 1.0))
+    m.close()
+    with pytest.raises(StateError, match="closed"):
+        m.learn_from_trade(make_trade(2, 1.0))
+
+
+def test_effectiveness_scalars_and_trends(manager: UniversalLearningManager) -> None:
+    for n in range(100):
+        manager.learn_from_trade(make_trade(n, 1.0 if n >= 50 else -1.0, exit_ns=START_NS + n))
+    eff = manager.track_learning_effectiveness()
+    scalars = eff.as_scalars()
+    for key in (
+        "learning/patterns",
+        "learning/avoidance_rules",
+        "learning/vetoes",
+        "learning/error_resolution_rate",
+        "learning/adaptations",
+        "learning/win_rate",
+        "learning/profit_trend",
+    ):
+        assert isinstance(scalars[key], float)
+    assert eff.win_rate == 0.5
+    assert eff.win_rate_trend == 1.0  # older half all lost, newer half all won
+    assert eff.profit_trend == 2.0
+    assert eff.patterns == 1
+    assert eff.trades == 100
+
+
+def test_report_is_written_as_markdown_and_self_contained_html(
+    manager: UniversalLearningManager, tmp_path: Path
+) -> None:
+    _story(manager)
+    manager.track_learning_effectiveness()
+    md, html = manager.write_report(tmp_path / "report")
+    text = md.read_text()
+    assert text.startswith("# Learning report")
+    assert "## Avoidance rules" in text
+    assert "avoid:rsi_14=oversold" in text
+    page = html.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<svg" in page
+    assert "http://" not in page
+    assert "https://" not in page
+    assert "<script" not in page

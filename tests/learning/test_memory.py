@@ -1,0 +1,100 @@
+"""Memory management: patterns unseen for 30 market days move to a durable archive, then leave memory."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from envs.clock import DAY_NS, MarketClock
+from envs.errors import StateError
+from learning.manager import UniversalLearningManager
+from learning.memory import archive_stale_patterns
+
+from .conftest import CALM, START_NS, WILD, ManagerFactory, make_trade
+
+MONTH = 30 * DAY_NS
+
+
+def _two_patterns(manager: UniversalLearningManager) -> tuple[str, str]:
+    old = manager.learn_from_trade(make_trade(1, 2.0, exit_ns=START_NS, conditions=CALM))
+    recent = manager.learn_from_trade(make_trade(2, -1.0, exit_ns=START_NS + DAY_NS, conditions=WILD))
+    return old, recent
+
+
+@pytest.mark.parametrize(("age", "archived"), [(MONTH, False), (MONTH + 1, True)])
+def test_patterns_unseen_for_more_than_30_market_days_are_archived(
+    manager: UniversalLearningManager, age: int, archived: bool
+) -> None:
+    old, recent = _two_patterns(manager)
+    result = manager.manage_learning_memory(START_NS + age)
+    assert result.patterns == int(archived)
+    assert (manager.pattern(old) is None) is archived
+    assert manager.pattern(recent) is not None
+    assert manager.pattern_count() == 2 - int(archived)
+
+
+def test_archive_is_compressed_parquet_that_reads_back(
+    manager: UniversalLearningManager, tmp_path: Path
+) -> None:
+    old, _ = _two_patterns(manager)
+    stats = manager.pattern(old)
+    result = manager.manage_learning_memory(START_NS + MONTH + 1)
+    (name,) = result.files
+    archive_dir = manager.archive_dir
+    assert (archive_dir / name).exists()
+    assert name.endswith(".parquet")
+    assert not list(archive_dir.glob("*.tmp"))
+    (restored,) = manager.load_archive()
+    assert restored == stats
+    assert manager.track_learning_effectiveness().archived_patterns == 1
+
+
+def test_archived_patterns_stay_readable_after_reopening(
+    manager_factory: ManagerFactory, clock: MarketClock
+) -> None:
+    first = manager_factory("a", clock=clock)
+    old, _ = _two_patterns(first)
+    first.manage_learning_memory(START_NS + MONTH + 1)
+    first.close()
+    again = manager_factory("a", clock=clock)
+    assert [p.signature for p in again.load_archive()] == [old]
+    assert again.pattern(old) is None
+
+
+def test_patterns_leave_memory_only_after_the_archive_is_recorded(
+    manager: UniversalLearningManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, _ = _two_patterns(manager)
+    manager.compact()
+    store = manager._store  # the crash is injected between the durable file and its SQLite record
+
+    @contextlib.contextmanager
+    def crash() -> Iterator[None]:
+        raise OSError("disk gone")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(store, "transaction", crash)
+    with pytest.raises(OSError, match="disk gone"):
+        archive_stale_patterns(store, manager.archive_dir, cutoff_ns=START_NS + 1, now_ns=START_NS, chunk=10)
+    monkeypatch.undo()
+    assert manager.pattern(old) is not None  # still active: a duplicate at worst, never a loss
+    assert len(list(manager.archive_dir.glob("*.parquet"))) == 1
+    result = manager.manage_learning_memory(START_NS + MONTH + 1)  # the retry picks a new file name
+    assert result.patterns == 1
+    assert len(list(manager.archive_dir.glob("*.parquet"))) == 2
+    assert [p.signature for p in manager.load_archive()] == [old]
+
+
+def test_altered_archive_file_is_a_state_error(manager: UniversalLearningManager) -> None:
+    _two_patterns(manager)
+    (name,) = manager.manage_learning_memory(START_NS + MONTH + 1).files
+    path = manager.archive_dir / name
+    path.write_bytes(path.read_bytes() + b"x")
+    with pytest.raises(StateError, match="checksum"):
+        manager.load_archive()
+    path.unlink()
+    with pytest.raises(StateError, match="missing"):
+        manager.load_archive()

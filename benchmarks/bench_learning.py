@@ -79,11 +79,14 @@ def populate(root: Path, count: int) -> float:
     ids = sorted((pattern_id(sig), sig) for sig in signatures(count))
     first, last = START_NS - 10 * MINUTE_NS, START_NS - MINUTE_NS
     with store.transaction() as conn:
-        conn.executemany("INSERT INTO pattern_signatures (id, signature) VALUES (?, ?)", ids)
         conn.executemany(
-            "INSERT INTO patterns (id, count, wins, total_pnl, score, weight, first_seen_ns, last_seen_ns) "
-            "VALUES (?, 3, 1, 0.5, 0.1, 1.0, ?, ?)",
-            ((pid, first, last) for pid, _ in ids),
+            "INSERT INTO pattern_signatures (sig, signature) VALUES (?, ?)",
+            ((n, sig) for n, (_, sig) in enumerate(ids, 1)),
+        )
+        conn.executemany(
+            "INSERT INTO patterns (id, sig, count, wins, total_pnl, score, weight, first_seen_ns, "
+            "last_seen_ns) VALUES (?, ?, 3, 1, 0.5, 0.1, 1.0, ?, ?)",
+            ((pid, n, first, last) for n, (pid, _) in enumerate(ids, 1)),
         )
     store.close()
     return time.perf_counter() - start

@@ -60,7 +60,7 @@ class TradeJournal:
 
     def __init__(self, conn: sqlite3.Connection, window_ns: int, trend_trades: int) -> None:
         self._window_ns = window_ns
-        self._entries: list[JournalEntry] = []
+        self._entries: deque[JournalEntry] = deque()
         self._pending: list[JournalRow] = []
         self._reinforced: list[int] = []
         self._recent_pnl: deque[float] = deque(maxlen=trend_trades)
@@ -161,10 +161,15 @@ class TradeJournal:
         return list(self._recent_pnl)
 
     def prune(self, now_ns: int) -> None:
-        """Drop from memory the trades older than the window (they stay in the store)."""
+        """Drop from memory the trades older than the window (they stay in the store).
+
+        Trades arrive nearly in exit-time order, so this pops from the old end; a trade that arrived
+        out of order may stay a little longer, which :meth:`window` filters out anyway.
+        """
         cutoff = now_ns - self._window_ns
-        if self._entries and self._entries[0].exit_time_ns < cutoff:
-            self._entries = [e for e in self._entries if e.exit_time_ns >= cutoff]
+        entries = self._entries
+        while entries and entries[0].exit_time_ns < cutoff:
+            entries.popleft()
 
     def flush(self, conn: sqlite3.Connection) -> None:
         """Write buffered rows and reinforcement marks (inside the caller's transaction)."""

@@ -240,6 +240,8 @@ class UniversalLearningManager:
         """Write everything pending in one transaction."""
         self._check_open()
         store = self._store
+        # Keep the in-memory journal to the analysis window even if periodic() is never called.
+        self._journal.prune(self._clock.now_ns())
         with store.transaction() as conn:
             self._journal.flush(conn)
             self._errors.flush(conn)

@@ -119,7 +119,7 @@ def archive_stale_patterns(
     while True:
         rows = conn.execute(
             "SELECT p.id, s.signature, p.count, p.wins, p.total_pnl, p.score, p.weight, p.first_seen_ns, "
-            "p.last_seen_ns FROM patterns p JOIN pattern_signatures s ON s.id = p.id "
+            "p.last_seen_ns, p.sig FROM patterns p JOIN pattern_signatures s ON s.sig = p.sig "
             "WHERE p.last_seen_ns < ? ORDER BY p.id LIMIT ?",
             (cutoff_ns, chunk),
         ).fetchall()
@@ -127,8 +127,9 @@ def archive_stale_patterns(
             break
         archive_dir.mkdir(parents=True, exist_ok=True)
         next_n, path = _next_free(archive_dir, next_n)
-        digest = _write_durably([r[1:] for r in rows], path)
+        digest = _write_durably([r[1:-1] for r in rows], path)
         ids = [(r[0],) for r in rows]
+        sigs = [(r[-1],) for r in rows]
         with store.transaction() as tx:
             tx.execute(
                 "INSERT INTO archives (id, file, rows, created_ns, cutoff_ns, sha256) "
@@ -136,7 +137,7 @@ def archive_stale_patterns(
                 (next_n, path.name, len(rows), now_ns, cutoff_ns, digest),
             )
             tx.executemany("DELETE FROM patterns WHERE id = ?", ids)
-            tx.executemany("DELETE FROM pattern_signatures WHERE id = ?", ids)
+            tx.executemany("DELETE FROM pattern_signatures WHERE sig = ?", sigs)
         files.append(path.name)
         archived.extend(r[0] for r in rows)
         next_n += 1

@@ -36,21 +36,21 @@ __all__ = ["NEUTRAL_WEIGHT", "PatternRecognitionEngine", "pattern_id"]
 
 NEUTRAL_WEIGHT = 1.0
 _ID_BYTES = 8
-# Parameters: id, count, wins, pnl, add, first_seen, last_seen, decay. A new row's score is ``add``
-# (the average folded from 0); an existing row's is ``add + score * decay``. The weight is left alone,
-# so the weight index is not rewritten by compaction.
+# Parameters: id, signature number, count, wins, pnl, add, first_seen, last_seen, decay. A new row's
+# score is ``add`` (the average folded from 0); an existing row's is ``add + score * decay``. The weight
+# and signature number are left alone, so the weight index is not rewritten by compaction.
 _APPLY_DELTA = (
-    "INSERT INTO patterns (id, count, wins, total_pnl, score, weight, first_seen_ns, last_seen_ns) "
-    f"VALUES (?, ?, ?, ?, ?, {NEUTRAL_WEIGHT}, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+    "INSERT INTO patterns (id, sig, count, wins, total_pnl, score, weight, first_seen_ns, last_seen_ns) "
+    f"VALUES (?, ?, ?, ?, ?, ?, {NEUTRAL_WEIGHT}, ?, ?) ON CONFLICT(id) DO UPDATE SET "
     "count = count + excluded.count, wins = wins + excluded.wins, "
     "total_pnl = total_pnl + excluded.total_pnl, "
     "score = excluded.score + score * ?, first_seen_ns = MIN(first_seen_ns, excluded.first_seen_ns), "
     "last_seen_ns = MAX(last_seen_ns, excluded.last_seen_ns)"
 )
-_ADD_SIGNATURE = "INSERT OR IGNORE INTO pattern_signatures (id, signature) VALUES (?, ?)"
+_ADD_SIGNATURE = "INSERT INTO pattern_signatures (sig, signature) VALUES (?, ?)"
 _SELECT = (
     "SELECT s.signature, p.count, p.wins, p.total_pnl, p.score, p.weight, p.first_seen_ns, "
-    "p.last_seen_ns FROM patterns p JOIN pattern_signatures s ON s.id = p.id"
+    "p.last_seen_ns FROM patterns p JOIN pattern_signatures s ON s.sig = p.sig"
 )
 
 
@@ -117,9 +117,12 @@ class PatternRecognitionEngine:
         self._w_min, self._w_max = weight_bounds
         self._pending: dict[int, _Delta] = {}
         # Sorted ids of the stored patterns (8 bytes each): tells compaction which patterns are new, so
-        # only new signatures are written and known ones are never looked up.
+        # only their signatures are written, under the next signature numbers.
         self._known = np.fromiter(
             (r[0] for r in conn.execute("SELECT id FROM patterns ORDER BY id")), np.int64
+        )
+        self._next_sig = (
+            int(conn.execute("SELECT COALESCE(MAX(sig), 0) FROM pattern_signatures").fetchone()[0]) + 1
         )
 
     # --- signatures --------------------------------------------------------------------------------
@@ -238,16 +241,20 @@ class PatternRecognitionEngine:
         if not self._pending:
             return
         # Id order walks the b-tree pages in order: far fewer page misses and WAL frames than random.
-        ids = sorted(self._pending)
+        items = sorted(self._pending.items())
+        new = self._new_ids(np.fromiter((pid for pid, _ in items), np.int64, len(items)))
+        # New patterns get the next signature numbers, in id order (deterministic); a stored pattern's
+        # number is kept by the upsert, so 0 is only a placeholder for it.
+        first_sig = self._next_sig
+        numbers = dict(zip(new.tolist(), range(first_sig, first_sig + new.size), strict=True))
+        self._next_sig = first_sig + new.size
         pending = self._pending
-        new = self._new_ids(np.array(ids, dtype=np.int64))
-        conn.executemany(_ADD_SIGNATURE, [(pid, pending[pid].signature) for pid in new.tolist()])
+        conn.executemany(_ADD_SIGNATURE, [(n, pending[pid].signature) for pid, n in numbers.items()])
         conn.executemany(
             _APPLY_DELTA,
             [
-                (pid, d.count, d.wins, d.pnl, d.add, d.first, d.last, d.decay)
-                for pid in ids
-                for d in (pending[pid],)
+                (pid, numbers.get(pid, 0), d.count, d.wins, d.pnl, d.add, d.first, d.last, d.decay)
+                for pid, d in items
             ],
         )
         self._pending = {}

@@ -17,10 +17,10 @@ from .conftest import make_trade
 V1_SCHEMA = """
 CREATE TABLE slf_schema (app TEXT NOT NULL, version INTEGER NOT NULL);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE patterns (id INTEGER PRIMARY KEY, count INTEGER NOT NULL, wins INTEGER NOT NULL,
-    total_pnl REAL NOT NULL, score REAL NOT NULL, weight REAL NOT NULL, first_seen_ns INTEGER NOT NULL,
-    last_seen_ns INTEGER NOT NULL);
-CREATE TABLE pattern_signatures (id INTEGER PRIMARY KEY, signature TEXT NOT NULL);
+CREATE TABLE patterns (id INTEGER PRIMARY KEY, sig INTEGER NOT NULL, count INTEGER NOT NULL,
+    wins INTEGER NOT NULL, total_pnl REAL NOT NULL, score REAL NOT NULL, weight REAL NOT NULL,
+    first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL);
+CREATE TABLE pattern_signatures (sig INTEGER PRIMARY KEY, signature TEXT NOT NULL);
 CREATE TABLE journal (seq INTEGER PRIMARY KEY, trade_id TEXT NOT NULL, symbol TEXT NOT NULL,
     side TEXT NOT NULL, entry_time_ns INTEGER NOT NULL, exit_time_ns INTEGER NOT NULL, pnl REAL NOT NULL,
     return_pct REAL NOT NULL, pattern_id INTEGER NOT NULL, factors TEXT NOT NULL,

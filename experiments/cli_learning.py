@@ -87,6 +87,17 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
     return table
 
 
+def _pattern_row(p: Any) -> list[str]:
+    return [
+        p.signature,
+        str(p.count),
+        f"{p.win_rate:.0%}",
+        f"{p.total_pnl:.4g}",
+        f"{p.score:+.3f}",
+        f"{p.weight:.3f}",
+    ]
+
+
 def _show_tables(manager: Any, rows: int) -> None:
     from learning.records import format_ns
 
@@ -124,19 +135,16 @@ def _show_tables(manager: Any, rows: int) -> None:
     console.print(_table("Strategy weights", ["factor", "weight"], [[f, f"{w:.4f}"] for f, w in weights]))
     console.print(
         _table(
-            "Top patterns",
+            "Top patterns (reinforced)",
             ["signature", "trades", "win rate", "pnl", "score", "weight"],
-            [
-                [
-                    p.signature,
-                    str(p.count),
-                    f"{p.win_rate:.0%}",
-                    f"{p.total_pnl:.4g}",
-                    f"{p.score:+.3f}",
-                    f"{p.weight:.3f}",
-                ]
-                for p in manager.top_patterns(rows)
-            ],
+            [_pattern_row(p) for p in manager.top_patterns(rows)],
+        )
+    )
+    console.print(
+        _table(
+            "Most traded patterns",
+            ["signature", "trades", "win rate", "pnl", "score", "weight"],
+            [_pattern_row(p) for p in manager.most_traded_patterns(rows)],
         )
     )
     console.print(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -49,7 +50,7 @@ from learning.patterns import PatternRecognitionEngine
 from learning.records import AvoidanceRule, ConditionAdjustment, LearnedMinimum, PatternScore
 from learning.report import LearningReport, write_report
 from learning.state import LearnedState
-from learning.store import ARCHIVE_DIRNAME, STORE_DIRNAME, STORE_FILENAME, LearningStore
+from learning.store import ARCHIVE_DIRNAME, RECOVERY_FIX, STORE_DIRNAME, STORE_FILENAME, LearningStore
 from learning.strategy import EvolutionStep, StrategyOptimizer
 from learning.tracking import LearningEffectiveness, load_history, record, trends
 
@@ -110,6 +111,12 @@ class UniversalLearningManager:
         self._closed = False
         try:
             self._setup(config, clock, market_specs, discretizer)
+        except sqlite3.DatabaseError as exc:
+            # Damage that the opening checks cannot see (a bad page, a mangled table) shows up here.
+            self._store.close()
+            raise StateError(
+                f"the learning store cannot be read ({exc})", where=str(self.store_path), fix=RECOVERY_FIX
+            ) from exc
         except BaseException:
             self._store.close()
             raise
@@ -124,7 +131,7 @@ class UniversalLearningManager:
         store = self._store
         saved = store.get_meta(_META_CONFIG)
         if config is None:
-            config = LearningConfig.model_validate(saved) if saved is not None else LearningConfig()
+            config = self._saved_config(saved)
         self.config = config
         cfg = config
         # Only an internal clock follows event times; an injected clock belongs to the caller.
@@ -205,6 +212,16 @@ class UniversalLearningManager:
         specs = list(market_specs.values()) if isinstance(market_specs, Mapping) else list(market_specs)
         if specs:
             self.seed_minimums(specs)
+
+    def _saved_config(self, saved: Mapping[str, Any] | None) -> LearningConfig:
+        """The config a store was written with; keys this version does not know are dropped (with a
+        warning), missing ones take their defaults."""
+        if saved is None:
+            return LearningConfig()
+        known = {k: v for k, v in saved.items() if k in LearningConfig.model_fields}
+        if len(known) != len(saved):
+            log.warning("ignoring unknown saved config keys %s", sorted(set(saved) - set(known)))
+        return LearningConfig.from_mapping(known, where=f"{self.store_path}: saved config")
 
     # --- time and persistence ---------------------------------------------------------------------
     @property
@@ -320,9 +337,7 @@ class UniversalLearningManager:
         return self._patterns.count()
 
     def patterns(self) -> list[PatternScore]:
-        """Every active pattern, by signature (compacts pending trades first)."""
-        if self._patterns.pending:
-            self.compact()
+        """Every active pattern, by signature (uncompacted trades included)."""
         return self._patterns.all()
 
     def trade_factors(self, trade: TradeResult) -> tuple[str, ...]:
@@ -612,6 +627,10 @@ class UniversalLearningManager:
     def top_patterns(self, k: int | None = None) -> tuple[PatternScore, ...]:
         """The highest-weighted (reinforced) patterns, pending trades included."""
         return self._patterns.top(self.config.top_patterns if k is None else k)
+
+    def most_traded_patterns(self, k: int = 20) -> tuple[PatternScore, ...]:
+        """The patterns with the most trades (for inspection)."""
+        return self._patterns.most_traded(k)
 
     def snapshot(self) -> LearnedState:
         """The learned state as an immutable, picklable :class:`LearnedState` (cached per version)."""

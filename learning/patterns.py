@@ -211,9 +211,36 @@ class PatternRecognitionEngine:
             out.append(delta.apply(record) if delta is not None else record)
         return tuple(out)
 
+    def most_traded(self, k: int) -> tuple[PatternScore, ...]:
+        """The ``k`` patterns with the most trades (ties: signature), pending trades included.
+
+        Meant for inspection (CLI, reports): it reads every pattern with pending trades.
+        """
+        if k <= 0:
+            return ()
+        candidates: dict[str, PatternScore] = {}
+        for row in self._conn.execute(f"{_SELECT} ORDER BY p.count DESC LIMIT ?", (k,)):
+            candidates[row[0]] = _record(row)
+        # A pattern with pending trades may overtake the stored leaders: read each one in full.
+        for delta in self._pending.values():
+            current = self.get(delta.signature)
+            if current is not None:
+                candidates[delta.signature] = current
+        ranked = sorted(candidates.values(), key=lambda p: (-p.count, p.signature))
+        return tuple(ranked[:k])
+
     def all(self) -> list[PatternScore]:
-        """Every active pattern in the store, by signature (compact first for pending trades)."""
-        return [_record(r) for r in self._conn.execute(f"{_SELECT} ORDER BY s.signature")]
+        """Every active pattern, pending trades included, by signature."""
+        out: dict[str, PatternScore] = {}
+        for row in self._conn.execute(_SELECT):
+            record = _record(row)
+            delta = self._pending.get(pattern_id(record.signature))
+            out[record.signature] = delta.apply(record) if delta is not None else record
+        for delta in self._pending.values():
+            if delta.signature not in out:
+                base = PatternScore(delta.signature, 0, 0, 0.0, 0.0, NEUTRAL_WEIGHT, delta.first, delta.last)
+                out[delta.signature] = delta.apply(base)
+        return [out[k] for k in sorted(out)]
 
     def count(self) -> int:
         """Active patterns, pending ones included."""

@@ -29,7 +29,8 @@ class LearnedState:
         strategy_weights: factor -> weight, bounded and normalized to mean 1 (see ``StrategyOptimizer``).
         minimums: symbol -> learned order minimum.
         condition_adjustments: condition class -> adjustment (only classes adapted at least once).
-        top_patterns: the highest-weighted patterns (ties by score), as of ``version``.
+        top_patterns: the reinforced patterns of highest weight (ties by score), as of ``version``: they
+            are refreshed when the version changes, not on every trade.
         classifier: the discretizer and condition globs used to compute factors and condition classes.
     """
 

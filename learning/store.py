@@ -26,6 +26,7 @@ __all__ = [
     "APP_ID",
     "ARCHIVE_DIRNAME",
     "MIGRATIONS",
+    "RECOVERY_FIX",
     "SCHEMA_VERSION",
     "STORE_DIRNAME",
     "STORE_FILENAME",

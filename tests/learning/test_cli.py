@@ -52,6 +52,7 @@ def test_show_prints_rules_with_evidence_weights_and_error_patterns(run_dir: Pat
         "avoid:rsi_14=oversold",
         "rsi_14 < 30",
         "Strategy weights",
+        "Most traded patterns",
         "filter failure",
     ):
         assert text in out.stdout

@@ -140,3 +140,24 @@ def test_report_is_written_as_markdown_and_self_contained_html(
     assert "http://" not in page
     assert "https://" not in page
     assert "<script" not in page
+
+
+def test_store_remembers_its_config_and_drops_keys_it_does_not_know(manager_factory: ManagerFactory) -> None:
+    first = manager_factory("cfg", LearningConfig(win_rate_threshold=0.4, seed=5))
+    first._store.set_meta(
+        "config", {**LearningConfig(win_rate_threshold=0.4).model_dump(), "retired_knob": 1}
+    )
+    first.close()
+    again = manager_factory("cfg")
+    assert again.config.win_rate_threshold == 0.4
+    assert again.config.seed == 0  # the injected meta above carries the default seed
+
+
+def test_pattern_listing_includes_stored_and_uncompacted_trades(manager: UniversalLearningManager) -> None:
+    first = manager.learn_from_trade(make_trade(1, 1.0, signals=RSI_OVERSOLD))
+    manager.compact()
+    second = manager.learn_from_trade(make_trade(2, 1.0, signals=RSI_STRONG))
+    manager.learn_from_trade(make_trade(3, -1.0, signals=RSI_OVERSOLD))
+    listed = {p.signature: p.count for p in manager.patterns()}
+    assert listed == {first: 2, second: 1}
+    assert manager.pattern_count() == 2

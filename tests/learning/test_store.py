@@ -177,3 +177,13 @@ def test_read_only_manager_cannot_write(tmp_path: Path) -> None:
             reader.flush()
     finally:
         reader.close()
+
+
+def test_mangled_tables_are_a_state_error_not_a_traceback(tmp_path: Path) -> None:
+    LearningStore(_store_path(tmp_path)).close()
+    conn = sqlite3.connect(tmp_path / "learning" / "state.sqlite")
+    conn.execute("DROP TABLE pattern_signatures")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StateError, match="cannot be read"):
+        UniversalLearningManager(tmp_path)

@@ -199,6 +199,11 @@ class FailureAnalyzer:
         return self._rules.get(rule_id)
 
     @property
+    def pending(self) -> int:
+        """Veto records and judgements not yet written."""
+        return len(self._pending_vetoes) + len(self._pending_judgements)
+
+    @property
     def total_vetoes(self) -> int:
         return sum(r.vetoes for r in self._rules.values())
 

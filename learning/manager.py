@@ -8,7 +8,8 @@ Durability contract:
 * The trade journal is the record. :meth:`UniversalLearningManager.learn_from_trade` buffers journal
   rows and writes them in one transaction when ``flush_every`` (256) are pending, and at every other
   write. A process killed at any moment loses at most the trades not yet written (fewer than
-  ``flush_every``); what was committed loads intact.
+  ``flush_every``); what was committed loads intact. Veto records and veto outcomes (which can come
+  every bar) are buffered the same way, except an outcome that retires a rule, written at once.
 * Pattern statistics are a materialized view of the journal: they are folded into the store in large
   id-ordered batches (``compact_every`` patterns pending, before reads that need them, before
   reinforcement and archiving, at close), in the same transaction as a watermark naming the last
@@ -16,7 +17,7 @@ Durability contract:
   statistics again agree exactly with the journal (sum of pattern counts == journal rows, until
   archiving moves patterns out).
 * Every other update (errors, resolutions, minimums, adaptations, evolution, reinforcement, rules,
-  vetoes, archiving, effectiveness history) is written through at once, in one transaction that also
+  archiving, effectiveness history) is written through at once, in one transaction that also
   carries the buffered journal rows, so the store always holds a prefix of the event sequence.
 * SQLite runs in WAL mode with ``synchronous=NORMAL``: a killed process never loses a commit and never
   corrupts the file; a power loss may also roll back the latest commits, to a consistent state.
@@ -480,10 +481,11 @@ class UniversalLearningManager:
         return rules
 
     def record_veto(self, rule_id: str, time_ns: int | None = None, symbol: str = "") -> AvoidanceRule:
-        """Count an entry that rule ``rule_id`` vetoed."""
+        """Count an entry that rule ``rule_id`` vetoed (buffered like trades: a veto can repeat every bar)."""
         self._check_open()
         rule = self._failures.record_veto(rule_id, self._now(time_ns), symbol)
-        self.flush()
+        if self._failures.pending >= self.config.flush_every:
+            self.flush()
         return rule
 
     def record_veto_outcome(
@@ -496,7 +498,9 @@ class UniversalLearningManager:
         if before is not None and before.active and not rule.active:
             log.info("avoidance rule retired: %s", rule.retire_reason)
             self._bump()
-        self.flush()
+            self.flush()
+        elif self._failures.pending >= self.config.flush_every:
+            self.flush()
         return rule
 
     def rules(self, *, active_only: bool = False) -> list[AvoidanceRule]:

@@ -124,3 +124,15 @@ def test_retired_rule_returns_only_after_the_cooldown(manager_factory: ManagerFa
     revived = {r.rule_id: r for r in m.analyze_failure_patterns(START_NS + THREE_DAYS)}
     assert revived[RULE].active
     assert revived[RULE].vetoes == 0
+
+
+def test_rules_and_their_vetoes_persist(manager_factory: ManagerFactory) -> None:
+    first = manager_factory("v")
+    _losers(first, 10, 0)
+    first.analyze_failure_patterns(START_NS)
+    first.record_veto(RULE, symbol="BTC/USDT")
+    first.record_veto_outcome(RULE, would_have_won=False)
+    first.close()
+    rule = next(r for r in manager_factory("v").rules() if r.rule_id == RULE)
+    assert (rule.vetoes, rule.judged, rule.wrong) == (1, 1, 0)
+    assert rule.support == 10

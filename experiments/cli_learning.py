@@ -21,33 +21,17 @@ __all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True, help="Show what the learning manager has learned.")
 
-_STORE_DIR = "learning"
-_STORE_FILE = "state.sqlite"
 _DEFAULT_ROWS = 20
-
-
-def _root_of(path: Path) -> Path:
-    """The storage root for a run directory, its ``learning/`` directory, or the store file."""
-    if path.is_file():
-        if path.parent.name != _STORE_DIR:
-            raise StateError(
-                "is not a learning store location",
-                where=str(path),
-                fix=f"give the run directory, or its {_STORE_DIR}/{_STORE_FILE}",
-            )
-        return path.parent.parent
-    if path.name == _STORE_DIR and (path / _STORE_FILE).exists():
-        return path.parent
-    return path
 
 
 def _open(directory: Path) -> Any:
     # Imported here so that `slf --help` does not pay for numpy and the learning engines.
     from learning.manager import UniversalLearningManager
+    from learning.store import storage_root
 
     if not directory.exists():
         raise StateError("does not exist", where=str(directory), fix="give a run directory")
-    return UniversalLearningManager(_root_of(directory), create=False, read_only=True)
+    return UniversalLearningManager(storage_root(directory), create=False, read_only=True)
 
 
 def _show_json(manager: Any) -> None:

@@ -31,7 +31,7 @@ __all__ = [
     "STORE_DIRNAME",
     "STORE_FILENAME",
     "LearningStore",
-    "resolve_store_path",
+    "storage_root",
 ]
 
 APP_ID = "self-learning-flow/learning"
@@ -138,14 +138,20 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, _migrate_
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def resolve_store_path(path: Path) -> Path:
-    """The store file for a storage root, its ``learning/`` directory, or the file itself."""
+def storage_root(path: Path) -> Path:
+    """The storage root for a root directory, its ``learning/`` directory, or the store file itself."""
     path = Path(path)
-    if path.is_file() or path.suffix == ".sqlite":
-        return path
+    if path.is_file():
+        if path.name != STORE_FILENAME or path.parent.name != STORE_DIRNAME:
+            raise StateError(
+                "is not a learning store location",
+                where=str(path),
+                fix=f"give the run directory, or its {STORE_DIRNAME}/{STORE_FILENAME}",
+            )
+        return path.parent.parent
     if path.name == STORE_DIRNAME and (path / STORE_FILENAME).exists():
-        return path / STORE_FILENAME
-    return path / STORE_DIRNAME / STORE_FILENAME
+        return path.parent
+    return path
 
 
 class LearningStore:

@@ -4,10 +4,10 @@
 inside the environment's process. It only *applies* a snapshot pushed by the learning manager and
 reports what it did as :class:`HookEvent` records; it never learns.
 
-**Only entries are touched.** An order that opens a position, adds to it, or reverses it carries new
-exposure; everything else (reduce, close) passes unchanged, so an exit is never held back. For a
-reversal, "holding back the entry" means sending only the closing part (the order is cut to the
-position's size). In this order, an entry is:
+**Entries carry the learned state; exits pass.** An order that opens a position, adds to it, or
+reverses it carries new exposure. For a reversal, "holding back the entry" means sending only the
+closing part (the order is cut to the position's size), so an exit is never held back. In this order,
+an entry is:
 
 1. held back while entries are *paused* by an error resolution (backoff, skip, halt);
 2. vetoed when its entry features hit an active avoidance rule (``vetoes`` switch);
@@ -19,6 +19,10 @@ position's size). In this order, an entry is:
 5. sized to the learned order minimum (``learned_minimums`` switch): an order below it is resized up to
    it (rounded up to the lot step) when the resulting position is affordable at the order's price with
    its costs, else skipped.
+
+A close passes unchanged. A partial reduction is only sized to the learned minimum (the exchange would
+refuse it anyway): resized up to it, or to the whole position when what would remain is below the
+minimum (dust that could not be traded later).
 
 The hook needs the features of the decision bar; the wrapper hands them over with :meth:`prepare`
 after every reset and step (the observation's row is the next decision's row).
@@ -64,6 +68,7 @@ _HALT = -1  # pause_bars value: paused until the episode ends
 _OPEN = Transition.OPEN
 _ADD = Transition.ADD
 _REVERSE = Transition.REVERSE
+_REDUCE = Transition.REDUCE
 _BUY = Side.BUY
 # A resize below this fraction of the proposed quantity is treated as no change (float noise).
 _REL_EPS = 1e-9
@@ -89,7 +94,7 @@ class HookEvent(NamedTuple):
         reason: what happened.
         time_ns: submission time of the order (the env's bar time).
         symbol: market symbol.
-        direction: +1 for an entry long, -1 short (the side of the new exposure).
+        direction: +1 for a buy, -1 for a sell (for an entry: the side of the new exposure).
         price: the order's reference price (what a vetoed entry would have paid, before costs).
         qty: the quantity proposed to the hook at this stage.
         new_qty: the quantity after it (0: held back entirely; the position's size: cut to a close).
@@ -278,8 +283,10 @@ class LearnedOrderHook:
     def __call__(self, proposal: OrderProposal) -> OrderProposal | None:
         p = proposal
         tr = p.transition
+        if tr is _REDUCE:
+            return self._size_reduction(p)
         if tr is not _OPEN and tr is not _ADD and tr is not _REVERSE:
-            return p  # reduce / close: exits are never touched
+            return p  # a close: never touched
         switches = self.switches
         q = p.position_qty
         closing = abs(q) if tr is _REVERSE else 0.0
@@ -308,16 +315,32 @@ class LearnedOrderHook:
             self._emit(HookReason.REDUCED_SIZE, p, qty, new_qty)
             qty = new_qty
             self.size_factor = 1.0
-        state = self.state
-        if switches.learned_minimums and state is not None:
-            minimum = state.min_order_qty(p.symbol, p.price)
-            if minimum > 0.0 and qty < minimum * (1.0 - _REL_EPS):
-                resized = _ceil_to_step(minimum, self.qty_step)
-                position = abs(q + s * resized) * p.price * (1.0 + self.cost_rate)
-                budget = self.leverage * (p.equity - resized * p.price * self.cost_rate)
-                if budget > 0.0 and position <= budget:
-                    self._emit(HookReason.MIN_RESIZE, p, qty, resized)
-                    qty = resized
-                else:
-                    return self._hold(HookReason.MIN_SKIP, p, qty, closing)
+        minimum = self._minimum(p)
+        if minimum > 0.0 and qty < minimum * (1.0 - _REL_EPS):
+            resized = _ceil_to_step(minimum, self.qty_step)
+            position = abs(q + s * resized) * p.price * (1.0 + self.cost_rate)
+            budget = self.leverage * (p.equity - resized * p.price * self.cost_rate)
+            if not (budget > 0.0 and position <= budget):
+                return self._hold(HookReason.MIN_SKIP, p, qty, closing)
+            self._emit(HookReason.MIN_RESIZE, p, qty, resized)
+            qty = resized
         return p if qty == p.qty else p._replace(qty=qty)
+
+    def _minimum(self, p: OrderProposal) -> float:
+        """The learned minimum quantity at the order's price (0 when not applied or not known)."""
+        state = self.state
+        if not self.switches.learned_minimums or state is None:
+            return 0.0
+        return state.min_order_qty(p.symbol, p.price)
+
+    def _size_reduction(self, p: OrderProposal) -> OrderProposal | None:
+        minimum = self._minimum(p)
+        if minimum <= 0.0 or p.qty >= minimum * (1.0 - _REL_EPS):
+            return p
+        held = abs(p.position_qty)
+        resized = _ceil_to_step(minimum, self.qty_step)
+        if held - resized < minimum * (1.0 - _REL_EPS):
+            # What would remain is below the minimum: dust the exchange would refuse to trade later.
+            resized = held
+        self._emit(HookReason.MIN_RESIZE, p, p.qty, resized)
+        return p._replace(qty=resized)

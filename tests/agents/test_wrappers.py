@@ -105,11 +105,23 @@ def rule_hitting_row(env: MarketReplayEnv, feature: str = "regime") -> Avoidance
     return make_rule(Discretizer().factor(feature, flat[feature]))
 
 
-def adjustment_here(env: MarketReplayEnv, **kw: float) -> dict[str, ConditionAdjustment]:
+def adjustment_here(
+    env: MarketReplayEnv,
+    exposure_multiplier: float = 1.0,
+    entry_threshold: float = 0.0,
+    max_position: float = 1.0,
+) -> dict[str, ConditionAdjustment]:
     """An adjustment for the condition class of the env's current row."""
     conditions = env.market_data.snapshot(env.row)[MARKET_CONDITIONS]
     key = make_state().classifier.key(conditions)
-    return {key: ConditionAdjustment(condition_key=key, active=True, **kw)}
+    adjustment = ConditionAdjustment(
+        condition_key=key,
+        exposure_multiplier=exposure_multiplier,
+        entry_threshold=entry_threshold,
+        max_position=max_position,
+        active=True,
+    )
+    return {key: adjustment}
 
 
 def reasons(info: dict[str, Any]) -> list[HookReason]:
@@ -188,7 +200,7 @@ def test_wrapped_env_passes_gymnasium_and_sb3_check_env(
 
 def test_learned_features_extend_the_box_and_show_the_state(frame: pd.DataFrame) -> None:
     base = full_env(frame)
-    inner_size = base.observation_space.shape[0]
+    inner_size = int(np.prod(base.observation_space.shape or ()))
     env = wrap_env(base, LearningSwitches(observation_features=True))
     assert env.observation_space.shape == (inner_size + len(LEARNED_FEATURES),)
     obs, _ = env.reset(seed=3)
@@ -214,6 +226,7 @@ def test_info_carries_events_conditions_and_the_applied_version(frame: pd.DataFr
     _, info = env.reset(seed=0)
     assert info[INFO_EVENTS] == ()
     assert info[INFO_VERSION] == 4
+    assert isinstance(env.unwrapped, MarketReplayEnv)
     assert set(info[INFO_CONDITIONS]) == set(env.unwrapped.market_data.snapshot(0)[MARKET_CONDITIONS])
     *_, info = env.step(FLAT)
     assert info[INFO_VERSION] == 4
@@ -360,6 +373,36 @@ def test_an_unaffordable_learned_minimum_skips_the_entry(frame: pd.DataFrame) ->
     *_, info = env.step(SMALL_LONG)
     assert info["orders"] == ()
     assert reasons(info) == [HookReason.MIN_SKIP]
+
+
+def test_a_small_reduction_is_resized_to_the_minimum_and_a_close_always_passes(frame: pd.DataFrame) -> None:
+    base = small_env(frame, actions=(0.0, 0.17, 0.25))
+    env = wrap_env(base, LearningSwitches(), state=make_state(min_notional=100))
+    env.reset(seed=0)
+    env.step(2)
+    *_, info = env.step(1)  # 0.25 -> 0.17: a sale of about 80 USDT, below the 100 minimum
+    (fill,) = info["fills"]
+    assert 100.0 <= fill.filled_qty * fill.price < 101.0
+    assert reasons(info) == [HookReason.MIN_RESIZE]
+    assert info["exposure"] == pytest.approx(0.15, abs=0.005)
+    env.get_wrapper_attr("set_learned_state")(make_state(min_notional=500))
+    *_, info = env.step(0)  # the close of 150 USDT is below the learned 500, and still goes
+    assert len(info["fills"]) == 1
+    assert info["position"] == 0.0
+    assert info[INFO_EVENTS] == ()
+
+
+def test_a_reduction_that_would_leave_dust_sells_the_whole_position(frame: pd.DataFrame) -> None:
+    base = small_env(frame, actions=(0.0, 0.17, 0.25))
+    env = wrap_env(base, LearningSwitches())
+    env.reset(seed=0)
+    env.step(2)
+    env.get_wrapper_attr("set_learned_state")(make_state(min_notional=200))
+    *_, info = env.step(1)  # selling 200 of 250 USDT would leave 50, below the minimum: sell all
+    assert info["position"] == 0.0
+    assert reasons(info) == [HookReason.MIN_RESIZE]
+    (fill,) = info["fills"]
+    assert info[INFO_EVENTS][0].new_qty == pytest.approx(fill.filled_qty)
 
 
 # --- market-condition adjustments ----------------------------------------------------------------

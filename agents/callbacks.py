@@ -322,12 +322,15 @@ class LearningCallback(BaseCallback):
     def _on_training_start(self) -> None:
         env = self.training_env
         n = env.num_envs
-        reset_infos = self._reset_infos()
+        # learn(reset_num_timesteps=False) continues the envs' episodes: their reset infos are stale.
+        fresh = self.model.num_timesteps == 0
+        reset_infos = self._reset_infos() if fresh else [{} for _ in range(n)]
         self._trackers = [EpisodeTracker(_equity(info)) for info in reset_infos]
         self._pending_res = [None] * n
         self._pending_vetoes = [[] for _ in range(n)]
         manager = self.manager
         self.clock = ExperiencedMarketClock(manager.clock.now_ns() if manager is not None else 0)
+        self._start_ns = None
         first = reset_infos[0].get("time_ns")
         if first is not None:
             self.clock.observe(int(first))

@@ -26,7 +26,7 @@ from agents.wrappers import wrap_env
 from envs.clock import MINUTE_NS
 from envs.data import generate_synthetic
 from envs.errors import ConfigError
-from envs.events import ErrorKind, PositionSide, TradeResult
+from envs.events import ErrorKind, OrderResult, OrderStatus, PositionSide, Side, TradeResult
 from envs.market import MarketSpec
 from envs.replay import MarketReplayEnv
 from learning.discretize import Discretizer
@@ -152,17 +152,28 @@ def test_the_experienced_clock_never_goes_backwards() -> None:
 
 
 def test_episode_tracker_metrics_match_a_hand_computation() -> None:
+    fill = OrderResult("o1", SYMBOL, Side.BUY, 0, 1.0, 100.0, OrderStatus.FILLED, 1.0, 0.1)
+    refused = OrderResult(
+        "o2", SYMBOL, Side.BUY, 0, 1e-6, 100.0, OrderStatus.REJECTED, kind=ErrorKind.MIN_NOTIONAL
+    )
     tracker = EpisodeTracker(100.0)
     equities = [110.0, 99.0, 120.0]
-    for equity in equities:
-        tracker.update({"equity": equity, "fills": (), "rejections": (), "errors": (), "trades": ()})
+    steps: list[dict[str, Any]] = [
+        {"fills": (fill,), "rejections": (), "errors": ()},
+        {"fills": (), "rejections": (refused,), "errors": (refused,)},
+        {"fills": (fill,), "rejections": (), "errors": ()},
+    ]
+    for equity, step in zip(equities, steps, strict=True):
+        tracker.update({"equity": equity, "trades": (), **step})
     returns = np.diff([100.0, *equities]) / [100.0, *equities[:-1]]
     metrics = tracker.metrics()
     assert metrics["equity"] == 120.0
     assert metrics["return"] == pytest.approx(0.2)
     assert metrics["max_drawdown"] == pytest.approx(0.1)
     assert metrics["sharpe"] == pytest.approx(returns.mean() / returns.std(ddof=1))
-    assert metrics["length"] == 3.0
+    assert metrics["turnover"] == pytest.approx(2.0)  # 200 traded on 100 of starting equity
+    assert metrics["fees"] == pytest.approx(0.2)
+    assert (metrics["rejections"], metrics["errors"], metrics["length"]) == (1.0, 1.0, 3.0)
 
 
 def test_episode_tracker_without_a_reset_equity_starts_from_the_first_step() -> None:
@@ -221,6 +232,23 @@ def test_one_sequential_replay_feeds_the_manager_at_its_own_bar_times(
         assert log.trades
         # Trades reach the journal with their own times: nothing re-timed.
         assert max(p.last_seen_ns for p in manager.patterns()) == max(t.exit_time_ns for t in log.trades)
+
+
+def test_a_second_learn_call_continues_the_managers_market_time(frame: pd.DataFrame, tmp_path: Path) -> None:
+    switches = LearningSwitches()
+    venv = vec([lambda: make_env(frame, switches, episode_length=50)])
+    config = AlgoConfig.model_validate({"n_steps": 64, "batch_size": 32, "n_epochs": 1, "net_arch": (16,)})
+    model = build_model(config, venv, seed=0)
+    readings: list[int] = []
+    with UniversalLearningManager(tmp_path) as manager:
+        for fresh in (True, False):
+            learning = LearningCallback(manager, switches)
+            log = InfoLog(learning)
+            model.learn(128, callback=CallbackList([learning, log]), reset_num_timesteps=fresh)
+            readings += log.clock
+            assert manager.clock.now_ns() == readings[-1]
+    assert np.all(np.diff(readings) >= 0)
+    assert len(readings) == 256
 
 
 @pytest.mark.parametrize("kind", ["dummy", "subproc"])

@@ -254,7 +254,7 @@ class LearningManagerWrapper(gym.Wrapper[npt.NDArray[np.float32], Any, npt.NDArr
                 signature = FACTOR_SEPARATOR.join(state.discretizer.factors(*self._groups.values()))
                 score = self._pattern_scores.get(signature, 0.0)
             values = [
-                state.signal_weight(hook.features),
+                state.signal_weight(hook.features) if state.strategy_weights else 1.0,
                 float(len(hook.rule_hits)),
                 1.0 if adj is None else adj.exposure_multiplier,
                 0.0 if adj is None else adj.entry_threshold,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pickle
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
@@ -36,7 +37,7 @@ from envs.features.columns import MARKET_CONDITIONS
 from envs.market import MarketSpec
 from envs.replay import MarketReplayEnv
 from learning.discretize import Discretizer
-from learning.records import AvoidanceRule, ConditionAdjustment, LearnedMinimum
+from learning.records import AvoidanceRule, ConditionAdjustment, LearnedMinimum, PatternScore
 from learning.state import LearnedState
 
 SYMBOL = "BTC/USDT"
@@ -207,11 +208,19 @@ def test_learned_features_extend_the_box_and_show_the_state(frame: pd.DataFrame)
     assert env.observation_space.contains(obs)
     np.testing.assert_allclose(obs[inner_size:], [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0])
     adjustments = adjustment_here(base, exposure_multiplier=0.5, entry_threshold=0.2, max_position=0.75)
-    state = make_state(rules=(rule_hitting_row(base),), adjustments=adjustments)
+    factors = Discretizer().factors(*base.market_data.snapshot(base.row).values())
+    pattern = PatternScore("|".join(factors), 4, 3, 2.0, 0.4, 1.2, 0, 0)
+    state = replace(
+        make_state(rules=(rule_hitting_row(base),), adjustments=adjustments),
+        strategy_weights={factors[0]: 2.0, "no_such_feature=pos": 0.5},
+        top_patterns=(pattern,),
+    )
     env.get_wrapper_attr("set_learned_state")(state)
     env.get_wrapper_attr("apply_resolution")("halt")
     features = env.get_wrapper_attr("learned_features")()
     named = dict(zip(LEARNED_FEATURES, features.tolist(), strict=True))
+    assert named["learned_signal_weight"] == 2.0  # the one weighted factor of this bar
+    assert named["learned_pattern_score"] == pytest.approx(0.4)
     assert named["learned_vetoing_rules"] == 1.0
     assert named["learned_exposure_multiplier"] == 0.5
     assert named["learned_entry_threshold"] == pytest.approx(0.2)

@@ -90,6 +90,13 @@ class LearningConfig(BaseModel):
         description="Minimum number of trades behind any statistical rule (failure rules, common winner "
         "factors, reinforcement percentile).",
     )
+    failure_min_winners: int = Field(
+        default=5,
+        ge=0,
+        description="Failure analysis needs at least N winning trades in its window to compare losers "
+        "against. With fewer, lift is noise: early in training, when costs make nearly every trade a loser, "
+        "every common factor would otherwise become a rule and lock the policy out of the market.",
+    )
     lift_threshold: float = Field(
         default=1.5,
         ge=1.0,

@@ -117,7 +117,22 @@ def _fmt(x: float) -> str:
 
 _SIGN = (-SIGN_EPS, SIGN_EPS)
 
+# The first group names the columns of ``envs.features`` exactly (kept as literals: unpickling a
+# LearnedState must not import envs); tests/learning/test_discretize_features.py checks that every
+# column of the default feature matrix is binned by a rule meant for it. Percent-valued columns
+# (``*_pct``) are in percent, not fractions. The generic globs after them serve other feature sets.
 DEFAULT_RULES: tuple[BinRule, ...] = (
+    BinRule("atr_pct", (0.1, 0.5, 2.0), ("tiny", "low", "high", "extreme")),
+    BinRule("realized_vol_pct", (0.1, 0.5, 2.0), ("tiny", "low", "high", "extreme")),
+    BinRule("trend_strength", (20.0, 40.0), ("weak", "trending", "strong")),
+    BinRule("vol_ratio", (0.75, 1.25, 2.0), ("calm", "normal", "elevated", "wild")),
+    BinRule("trend_dir_*", _SIGN, ("down", "flat", "up")),
+    BinRule(
+        "tf_alignment", (-0.999, -SIGN_EPS, SIGN_EPS, 0.999), ("all_down", "down", "mixed", "up", "all_up")
+    ),
+    BinRule("vap_position", (0.2, 0.8), ("low", "mid", "high")),
+    BinRule("vwap_dist_pct", (-0.5, 0.5), ("below", "at", "above")),
+    BinRule("momentum_pct", (-1.0, -SIGN_EPS, SIGN_EPS, 1.0), ("down_hi", "down", "zero", "up", "up_hi")),
     BinRule("*rsi*", (30.0, 50.0, 70.0), ("oversold", "weak", "strong", "overbought")),
     BinRule("*macd*", _SIGN, ("neg", "zero", "pos")),
     BinRule("*breakout*", _SIGN, ("down", "none", "up")),

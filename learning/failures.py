@@ -44,6 +44,7 @@ class FailureAnalyzer:
         discretizer: describes a factor's value range for explanations.
         occurrence: share of losers a factor must exceed (seed: 0.7).
         min_support: minimum losing trades carrying the factor.
+        min_winners: minimum winning trades in the window (no rules from a window without a comparison).
         lift_threshold: minimum ``occurrence / smoothed winner share``.
         window_days: the analysis window, recorded in each rule's evidence.
         retire_min_outcomes: judged vetoes needed before a rule can retire.
@@ -58,6 +59,7 @@ class FailureAnalyzer:
         *,
         occurrence: float,
         min_support: int,
+        min_winners: int,
         lift_threshold: float,
         window_days: float,
         retire_min_outcomes: int,
@@ -67,6 +69,7 @@ class FailureAnalyzer:
         self._discretizer = discretizer
         self._occurrence = occurrence
         self._min_support = min_support
+        self._min_winners = min_winners
         self._lift = lift_threshold
         self._window_days = window_days
         self._retire_min = retire_min_outcomes
@@ -86,7 +89,7 @@ class FailureAnalyzer:
         """Create or refresh rules from the window's trades; returns the rules created or refreshed."""
         losers = [e for e in entries if not e.won]
         winners = [e for e in entries if e.won]
-        if len(losers) < self._min_support:
+        if len(losers) < self._min_support or len(winners) < self._min_winners:
             return []
         loser_counts = Counter(f for e in losers for f in e.factors)
         winner_counts = Counter(f for e in winners for f in e.factors)

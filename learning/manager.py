@@ -187,6 +187,7 @@ class UniversalLearningManager:
             self._discretizer,
             occurrence=cfg.failure_occurrence,
             min_support=cfg.min_support,
+            min_winners=cfg.failure_min_winners,
             lift_threshold=cfg.lift_threshold,
             window_days=cfg.failure_window_days,
             retire_min_outcomes=cfg.veto_retire_min_outcomes,

@@ -72,11 +72,23 @@ def test_minimum_support_and_lift_guard_against_weak_rules(manager_factory: Mana
     assert RULE not in {r.rule_id for r in common.analyze_failure_patterns(START_NS)}
 
 
+@pytest.mark.parametrize(("winners", "created"), [(4, False), (5, True)])
+def test_no_rules_without_enough_winners_to_compare_against(
+    manager: UniversalLearningManager, winners: int, created: bool
+) -> None:
+    # Early training: costs make almost every trade a loser; a factor common to all of them is no
+    # evidence of failure until there are winners to compare with (failure_min_winners, default 5).
+    _losers(manager, 10, 0)
+    _winners(manager, winners)
+    assert (RULE in {r.rule_id for r in manager.analyze_failure_patterns(START_NS)}) is created
+
+
 @pytest.mark.parametrize(("age", "created"), [(THREE_DAYS, True), (THREE_DAYS + 1, False)])
 def test_failure_window_is_the_last_3_market_days(
     manager: UniversalLearningManager, age: int, created: bool
 ) -> None:
     _losers(manager, 10, 0, exit_ns=START_NS - age)
+    _winners(manager, 10)
     assert (RULE in {r.rule_id for r in manager.analyze_failure_patterns(START_NS)}) is created
 
 
@@ -116,6 +128,7 @@ def test_rule_retires_when_its_vetoes_prove_wrong(
 def test_retired_rule_returns_only_after_the_cooldown(manager_factory: ManagerFactory) -> None:
     m = manager_factory(config=LearningConfig(veto_retire_min_outcomes=1))
     _losers(m, 10, 0)
+    _winners(m, 10)
     m.analyze_failure_patterns(START_NS)
     m.record_veto(RULE)
     assert not m.record_veto_outcome(RULE, would_have_won=True, time_ns=START_NS).active
@@ -129,6 +142,7 @@ def test_retired_rule_returns_only_after_the_cooldown(manager_factory: ManagerFa
 def test_rules_and_their_vetoes_persist(manager_factory: ManagerFactory) -> None:
     first = manager_factory("v")
     _losers(first, 10, 0)
+    _winners(first, 10)
     first.analyze_failure_patterns(START_NS)
     first.record_veto(RULE, symbol="BTC/USDT")
     first.record_veto_outcome(RULE, would_have_won=False)

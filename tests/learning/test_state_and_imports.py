@@ -13,12 +13,13 @@ import pytest
 from learning import LearnedState
 from learning.manager import UniversalLearningManager
 
-from .conftest import MACD_NEG, RSI_OVERSOLD, START_NS, make_trade
+from .conftest import MACD_NEG, MACD_POS, RSI_OVERSOLD, RSI_STRONG, START_NS, make_trade
 
 
 def _state_with_a_rule(manager: UniversalLearningManager) -> LearnedState:
     for n in range(10):
         manager.learn_from_trade(make_trade(n, -1.0, signals={**RSI_OVERSOLD, **MACD_NEG}))
+        manager.learn_from_trade(make_trade(100 + n, 1.0, signals={**RSI_STRONG, **MACD_POS}))
     manager.analyze_failure_patterns(START_NS)
     return manager.snapshot()
 

@@ -14,7 +14,9 @@ import typer
 
 from envs.errors import SlfError
 from experiments.cli_data import app as data_app
+from experiments.cli_demo import demo_command
 from experiments.cli_learning import app as learning_app
+from experiments.cli_train import train_command
 
 __all__ = ["app", "main"]
 
@@ -27,6 +29,8 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data", help="Validate, list, generate and resample market data.")
 app.add_typer(learning_app, name="learning", help="Show what the learning manager has learned.")
+app.command("train")(train_command)
+app.command("demo")(demo_command)
 
 
 @app.callback()

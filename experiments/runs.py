@@ -25,7 +25,9 @@ show <run dir>`` reads the learning store while or after a run writes it.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import pickle
 import platform
 import shlex
 import tempfile
@@ -33,22 +35,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from envs.errors import StateError
+
+if TYPE_CHECKING:
+    from learning.state import LearnedState
 
 __all__ = [
     "DEFAULT_RUNS_DIR",
     "RunPaths",
     "find_runs",
+    "load_learned",
     "package_versions",
+    "quiet_learning_logs",
     "read_json",
     "run_dir_for",
+    "save_learned",
     "write_json",
 ]
 
 DEFAULT_RUNS_DIR: Final = "runs"
 PACKAGE: Final = "self-learning-flow"
+LEARNING_LOGGER: Final = "learning"
 # Distributions whose versions decide a run's numbers, in the order versions.json lists them.
 VERSIONED: Final = (
     "numpy",
@@ -171,6 +180,35 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "not installed"
     return out
+
+
+def save_learned(state: LearnedState, path: Path) -> None:
+    """Pickle a learned snapshot (a run's own file; small, immutable, stdlib-only classes)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as fh:
+        pickle.dump(state, fh)
+    os.replace(tmp, path)
+
+
+def load_learned(path: Path) -> LearnedState | None:
+    """A snapshot written by :func:`save_learned`, or ``None`` when there is none.
+
+    Like SB3 model files this is a pickle: load only run directories you trust.
+    """
+    if not path.is_file():
+        return None
+    with path.open("rb") as fh:
+        state: LearnedState = pickle.load(fh)
+    return state
+
+
+def quiet_learning_logs() -> None:
+    """Keep the learning manager's per-event INFO lines (archiving, rule changes) out of a progress bar.
+
+    Left alone with ``slf -v`` (root logger at DEBUG); everything is also in TensorBoard and the store.
+    """
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger(LEARNING_LOGGER).setLevel(logging.WARNING)
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -1,0 +1,297 @@
+"""``slf train``: run directories, determinism, resume, seeds, every shipped config, and CLI errors.
+
+Budgets are tiny (a few hundred steps, small rollouts) so the whole file runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.policies import load_model
+from envs.errors import ConfigError, StateError
+from envs.features import NormalizationStats
+from experiments.cli import main
+from experiments.cli_train import parse_algo, parse_seeds
+from experiments.config import RunConfig, apply_overrides, load_config, write_config
+from experiments.runs import RunPaths
+from experiments.train import RunResult, policy_digest, train
+
+CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+PPO_CONFIG = CONFIGS / "ppo_eurusd_1h.yaml"
+TINY: dict[str, Any] = {
+    "train.timesteps": 128,
+    "train.n_envs": 1,
+    "train.vec_env": "dummy",
+    "train.eval_every": 64,
+    "train.checkpoint_every": 0,
+    "train.progress_bar": False,
+    "algo.n_steps": 64,
+    "algo.batch_size": 32,
+}
+# The synthetic market is 100,000 minute bars; three days of them are plenty for a smoke test.
+SHORT_SYNTH = {"data.end": "2024-01-04", "env.episode_length": 240}
+DQN_SMALL = {"algo.learning_starts": 32, "algo.buffer_size": 1000}
+
+
+def tiny(path: Path = PPO_CONFIG, **overrides: Any) -> RunConfig:
+    return apply_overrides(load_config(path), {**TINY, **overrides})
+
+
+@pytest.fixture(scope="module")
+def learning_run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """One tiny PPO run with the learning manager, shared by the run-directory tests."""
+    runs = tmp_path_factory.mktemp("runs")
+    (result,) = train(tiny(name="shared"), runs_dir=runs, command=["slf", "train", "--config", "x.yaml"])
+    return result
+
+
+# --- the run directory -----------------------------------------------------------------------------
+
+
+def test_run_directory_layout(learning_run: RunResult) -> None:
+    paths = RunPaths(learning_run.run_dir)
+    assert paths.root.name == "ppo-seed0"
+    assert paths.root.parent.name == "shared"
+    for path in (
+        paths.config,
+        paths.command,
+        paths.versions,
+        paths.info,
+        paths.normalization,
+        paths.model,
+        paths.best_model,
+        paths.metrics,
+        paths.learned_state,
+        paths.evaluations,
+        paths.root / "learning" / "state.sqlite",
+    ):
+        assert path.is_file(), path
+    assert list(paths.tensorboard.rglob("events.out.tfevents*"))
+    assert paths.command.read_text(encoding="utf-8").strip() == "slf train --config x.yaml"
+
+
+def test_run_config_is_the_resolved_single_seed_config(learning_run: RunResult) -> None:
+    stored = load_config(RunPaths(learning_run.run_dir).config)
+    assert stored == learning_run.config
+    assert stored.train.seeds == (0,)
+    assert stored.ablation is None
+
+
+def test_versions_name_the_libraries(learning_run: RunResult) -> None:
+    versions = json.loads(RunPaths(learning_run.run_dir).versions.read_text(encoding="utf-8"))
+    for key in ("python", "numpy", "torch", "stable-baselines3", "gymnasium", "pandas", "self-learning-flow"):
+        assert versions[key]
+
+
+def test_normalization_is_fitted_on_the_train_split_only(learning_run: RunResult) -> None:
+    paths = RunPaths(learning_run.run_dir)
+    info = json.loads(paths.info.read_text(encoding="utf-8"))
+    stats = NormalizationStats.load(paths.normalization)
+    train_rows = info["splits"]["train"]["rows"]
+    assert list(stats.fit_span) == train_rows
+    assert stats.fit_times[1] == info["splits"]["train"]["last"]
+    assert train_rows[1] < info["splits"]["validation"]["rows"][0] < info["splits"]["test"]["rows"][0]
+
+
+def test_metrics_cover_validation_and_test_of_both_models(learning_run: RunResult) -> None:
+    metrics = json.loads(RunPaths(learning_run.run_dir).metrics.read_text(encoding="utf-8"))
+    assert metrics["timesteps"] == 128
+    for model in ("model", "best_model"):
+        for split in ("validation", "test"):
+            entry = metrics[model][split]
+            assert entry["bars"] > 100
+            assert {"total_return", "sharpe", "max_drawdown", "trades", "win_rate", "fees"} <= set(entry)
+
+
+def test_tensorboard_has_learning_and_trading_scalars(learning_run: RunResult) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = RunPaths(learning_run.run_dir).tensorboard.rglob("events.out.tfevents*")
+    accumulator = EventAccumulator(str(events.parent))
+    accumulator.Reload()
+    tags = accumulator.Tags()["scalars"]
+    assert any(t.startswith("learning/") for t in tags), tags
+    assert "eval/mean_reward" in tags
+
+
+def test_same_config_and_seed_give_identical_parameters_and_metrics(
+    learning_run: RunResult, tmp_path: Path
+) -> None:
+    (again,) = train(tiny(name="shared"), runs_dir=tmp_path)
+    first, second = RunPaths(learning_run.run_dir), RunPaths(again.run_dir)
+    assert policy_digest(load_model("ppo", first.model)) == policy_digest(load_model("ppo", second.model))
+    assert first.metrics.read_text(encoding="utf-8") == second.metrics.read_text(encoding="utf-8")
+    # ...and a different seed really changes them (so the comparison can fail).
+    (other,) = train(tiny(name="other", **{"train.seeds": [1]}), runs_dir=tmp_path)
+    assert policy_digest(load_model("ppo", RunPaths(other.run_dir).model)) != policy_digest(
+        load_model("ppo", first.model)
+    )
+
+
+def test_existing_run_directory_is_refused(learning_run: RunResult) -> None:
+    with pytest.raises(StateError, match="already holds a run"):
+        train(tiny(name="shared"), runs_dir=learning_run.run_dir.parent.parent)
+
+
+# --- seeds, resume, configs --------------------------------------------------------------------------
+
+
+def test_one_run_per_seed_without_learning(tmp_path: Path) -> None:
+    config = tiny(name="seeds", **{"train.seeds": [0, 1], "learning.enabled": False, "train.eval_every": 0})
+    results = train(config, runs_dir=tmp_path)
+    assert [r.run_dir.name for r in results] == ["ppo-seed0", "ppo-seed1"]
+    for result in results:
+        assert RunPaths(result.run_dir).model.is_file()
+        assert not (result.run_dir / "learning").exists()
+        assert not RunPaths(result.run_dir).best_model.exists()
+
+
+def test_resume_continues_from_the_last_checkpoint_in_the_same_directory(tmp_path: Path) -> None:
+    config = tiny(name="resumed", **{"train.checkpoint_every": 64, "train.timesteps": 128})
+    (result,) = train(config, runs_dir=tmp_path, command=["slf", "train"])
+    paths = RunPaths(result.run_dir)
+    latest = json.loads((paths.checkpoints / "latest.json").read_text(encoding="utf-8"))
+    assert latest["step"] == 128
+    assert (paths.checkpoints / latest["dir"] / "learning" / "state.sqlite").is_file()
+    code = main(["train", "--resume", str(paths.root), "--timesteps", "192", "--no-progress"])
+    assert code == 0
+    metrics = json.loads(paths.metrics.read_text(encoding="utf-8"))
+    assert metrics["timesteps"] == 192
+    assert load_config(paths.config).train.timesteps == 192
+    assert len(paths.command.read_text(encoding="utf-8").splitlines()) == 2
+    assert len(list(paths.tensorboard.iterdir())) == 1  # the same TensorBoard run continues
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("ppo_eurusd_1h", {}),
+        ("maskable_ppo_synth_btcusdt_1m", {**SHORT_SYNTH, "train.vec_env": "dummy"}),
+        ("dqn_googl_1d", DQN_SMALL),
+        ("ablation_ppo_eurusd_1h", {"train.eval_every": 0}),
+    ],
+)
+def test_every_shipped_config_trains_for_a_tiny_budget(
+    name: str, overrides: dict[str, Any], tmp_path: Path
+) -> None:
+    config = tiny(CONFIGS / f"{name}.yaml", **overrides)
+    results = train(config, runs_dir=tmp_path)
+    assert len(results) == (2 if config.ablation else 1)
+    for result in results:
+        metrics = json.loads(RunPaths(result.run_dir).metrics.read_text(encoding="utf-8"))
+        assert metrics["model"]["test"]["bars"] > 0
+
+
+def test_maskable_ppo_trains_without_the_learning_manager(tmp_path: Path) -> None:
+    config = tiny(
+        CONFIGS / "maskable_ppo_synth_btcusdt_1m.yaml",
+        **{**SHORT_SYNTH, "learning.enabled": False, "train.vec_env": "dummy", "train.eval_every": 0},
+    )
+    (result,) = train(config, runs_dir=tmp_path)
+    assert RunPaths(result.run_dir).model.is_file()
+
+
+# --- the command line --------------------------------------------------------------------------------
+
+
+def test_cli_trains_with_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_config(tiny(**{"train.eval_every": 0}), tmp_path / "small.yaml")
+    runs = tmp_path / "runs"
+    overrides = ["--algo", "A2C", "--seeds", "3", "--name", "cli", "--timesteps", "64"]
+    code = main(
+        [
+            "train",
+            "--config",
+            str(tmp_path / "small.yaml"),
+            *overrides,
+            "--runs-dir",
+            str(runs),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    run = runs / "cli" / "a2c-seed3"
+    assert (run / "model.zip").is_file()
+    stored = load_config(run / "config.yaml")
+    assert stored.algo.algo.value == "a2c"
+    assert stored.train.timesteps == 64
+    out = capsys.readouterr().out
+    assert "tensorboard --logdir" in out
+    assert "a2c-seed3" in out
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    assert err.startswith("error: ")
+    assert "Traceback" not in err
+    return err
+
+
+def test_cli_unknown_algorithm(capsys: pytest.CaptureFixture[str]) -> None:
+    err = one_line_error(capsys, ["train", "--config", str(PPO_CONFIG), "--algo", "ppoo"])
+    assert "--algo" in err
+    assert "did you mean 'ppo'" in err
+
+
+@pytest.mark.parametrize("seeds", ["0,x", "1,,2", "-1", "0,0"])
+def test_cli_bad_seed_list(capsys: pytest.CaptureFixture[str], seeds: str) -> None:
+    assert "--seeds" in one_line_error(capsys, ["train", "--config", str(PPO_CONFIG), "--seeds", seeds])
+
+
+def test_cli_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    err = one_line_error(capsys, ["train", "--config", str(tmp_path / "missing.yaml")])
+    assert "missing.yaml" in err
+    assert "config file not found" in err
+
+
+def test_cli_no_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "--config" in one_line_error(capsys, ["train"])
+
+
+def test_cli_bad_resume_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert "no such run directory" in one_line_error(capsys, ["train", "--resume", str(tmp_path / "nope")])
+    assert "is not a run directory" in one_line_error(capsys, ["train", "--resume", str(tmp_path)])
+
+
+def test_cli_resume_without_checkpoint(capsys: pytest.CaptureFixture[str], learning_run: RunResult) -> None:
+    err = one_line_error(capsys, ["train", "--resume", str(learning_run.run_dir)])
+    assert "no checkpoint" in err
+
+
+def test_cli_resume_refuses_other_options(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    err = one_line_error(capsys, ["train", "--resume", str(tmp_path), "--algo", "dqn"])
+    assert "cannot be combined with --resume" in err
+
+
+def test_cli_bad_name_and_timesteps(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "name" in one_line_error(capsys, ["train", "--config", str(PPO_CONFIG), "--name", "a b"])
+    assert "--timesteps" in one_line_error(capsys, ["train", "--config", str(PPO_CONFIG), "--timesteps", "0"])
+
+
+def test_cli_algorithm_that_cannot_act_on_the_actions(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    err = one_line_error(
+        capsys, ["train", "--config", str(PPO_CONFIG), "--algo", "sac", "--runs-dir", str(tmp_path)]
+    )
+    assert "continuous" in err
+
+
+def test_parsers() -> None:
+    assert parse_seeds("0, 1,2") == [0, 1, 2]
+    assert parse_algo("MaskABLE_ppo").value == "maskable_ppo"
+    with pytest.raises(ConfigError, match="repeats a seed"):
+        parse_seeds("1,1")
+
+
+def test_train_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--config", "--algo", "--seeds", "--timesteps", "--name", "--runs-dir", "--resume"):
+        assert option in out

@@ -18,6 +18,7 @@ from rich.table import Table
 from agents.policies import AlgoName
 from envs.errors import ConfigError, did_you_mean
 from experiments.config import apply_overrides, load_config
+from experiments.evaluate import report_console
 from experiments.runs import DEFAULT_RUNS_DIR, quiet_learning_logs
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ def train_command(
     from experiments.train import default_command, resume_run, train
 
     quiet_learning_logs()
-    console = Console()
+    console = report_console()
     if timesteps is not None and timesteps < 1:
         raise ConfigError(f"{timesteps} is not a positive budget", where="--timesteps", fix="e.g. 50000")
     command = default_command()

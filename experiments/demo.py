@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from rich.table import Table
 from agents.baselines import make_baseline
 from envs.errors import StateError
 from experiments.config import ARM_LEARNING, ARM_NO_LEARNING, RunConfig, apply_overrides, load_config
-from experiments.evaluate import EvaluationResult, Metrics, metrics_table, run_split
+from experiments.evaluate import EvaluationResult, Metrics, metrics_table, report_console, run_split
 from experiments.runs import RunPaths, load_learned
 
 if TYPE_CHECKING:
@@ -42,7 +41,6 @@ PLOT_FILE: Final = "equity.png"
 BASELINE_NAMES: Final = ("buy_and_hold", "flat", "random", "sma_crossover", "learned_weights")
 _ARM_LABELS: Final = {ARM_LEARNING: "ppo + learning", ARM_NO_LEARNING: "ppo"}
 _PLOT_DPI: Final = 110
-_REPORT_WIDTH: Final = 120
 
 
 @dataclass(frozen=True)
@@ -210,8 +208,7 @@ def run_demo(
     from experiments.train import evaluate_split, make_env_factory, prepare_data, split_info, train
     from learning.manager import UniversalLearningManager
 
-    # Not a terminal (a log file, a test): rich would squeeze the table into 80 columns.
-    console = console or Console(width=None if sys.stdout.isatty() else _REPORT_WIDTH)
+    console = console or report_console()
     started = time.perf_counter()
     name = _free_name(runs_dir)
     config = demo_config(timesteps, seed, name, progress=progress)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -29,12 +30,15 @@ from experiments.config import Calendar
 
 if TYPE_CHECKING:
     import gymnasium as gym
+    from rich.console import Console
 
 __all__ = [
     "EvaluationResult",
     "Metrics",
     "Policy",
+    "metrics_table",
     "periods_per_year",
+    "report_console",
     "run_split",
     "summarize",
 ]
@@ -43,6 +47,7 @@ TRADING_DAYS_PER_YEAR: Final = 252.0
 CALENDAR_DAYS_PER_YEAR: Final = 365.0
 _SATURDAY: Final = 5  # Monday is 0
 _MIN_BARS_FOR_SHARPE: Final = 2
+REPORT_WIDTH: Final = 120
 
 
 class Policy(Protocol):
@@ -283,6 +288,14 @@ def summarize(result: EvaluationResult) -> Metrics:
         exposure=float(np.mean(result.position[1:] != 0.0)) if len(result.position) > 1 else 0.0,
         bars=max(len(equity) - 1, 0),
     )
+
+
+def report_console() -> Console:
+    """A rich console for result tables: the terminal's width, or 120 columns when output is piped
+    (rich would squeeze the tables into 80 and wrap every cell)."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else REPORT_WIDTH)
 
 
 def metrics_table(rows: Mapping[str, Metrics]) -> list[list[str]]:

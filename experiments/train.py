@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -299,7 +299,29 @@ class EnvFactory:
             from stable_baselines3.common.monitor import Monitor
 
             env = Monitor(env)
-        return env
+        return ShallowInfo(env)
+
+
+class StepInfo(dict[str, Any]):
+    """A step's ``info`` that ``copy.deepcopy`` copies shallowly.
+
+    SB3's ``DummyVecEnv`` deep-copies every step's infos; for ``MarketReplayEnv`` (tuples of immutable
+    events, a fresh dict and a fresh observation array every step) that copy cost as much as the step
+    itself and protects nothing.
+    """
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StepInfo:
+        return StepInfo(self)
+
+
+class ShallowInfo(gym.Wrapper[Any, Any, Any, Any]):
+    """Returns each step's ``info`` as a :class:`StepInfo` (the outermost wrapper of a training env)."""
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, StepInfo(info)
 
 
 class AllActionsAllowed(gym.Wrapper[Any, Any, Any, Any]):

@@ -37,8 +37,14 @@ SHORT_SYNTH = {"data.end": "2024-01-04", "env.episode_length": 240}
 DQN_SMALL = {"algo.learning_starts": 32, "algo.buffer_size": 1000}
 
 
-def tiny(path: Path = PPO_CONFIG, **overrides: Any) -> RunConfig:
-    return apply_overrides(load_config(path), {**TINY, **overrides})
+def tiny(
+    path: Path = PPO_CONFIG, overrides: dict[str, Any] | None = None, name: str | None = None
+) -> RunConfig:
+    """A shipped config with the tiny budget, then ``overrides`` (dotted keys) and ``name``."""
+    extra: dict[str, Any] = dict(overrides or {})
+    if name is not None:
+        extra["name"] = name
+    return apply_overrides(load_config(path), {**TINY, **extra})
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +132,7 @@ def test_same_config_and_seed_give_identical_parameters_and_metrics(
     assert policy_digest(load_model("ppo", first.model)) == policy_digest(load_model("ppo", second.model))
     assert first.metrics.read_text(encoding="utf-8") == second.metrics.read_text(encoding="utf-8")
     # ...and a different seed really changes them (so the comparison can fail).
-    (other,) = train(tiny(name="other", **{"train.seeds": [1]}), runs_dir=tmp_path)
+    (other,) = train(tiny(overrides={"train.seeds": [1]}, name="other"), runs_dir=tmp_path)
     assert policy_digest(load_model("ppo", RunPaths(other.run_dir).model)) != policy_digest(
         load_model("ppo", first.model)
     )
@@ -141,7 +147,9 @@ def test_existing_run_directory_is_refused(learning_run: RunResult) -> None:
 
 
 def test_one_run_per_seed_without_learning(tmp_path: Path) -> None:
-    config = tiny(name="seeds", **{"train.seeds": [0, 1], "learning.enabled": False, "train.eval_every": 0})
+    config = tiny(
+        overrides={"train.seeds": [0, 1], "learning.enabled": False, "train.eval_every": 0}, name="seeds"
+    )
     results = train(config, runs_dir=tmp_path)
     assert [r.run_dir.name for r in results] == ["ppo-seed0", "ppo-seed1"]
     for result in results:
@@ -151,7 +159,7 @@ def test_one_run_per_seed_without_learning(tmp_path: Path) -> None:
 
 
 def test_resume_continues_from_the_last_checkpoint_in_the_same_directory(tmp_path: Path) -> None:
-    config = tiny(name="resumed", **{"train.checkpoint_every": 64, "train.timesteps": 128})
+    config = tiny(overrides={"train.checkpoint_every": 64, "train.timesteps": 128}, name="resumed")
     (result,) = train(config, runs_dir=tmp_path, command=["slf", "train"])
     paths = RunPaths(result.run_dir)
     latest = json.loads((paths.checkpoints / "latest.json").read_text(encoding="utf-8"))
@@ -178,7 +186,7 @@ def test_resume_continues_from_the_last_checkpoint_in_the_same_directory(tmp_pat
 def test_every_shipped_config_trains_for_a_tiny_budget(
     name: str, overrides: dict[str, Any], tmp_path: Path
 ) -> None:
-    config = tiny(CONFIGS / f"{name}.yaml", **overrides)
+    config = tiny(CONFIGS / f"{name}.yaml", overrides)
     results = train(config, runs_dir=tmp_path)
     assert len(results) == (2 if config.ablation else 1)
     for result in results:
@@ -189,7 +197,7 @@ def test_every_shipped_config_trains_for_a_tiny_budget(
 def test_maskable_ppo_trains_without_the_learning_manager(tmp_path: Path) -> None:
     config = tiny(
         CONFIGS / "maskable_ppo_synth_btcusdt_1m.yaml",
-        **{**SHORT_SYNTH, "learning.enabled": False, "train.vec_env": "dummy", "train.eval_every": 0},
+        {**SHORT_SYNTH, "learning.enabled": False, "train.vec_env": "dummy", "train.eval_every": 0},
     )
     (result,) = train(config, runs_dir=tmp_path)
     assert RunPaths(result.run_dir).model.is_file()
@@ -199,7 +207,7 @@ def test_maskable_ppo_trains_without_the_learning_manager(tmp_path: Path) -> Non
 
 
 def test_cli_trains_with_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_config(tiny(**{"train.eval_every": 0}), tmp_path / "small.yaml")
+    write_config(tiny(overrides={"train.eval_every": 0}), tmp_path / "small.yaml")
     runs = tmp_path / "runs"
     overrides = ["--algo", "A2C", "--seeds", "3", "--name", "cli", "--timesteps", "64"]
     code = main(

@@ -1,0 +1,164 @@
+"""Benchmark: PPO training throughput on ``MarketReplayEnv`` with the learning manager, against a bare env.
+
+Three arms train the same PPO (same network, ``n_steps``, batch size, epochs, envs and seed) for the
+same number of steps, in this process, one after the other:
+
+* ``bare``: a NumPy env with the same observation and action spaces that does no work (the ceiling:
+  what PPO itself costs);
+* ``replay``: ``MarketReplayEnv`` alone (no learning manager);
+* ``replay+learning``: ``MarketReplayEnv`` under ``agents.wrappers.wrap_env`` with
+  :class:`agents.callbacks.LearningCallback` feeding a :class:`UniversalLearningManager` (store in a
+  temporary directory), as ``slf train`` runs it.
+
+Reported: environment steps per second of ``model.learn`` (best of ``--repeats``), and the ratio of each
+replay arm to the bare env. Target: ``replay+learning`` >= 0.9x ``bare``.
+
+Usage: ``python benchmarks/bench_training.py [--timesteps N] [--repeats K] [--n-envs N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+from gymnasium import spaces
+
+TARGET_RATIO = 0.9
+DEFAULT_TIMESTEPS = 16_384
+DEFAULT_REPEATS = 2
+DEFAULT_N_ENVS = 2
+SEED = 0
+CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "ppo_eurusd_1h.yaml"
+# Distinct observations the bare env cycles through (precomputed: the bare env must cost nothing).
+_BARE_POOL = 64
+
+
+class BareEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
+    """Same spaces and episode length as the replay env; steps cost a few array lookups."""
+
+    def __init__(self, observation_space: spaces.Box, n_actions: int, episode_length: int) -> None:
+        self.observation_space = spaces.Box(
+            observation_space.low, observation_space.high, observation_space.shape, np.float32
+        )
+        self.action_space = spaces.Discrete(n_actions)
+        self.episode_length = episode_length
+        rng = np.random.default_rng(SEED)
+        shape = (_BARE_POOL, *observation_space.shape)
+        self._pool = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+        self._t = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
+        super().reset(seed=seed)
+        self._t = 0
+        return self._pool[0], {}
+
+    def step(self, action: np.int64) -> tuple[npt.NDArray[np.float32], float, bool, bool, dict[str, Any]]:
+        self._t += 1
+        obs = self._pool[self._t % _BARE_POOL]
+        return obs, 0.0, False, self._t >= self.episode_length, {}
+
+
+def _learn_rate(
+    make_env: Callable[[], gym.Env[Any, Any]],
+    timesteps: int,
+    n_envs: int,
+    callback_factory: Callable[[], Any] | None,
+) -> float:
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from agents.policies import build_model
+    from experiments.config import load_config
+
+    algo = load_config(CONFIG).algo
+    venv = DummyVecEnv([lambda: Monitor(make_env()) for _ in range(n_envs)])
+    model = build_model(algo, venv, seed=SEED)
+    callback = callback_factory() if callback_factory is not None else None
+    start = time.perf_counter()
+    model.learn(total_timesteps=timesteps, callback=callback)
+    elapsed = time.perf_counter() - start
+    steps = model.num_timesteps
+    venv.close()
+    return steps / elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--timesteps", type=int, default=DEFAULT_TIMESTEPS, help="steps per arm and repeat")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="best of this many")
+    parser.add_argument("--n-envs", type=int, default=DEFAULT_N_ENVS, help="DummyVecEnv size")
+    args = parser.parse_args(argv)
+    logging.getLogger("learning").setLevel(logging.WARNING)
+
+    from agents.callbacks import LearningCallback
+    from experiments.config import load_config
+    from experiments.train import EnvFactory, prepare_data
+    from learning.manager import UniversalLearningManager
+
+    config = load_config(CONFIG)
+    prepared = prepare_data(config)
+
+    def replay(learning: bool) -> Callable[[], gym.Env[Any, Any]]:
+        factory = EnvFactory(
+            config=config,
+            spec=prepared.spec,
+            normalization=prepared.normalization,
+            span=prepared.splits.train,
+            episode_length=config.env.episode_length,
+            learning=learning,
+            monitor=False,
+        )
+        return factory
+
+    probe = replay(False)()
+    obs_space = probe.observation_space
+    n_actions = int(probe.action_space.n)  # type: ignore[attr-defined]
+    episode = int(config.env.episode_length or 512)
+    probe.close()
+
+    workdir = tempfile.TemporaryDirectory(prefix="bench_training_")
+
+    def learning_callback() -> Any:
+        root = Path(tempfile.mkdtemp(dir=workdir.name))
+        manager = UniversalLearningManager(root, config=config.learning.config, market_specs=[prepared.spec])
+        return LearningCallback(manager, config.learning.switches())
+
+    arms: list[tuple[str, Callable[[], gym.Env[Any, Any]], Callable[[], Any] | None]] = [
+        ("bare", lambda: BareEnv(obs_space, n_actions, episode), None),  # type: ignore[arg-type]
+        ("replay", replay(False), None),
+        ("replay+learning", replay(True), learning_callback),
+    ]
+    rates: dict[str, float] = {name: 0.0 for name, _, _ in arms}
+    for _ in range(args.repeats):
+        for name, make_env, callback in arms:
+            rates[name] = max(rates[name], _learn_rate(make_env, args.timesteps, args.n_envs, callback))
+    workdir.cleanup()
+
+    bare = rates["bare"]
+    print(
+        f"PPO {config.algo.net_arch} n_steps={config.algo.n_steps} batch={config.algo.batch_size} "
+        f"n_envs={args.n_envs}, {args.timesteps} steps per arm, best of {args.repeats}, "
+        f"obs {obs_space.shape}, {n_actions} actions"
+    )
+    print(f"{'arm':<18}{'steps/s':>10}{'vs bare':>10}")
+    for name, rate in rates.items():
+        print(f"{name:<18}{rate:>10.0f}{rate / bare:>9.2f}x")
+    ratio = rates["replay+learning"] / bare
+    verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
+    print(f"replay+learning / bare = {ratio:.2f}x: {verdict} the target of >= {TARGET_RATIO}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,8 +9,8 @@ A result holds
 * ``orders``: every order sent, filled or not (:data:`ORDER_COLUMNS`); ``fills``, ``rejections`` and
   ``errors`` are its rows by status.
 * ``trades``: the trade journal (:data:`TRADE_COLUMNS`), one row per closed trade slice, as
-  :class:`envs.events.TradeResult` defines them; ``entry_snapshot`` holds the entry-time features as
-  JSON when the engine had them.
+  :class:`envs.events.TradeResult` defines them, followed (when the engine had them) by the entry-time
+  features as float columns named ``<group>.<feature>`` (``entry_signals.rsi_14`` ...).
 * ``meta``: what produced it (engine, policy, symbol, market spec, account settings, calendar ...).
 * ``metrics``: :class:`backtests.metrics.Metrics`, computed on first use.
 
@@ -21,7 +21,7 @@ On disk (:meth:`BacktestResult.save`): ``curve.parquet``, ``orders.parquet``, ``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -33,6 +33,7 @@ import pandas as pd
 from backtests.metrics import Calendar, Metrics, compute_metrics
 from envs.errors import StateError
 from envs.events import OrderResult, OrderStatus, TradeResult
+from envs.portfolio import SNAPSHOT_FIELDS as SNAPSHOT_GROUPS
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -72,7 +73,6 @@ TRADE_COLUMNS: Final = (
     "return_pct",
     "duration_bars",
     "exit_reason",
-    "entry_snapshot",
 )
 _TIME_COLUMNS: Final = ("time", "entry_time", "exit_time")
 _FILES: Final = {
@@ -83,7 +83,6 @@ _FILES: Final = {
     "metrics": "metrics.json",
     "meta": "meta.json",
 }
-_SNAPSHOT_GROUPS: Final = ("entry_signals", "market_conditions", "timeframe_alignment", "volume_profile")
 
 
 def _utc(times_ns: npt.ArrayLike) -> pd.DatetimeIndex:
@@ -133,13 +132,32 @@ def _orders_from_columns(columns: list[Any]) -> pd.DataFrame:
     return frame
 
 
-def _snapshot_json(trade: TradeResult) -> str:
-    groups = {name: dict(getattr(trade, name)) for name in _SNAPSHOT_GROUPS}
-    return json.dumps(groups, sort_keys=True) if any(groups.values()) else ""
+def _snapshot_columns(trades: Sequence[TradeResult]) -> dict[str, npt.NDArray[np.float64]]:
+    """Entry-time features of every trade as float columns ``<group>.<feature>`` (NaN where absent).
+
+    Trades of one env share the feature names, so each group is one 2-D array built from the dicts'
+    values; trades with other names (or none) fall back to a keyed merge.
+    """
+    out: dict[str, npt.NDArray[np.float64]] = {}
+    for group in SNAPSHOT_GROUPS:
+        dicts = [getattr(t, group) for t in trades]
+        names = list(dicts[0]) if dicts else []
+        if not any(dicts):
+            continue
+        if all(len(d) == len(names) and list(d) == names for d in dicts):
+            values = np.asarray([list(d.values()) for d in dicts], dtype=np.float64).reshape(len(dicts), -1)
+            for j, name in enumerate(names):
+                out[f"{group}.{name}"] = values[:, j]
+        else:
+            frame = pd.DataFrame.from_records([dict(d) for d in dicts]).astype(np.float64)
+            for name in frame.columns:
+                out[f"{group}.{name}"] = frame[name].to_numpy()
+    return out
 
 
 def trades_frame(trades: Iterable[TradeResult]) -> pd.DataFrame:
-    """The trade journal of a sequence of :class:`~envs.events.TradeResult`."""
+    """The trade journal of a sequence of :class:`~envs.events.TradeResult` (with snapshot columns)."""
+    items = list(trades)
     rows = [
         (
             t.trade_id,
@@ -155,11 +173,14 @@ def trades_frame(trades: Iterable[TradeResult]) -> pd.DataFrame:
             t.return_pct,
             t.duration_bars,
             t.exit_reason,
-            _snapshot_json(t),
         )
-        for t in trades
+        for t in items
     ]
-    return _trades_from_columns(list(zip(*rows, strict=True)) if rows else [[] for _ in TRADE_COLUMNS])
+    frame = _trades_from_columns(list(zip(*rows, strict=False)) if rows else [() for _ in TRADE_COLUMNS])
+    snapshot = _snapshot_columns(items)
+    if snapshot:
+        frame = pd.concat([frame, pd.DataFrame(snapshot, index=frame.index)], axis=1)
+    return frame
 
 
 def _trades_from_columns(columns: list[Any]) -> pd.DataFrame:
@@ -179,7 +200,6 @@ def _trades_from_columns(columns: list[Any]) -> pd.DataFrame:
             "return_pct": np.asarray(data["return_pct"], dtype=np.float64),
             "duration_bars": np.asarray(data["duration_bars"], dtype=np.int64),
             "exit_reason": pd.array(data["exit_reason"], dtype="str"),
-            "entry_snapshot": pd.array(data["entry_snapshot"], dtype="str"),
         }
     )
 

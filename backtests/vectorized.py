@@ -685,7 +685,7 @@ def _order_table(sim: _Sim) -> pd.DataFrame:
 def _trade_table(sim: _Sim, symbol: str) -> pd.DataFrame:
     m = len(sim.trades)
     columns: list[Any] = list(zip(*sim.trades, strict=False)) if m else [()] * 12
-    return _trades_from_columns([columns[0], [symbol] * m, *columns[1:], [""] * m])
+    return _trades_from_columns([columns[0], [symbol] * m, *columns[1:]])
 
 
 def run_sma_crossover(

@@ -18,6 +18,10 @@ What a run does:
    (model, replay buffer, learning store) that ``--resume`` continues from;
 4. evaluates the final and the best model on the validation and test splits (``metrics.json``).
 
+A resumed run (``--resume``) continues the checkpoint's model, replay buffer, learning store and
+evaluation history in the same directory; its environments start new episodes from the run's seed,
+so it is reproducible but not bit-identical to a run that was never interrupted.
+
 Torch and SB3 are imported inside functions, so importing this module stays light.
 """
 

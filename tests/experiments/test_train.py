@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from agents.policies import load_model
@@ -18,7 +19,9 @@ from experiments.cli import main
 from experiments.cli_train import parse_algo, parse_seeds
 from experiments.config import RunConfig, apply_overrides, load_config, write_config
 from experiments.runs import RunPaths
-from experiments.train import RunResult, policy_digest, train
+from experiments.train import RunResult, evaluate_split, policy_digest, prepare_data, resume_run, train
+from learning.records import AvoidanceRule
+from learning.state import LearnedState
 
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 PPO_CONFIG = CONFIGS / "ppo_eurusd_1h.yaml"
@@ -72,6 +75,7 @@ def test_run_directory_layout(learning_run: RunResult) -> None:
         paths.best_model,
         paths.metrics,
         paths.learned_state,
+        paths.best_learned_state,
         paths.evaluations,
         paths.root / "learning" / "state.sqlite",
     ):
@@ -172,6 +176,17 @@ def test_resume_continues_from_the_last_checkpoint_in_the_same_directory(tmp_pat
     assert load_config(paths.config).train.timesteps == 192
     assert len(paths.command.read_text(encoding="utf-8").splitlines()) == 2
     assert len(list(paths.tensorboard.iterdir())) == 1  # the same TensorBoard run continues
+
+
+def test_resume_restores_the_replay_buffer_of_an_off_policy_run(tmp_path: Path) -> None:
+    overrides = {**DQN_SMALL, "train.checkpoint_every": 64, "train.eval_every": 0}
+    (result,) = train(tiny(CONFIGS / "dqn_googl_1d.yaml", overrides, name="dqn"), runs_dir=tmp_path)
+    paths = RunPaths(result.run_dir)
+    checkpoint = next(paths.checkpoints.glob("step_*"))
+    assert (checkpoint / "replay_buffer.pkl").is_file()
+    resumed = resume_run(paths.root, timesteps=192)
+    assert resumed.metrics["timesteps"] == 192
+    assert resumed.run_dir == paths.root
 
 
 @pytest.mark.parametrize(
@@ -303,3 +318,62 @@ def test_train_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     for option in ("--config", "--algo", "--seeds", "--timesteps", "--name", "--runs-dir", "--resume"):
         assert option in out
+
+
+# --- evaluation --------------------------------------------------------------------------------------
+
+
+class AlwaysLong:
+    """A policy that always picks the last discrete action (long)."""
+
+    def predict(
+        self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> Any:
+        return np.int64(2), state
+
+
+def test_evaluation_runs_the_whole_split_and_applies_the_learned_snapshot() -> None:
+    config = tiny()
+    prepared = prepare_data(config)
+    # One rule per label that atr_pct takes in the test split: together they veto every entry.
+    test = prepared.splits.test
+    column = prepared.market.features.columns.index("atr_pct")
+    discretizer = LearnedState(version=0, time_ns=0).discretizer
+    factors = {
+        discretizer.factor("atr_pct", v)
+        for v in prepared.market.features.values[test.start : test.end, column]
+    }
+    rules = tuple(
+        AvoidanceRule(
+            rule_id=f"avoid:{factor}",
+            factor=factor,
+            description=factor,
+            support=5,
+            losers=5,
+            occurrence=1.0,
+            winner_occurrence=0.0,
+            lift=5.0,
+            window_days=3.0,
+            created_ns=0,
+            updated_ns=0,
+        )
+        for factor in sorted(factors)
+    )
+    state = LearnedState(version=1, time_ns=0, rules=rules)
+    bare = evaluate_split(config, prepared, AlwaysLong(), "test", learning=False)
+    vetoed = evaluate_split(config, prepared, AlwaysLong(), "test", state=state)
+    first_decision = max(prepared.market.features.warmup + config.env.window - 1, test.start)
+    assert bare.metrics.bars == test.end - 1 - first_decision  # start to end, no random start
+    assert bare.metrics.exposure > 0.9
+    assert vetoed.metrics.trades == 0
+    assert vetoed.metrics.exposure == 0.0
+    assert vetoed.metrics.vetoes > 0
+
+
+def test_evaluation_is_reproducible(learning_run: RunResult) -> None:
+    config = learning_run.config
+    prepared = prepare_data(config)
+    model = load_model("ppo", RunPaths(learning_run.run_dir).model)
+    a = evaluate_split(config, prepared, model, "validation", learning=False)
+    b = evaluate_split(config, prepared, model, "validation", learning=False)
+    assert np.array_equal(a.equity, b.equity)

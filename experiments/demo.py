@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.baselines import make_baseline
-from envs.errors import StateError
 from experiments.config import ARM_LEARNING, ARM_NO_LEARNING, RunConfig, apply_overrides, load_config
 from experiments.evaluate import EvaluationResult, Metrics, metrics_table, report_console, run_split
 from experiments.runs import RunPaths, load_learned
@@ -140,6 +139,7 @@ def _report(
     splits: dict[str, Any],
     plot: Path | None,
     wall: float,
+    periods_per_year: float,
 ) -> Path:
     test = splits["test"]
     lines = [
@@ -154,9 +154,10 @@ def _report(
         "",
         _markdown_table(metrics_table(metrics)),
         "",
-        "Return and max drawdown are over the test split; the Sharpe ratio is annualized from hourly bars "
-        "(252 trading days x 24 bars). `vetoes` are orders the learned avoidance rules refused; "
-        "`rejections` are orders the exchange rules refused (lot size, minimum notional, balance).",
+        f"Return and max drawdown are over the test split; the Sharpe ratio is annualized with "
+        f"{periods_per_year:.0f} bars a year (calendar: {config.data.calendar.value}). `vetoes` are orders "
+        "the learned avoidance rules refused; `rejections` are orders the exchange rules refused (lot size, "
+        "minimum notional, balance).",
         "",
     ]
     if plot is not None:
@@ -202,7 +203,7 @@ def run_demo(
     """Train both arms, evaluate them and the baselines on the test split, write the report.
 
     Raises:
-        StateError: a demo directory that cannot be written.
+        ConfigError, StateError: from training (e.g. a runs directory that cannot be written).
     """
     from agents.policies import load_model
     from experiments.train import evaluate_split, make_env_factory, prepare_data, split_info, train
@@ -254,14 +255,22 @@ def run_demo(
     directory.mkdir(parents=True, exist_ok=True)
     plot = _plot(curves, directory / PLOT_FILE)
     wall = time.perf_counter() - started
-    report = _report(directory, config, runs, selected, metrics, split_info(prepared), plot, wall)
-    if not report.is_file():  # pragma: no cover - write_text raises instead
-        raise StateError("the report was not written", where=str(report))
-    _print_table(console, metrics)
-    console.print(f"Runs and report: {directory}")
-    console.print(
-        f"Report: {report}" + (f"   Plot: {plot}" if plot else "   (install matplotlib for the plot)")
+    report = _report(
+        directory,
+        config,
+        runs,
+        selected,
+        metrics,
+        split_info(prepared),
+        plot,
+        wall,
+        prepared.periods_per_year,
     )
-    console.print(f"TensorBoard: tensorboard --logdir {runs_dir}")
-    console.print(f"Demo wall time: {wall:.0f} s")
+    _print_table(console, metrics)
+    for arm, path in runs.items():
+        console.print(f"run ({_ARM_LABELS[arm]}): {path}", soft_wrap=True)
+    console.print(f"report: {report}", soft_wrap=True)
+    console.print(f"plot: {plot}" if plot else "plot: skipped (matplotlib is not installed)", soft_wrap=True)
+    console.print(f"TensorBoard: tensorboard --logdir {runs_dir}", soft_wrap=True)
+    console.print(f"demo wall time: {wall:.0f} s")
     return DemoResult(directory=directory, report=report, plot=plot, metrics=metrics, wall_seconds=wall)

@@ -84,6 +84,7 @@ __all__ = [
     "evaluate_model",
     "make_env_factory",
     "policy_digest",
+    "preflight",
     "prepare_data",
     "resume_run",
     "train",
@@ -589,6 +590,25 @@ def _single_seed(config: RunConfig) -> int:
     return config.train.seeds[0]
 
 
+def preflight(config: RunConfig) -> PreparedData:
+    """Check what would make a run fail at its start (the algorithm against the action space, the data
+    and its splits) and return the prepared data.
+
+    Raises:
+        ConfigError, DataError: the problem, before anything is written.
+    """
+    from gymnasium import spaces
+
+    from agents.policies import check_action_space
+
+    actions = config.env.actions
+    space: spaces.Space[Any] = (
+        spaces.Box(-1.0, 1.0, (1,), np.float32) if isinstance(actions, str) else spaces.Discrete(len(actions))
+    )
+    check_action_space(config.algo.spec, space)
+    return prepare_data(config)
+
+
 def train_run(
     config: RunConfig,
     run_dir: Path,
@@ -620,14 +640,15 @@ def train_run(
     if resume:
         paths.check_resumable()
         checkpoint = _latest_checkpoint(paths)
-    else:
+    # Everything that can be refused is checked before the run directory is made.
+    prepared = preflight(config)
+    if not resume:
         paths.create()
         write_config(config, paths.config)
         write_json(paths.versions, package_versions())
     if command:
         paths.append_command(command)
 
-    prepared = prepare_data(config)
     if resume:
         saved = NormalizationStats.load(paths.normalization)
         if not np.array_equal(saved.center, prepared.normalization.center) or not np.array_equal(
@@ -795,14 +816,15 @@ def train(
 ) -> list[RunResult]:
     """Train every (arm, seed) run of ``config`` into ``<runs_dir>/<name>/[<arm>/]<algo>-seed<k>/``.
 
-    Every run directory is checked to be free before the first run starts.
+    Every run's config, data and directory are checked before the first run starts.
     """
     plan = [
         (run_dir_for(runs_dir, config.name, arm, arm_cfg.algo.algo.value, seed), arm_cfg.for_seed(seed))
         for arm, arm_cfg in config.arms()
         for seed in arm_cfg.train.seeds
     ]
-    for run_dir, _ in plan:
+    for run_dir, run_cfg in plan:
+        preflight(run_cfg)
         if run_dir.exists() and any(run_dir.iterdir()):
             raise StateError(
                 "the run directory already holds a run",

@@ -304,6 +304,7 @@ def test_cli_algorithm_that_cannot_act_on_the_actions(
         capsys, ["train", "--config", str(PPO_CONFIG), "--algo", "sac", "--runs-dir", str(tmp_path)]
     )
     assert "continuous" in err
+    assert not any(tmp_path.iterdir())  # refused before any run directory was made
 
 
 def test_parsers() -> None:
@@ -377,3 +378,9 @@ def test_evaluation_is_reproducible(learning_run: RunResult) -> None:
     a = evaluate_split(config, prepared, model, "validation", learning=False)
     b = evaluate_split(config, prepared, model, "validation", learning=False)
     assert np.array_equal(a.equity, b.equity)
+
+
+def test_a_split_too_short_for_an_episode_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data\.splits\.train.*needs 100000"):
+        train(tiny(overrides={"env.episode_length": 100_000}), runs_dir=tmp_path)
+    assert not any(tmp_path.iterdir())

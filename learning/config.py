@@ -97,6 +97,13 @@ class LearningConfig(BaseModel):
         "against. With fewer, lift is noise: early in training, when costs make nearly every trade a loser, "
         "every common factor would otherwise become a rule and lock the policy out of the market.",
     )
+    failure_significance: float = Field(
+        default=0.05,
+        gt=0.0,
+        le=1.0,
+        description="A failure factor must also be more frequent among losers than among winners beyond "
+        "chance: one-sided Fisher exact test p-value below this (1.0 switches the test off).",
+    )
     lift_threshold: float = Field(
         default=1.5,
         ge=1.0,
@@ -180,7 +187,16 @@ class LearningConfig(BaseModel):
         default=0.5,
         gt=0.0,
         lt=1.0,
-        description="A rule retires when the share of its vetoed trades that would have won exceeds this.",
+        description="A rule retires when the share of its vetoed trades that would have won exceeds this "
+        "(an upper bound: see veto_retire_margin).",
+    )
+    veto_retire_margin: float = Field(
+        default=0.05,
+        ge=0.0,
+        lt=1.0,
+        description="A rule also retires when its vetoed entries would have won more often than the "
+        "recent win rate of actual trades (over the failure window) minus this margin: it no longer "
+        "filters out clearly worse entries. Needs min_support trades in the window.",
     )
     rule_cooldown_days: float = Field(
         default=3.0,

@@ -18,6 +18,7 @@ re-created from fresh evidence after the cooldown.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections import Counter
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ class FailureAnalyzer:
         min_support: minimum losing trades carrying the factor.
         min_winners: minimum winning trades in the window (no rules from a window without a comparison).
         lift_threshold: minimum ``occurrence / smoothed winner share``.
+        significance: one-sided Fisher exact p-value the factor's loser/winner split must beat.
         window_days: the analysis window, recorded in each rule's evidence.
         retire_min_outcomes: judged vetoes needed before a rule can retire.
         retire_win_rate: retire when the share of judged vetoes that would have won exceeds this.
@@ -61,19 +63,23 @@ class FailureAnalyzer:
         min_support: int,
         min_winners: int,
         lift_threshold: float,
+        significance: float = 1.0,
         window_days: float,
         retire_min_outcomes: int,
         retire_win_rate: float,
         cooldown_ns: int,
+        retire_margin: float = 0.0,
     ) -> None:
         self._discretizer = discretizer
         self._occurrence = occurrence
         self._min_support = min_support
         self._min_winners = min_winners
         self._lift = lift_threshold
+        self._significance = significance
         self._window_days = window_days
         self._retire_min = retire_min_outcomes
         self._retire_rate = retire_win_rate
+        self._retire_margin = retire_margin
         self._cooldown = cooldown_ns
         self._rules: dict[str, AvoidanceRule] = {}
         for row in conn.execute(f"SELECT {_RULE_COLUMNS} FROM rules ORDER BY rule_id"):
@@ -102,6 +108,11 @@ class FailureAnalyzer:
             winner_share = (winner_counts[factor] + 1) / (len(winners) + 2)
             lift = occurrence / winner_share
             if lift < self._lift:
+                continue
+            if self._significance < 1.0 and (
+                fisher_greater(support, len(losers), winner_counts[factor], len(winners))
+                >= self._significance
+            ):
                 continue
             rule = self._upsert(factor, support, len(losers), occurrence, winner_share, lift, now_ns)
             if rule is not None:
@@ -170,22 +181,28 @@ class FailureAnalyzer:
         self._pending_vetoes.append((rule_id, time_ns, symbol))
         return rule
 
-    def record_outcome(self, rule_id: str, would_have_won: bool, time_ns: int) -> AvoidanceRule:
-        """Report what a vetoed trade would have done; retires the rule when its vetoes prove wrong."""
+    def record_outcome(
+        self, rule_id: str, would_have_won: bool, time_ns: int, baseline_win_rate: float | None = None
+    ) -> AvoidanceRule:
+        """Report what a vetoed trade would have done; retires the rule when its vetoes prove wrong.
+
+        Wrong means the vetoed entries would have won more often than ``retire_win_rate`` or, when the
+        recent ``baseline_win_rate`` of actual trades is known, more often than that baseline minus the
+        margin: a rule earns its place only by filtering out clearly worse entries.
+        """
         old = self._require(rule_id)
         rule = replace(old, judged=old.judged + 1, wrong=old.wrong + bool(would_have_won))
-        if (
-            rule.active
-            and rule.judged >= self._retire_min
-            and rule.counterfactual_win_rate > self._retire_rate
-        ):
+        threshold = self._retire_rate
+        if baseline_win_rate is not None:
+            threshold = min(threshold, max(baseline_win_rate - self._retire_margin, 0.0))
+        if rule.active and rule.judged >= self._retire_min and rule.counterfactual_win_rate > threshold:
             rule = replace(
                 rule,
                 active=False,
                 retired_ns=time_ns,
                 retire_reason=(
                     f"{rule.wrong} of {rule.judged} vetoed entries would have won "
-                    f"({rule.counterfactual_win_rate:.0%} > {self._retire_rate:.0%})"
+                    f"({rule.counterfactual_win_rate:.0%} > {threshold:.0%})"
                 ),
             )
         self._rules[rule_id] = rule
@@ -255,3 +272,27 @@ class FailureAnalyzer:
                 (outcome, rule_id),
             )
         self._pending_judgements.clear()
+
+
+def fisher_greater(loser_hits: int, losers: int, winner_hits: int, winners: int) -> float:
+    """One-sided Fisher exact p-value that a factor is more frequent among losers than winners.
+
+    The probability, under the hypergeometric law of the 2x2 table with fixed margins, of seeing at
+    least ``loser_hits`` of the factor's ``loser_hits + winner_hits`` occurrences among the losers.
+    """
+    n_total = losers + winners
+    k_total = loser_hits + winner_hits
+    if n_total == 0 or k_total == 0:
+        return 1.0
+
+    def log_comb(n: int, k: int) -> float:
+        return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+    denominator = log_comb(n_total, losers)
+    top = min(k_total, losers)
+    p = sum(
+        math.exp(log_comb(k_total, k) + log_comb(n_total - k_total, losers - k) - denominator)
+        for k in range(loser_hits, top + 1)
+        if losers - k <= n_total - k_total
+    )
+    return min(p, 1.0)

@@ -150,6 +150,7 @@ class UniversalLearningManager:
         conn = store.conn
         bounds = (cfg.weight_min, cfg.weight_max)
         self._journal = TradeJournal(conn, cfg.journal_window_ns, cfg.trend_trades)
+        self._baseline_cache: tuple[tuple[int, int], float | None] | None = None
         self._patterns = PatternRecognitionEngine(
             conn,
             self._discretizer,
@@ -189,10 +190,12 @@ class UniversalLearningManager:
             min_support=cfg.min_support,
             min_winners=cfg.failure_min_winners,
             lift_threshold=cfg.lift_threshold,
+            significance=cfg.failure_significance,
             window_days=cfg.failure_window_days,
             retire_min_outcomes=cfg.veto_retire_min_outcomes,
             retire_win_rate=cfg.veto_retire_win_rate,
             cooldown_ns=cfg.rule_cooldown_ns,
+            retire_margin=cfg.veto_retire_margin,
         )
         counters: dict[str, int] = store.get_meta(_META_COUNTERS, {})
         self._version = int(store.get_meta(_META_VERSION, 0))
@@ -489,13 +492,27 @@ class UniversalLearningManager:
             self.flush()
         return rule
 
+    def _baseline_win_rate(self, now: int) -> float | None:
+        """Win rate of actual trades over the failure window ending at ``now`` (None: too few trades).
+
+        Cached per (now, journal size): outcomes of many vetoes are reported at the same bar.
+        """
+        key = (now, self._journal.total)
+        if self._baseline_cache is not None and self._baseline_cache[0] == key:
+            return self._baseline_cache[1]
+        entries = self._journal.window(now, self.config.failure_window_ns)
+        rate = sum(e.won for e in entries) / len(entries) if len(entries) >= self.config.min_support else None
+        self._baseline_cache = (key, rate)
+        return rate
+
     def record_veto_outcome(
         self, rule_id: str, would_have_won: bool, time_ns: int | None = None
     ) -> AvoidanceRule:
         """Report what a vetoed entry would have done; a rule proven wrong often enough retires."""
         self._check_open()
         before = self._failures.get(rule_id)
-        rule = self._failures.record_outcome(rule_id, would_have_won, self._now(time_ns))
+        now = self._now(time_ns)
+        rule = self._failures.record_outcome(rule_id, would_have_won, now, self._baseline_win_rate(now))
         if before is not None and before.active and not rule.active:
             log.info("avoidance rule retired: %s", rule.retire_reason)
             self._bump()

@@ -109,8 +109,10 @@ def test_snapshot_vetoes_entries_matching_a_rule_and_counts_them(manager: Univer
 def test_rule_retires_when_its_vetoes_prove_wrong(
     manager: UniversalLearningManager, would_have_won: int, retired: bool
 ) -> None:
+    # 30 winners and 10 losers: the base win rate (75%) minus the margin is above the seed's 50% bound,
+    # so the absolute bound decides here: 5 of 10 (50%) is not above it, 6 of 10 is.
     _losers(manager, 10, 0)
-    _winners(manager, 10)
+    _winners(manager, 30)
     manager.analyze_failure_patterns(START_NS)
     for _ in range(10):
         manager.record_veto(RULE)
@@ -150,3 +152,50 @@ def test_rules_and_their_vetoes_persist(manager_factory: ManagerFactory) -> None
     rule = next(r for r in manager_factory("v").rules() if r.rule_id == RULE)
     assert (rule.vetoes, rule.judged, rule.wrong) == (1, 1, 0)
     assert rule.support == 10
+
+
+def test_fisher_exact_p_value_matches_hand_computation() -> None:
+    from math import comb
+
+    from learning.failures import fisher_greater
+
+    # 5 of 6 losers vs 5 of 10 winners carry the factor: P(X >= 5), X ~ Hypergeom(16, 10, 6).
+    expected = sum(comb(10, k) * comb(6, 6 - k) for k in (5, 6)) / comb(16, 6)
+    assert fisher_greater(5, 6, 5, 10) == pytest.approx(expected)
+    assert fisher_greater(0, 6, 5, 10) == pytest.approx(1.0)
+    assert fisher_greater(10, 10, 0, 10) == pytest.approx(1 / comb(20, 10))
+
+
+def test_a_split_that_chance_explains_makes_no_rule(manager: UniversalLearningManager) -> None:
+    # 5 of 6 losers vs 5 of 10 winners: occurrence 83% > 70% and lift 1.67, but p ~ 0.17.
+    _losers(manager, 5, 1)
+    _winners(manager, 5, signals={**RSI_OVERSOLD, **MACD_POS})
+    _winners(manager, 5)
+    assert RULE not in {r.rule_id for r in manager.analyze_failure_patterns(START_NS)}
+
+
+def test_rule_retires_when_vetoes_win_about_as_often_as_actual_trades(
+    manager_factory: ManagerFactory,
+) -> None:
+    # Base win rate in the window: 10 of 20 = 50%. A rule whose vetoed entries would have won 46% of
+    # the time filters out nothing (46% > 50% - 5% margin) and retires, although 46% < 0.5.
+    m = manager_factory(config=LearningConfig(veto_retire_min_outcomes=50))
+    _losers(m, 10, 0)
+    _winners(m, 10)
+    m.analyze_failure_patterns(START_NS)
+    for n in range(50):
+        m.record_veto(RULE)
+        rule = m.record_veto_outcome(RULE, would_have_won=n % 50 < 23, time_ns=START_NS)
+    assert not rule.active
+    assert "46% > 45%" in rule.retire_reason
+
+
+def test_rule_that_filters_clearly_worse_entries_stays(manager_factory: ManagerFactory) -> None:
+    m = manager_factory(config=LearningConfig(veto_retire_min_outcomes=50))
+    _losers(m, 10, 0)
+    _winners(m, 10)
+    m.analyze_failure_patterns(START_NS)
+    for n in range(50):
+        m.record_veto(RULE)
+        rule = m.record_veto_outcome(RULE, would_have_won=n % 50 < 15, time_ns=START_NS)  # 30%
+    assert rule.active

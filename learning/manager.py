@@ -151,6 +151,8 @@ class UniversalLearningManager:
         bounds = (cfg.weight_min, cfg.weight_max)
         self._journal = TradeJournal(conn, cfg.journal_window_ns, cfg.trend_trades)
         self._baseline_cache: tuple[tuple[int, int], float | None] | None = None
+        # Journal size when evolution / analysis last ran (periodic() skips them while it is unchanged).
+        self._fed: dict[str, int] = {}
         self._patterns = PatternRecognitionEngine(
             conn,
             self._discretizer,
@@ -562,16 +564,22 @@ class UniversalLearningManager:
 
         Evolution every ``evolution_interval_minutes``, reinforcement and failure analysis every
         ``analysis_interval_minutes``, memory management every ``memory_interval_minutes`` (market time).
+        Evolution and analysis run only when trades have closed since their last run: their input is
+        the trade journal, and running them again on the same trades would compound the same evidence
+        (and cost a store write on every bar of an hourly dataset for nothing).
         """
         self._check_open()
         t = self._now(now)
         before = self._version
         ran = False
         cfg = self.config
-        if self._due(_EVOLVE, t, cfg.evolution_interval_ns):
+        total = self._journal.total
+        if self._fed.get(_EVOLVE) != total and self._due(_EVOLVE, t, cfg.evolution_interval_ns):
             ran = True
+            self._fed[_EVOLVE] = total
             self.evolve_trading_strategy(t)
-        if self._due(_ANALYZE, t, cfg.analysis_interval_ns):
+        if self._fed.get(_ANALYZE) != total and self._due(_ANALYZE, t, cfg.analysis_interval_ns):
+            self._fed[_ANALYZE] = total
             ran = True
             self.reinforce_successful_behaviors(t)
             self.analyze_failure_patterns(t)

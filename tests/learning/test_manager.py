@@ -63,7 +63,10 @@ def test_periodic_work_follows_market_time_cadences(manager: UniversalLearningMa
     steps = len(manager.evolution_history())
     assert not manager.periodic(START_NS + 59 * MINUTE_NS)  # evolution and analysis every 60 minutes
     assert len(manager.evolution_history()) == steps
-    manager.periodic(START_NS + 60 * MINUTE_NS)
+    manager.periodic(START_NS + 60 * MINUTE_NS)  # due, but no trade closed since: nothing new to learn
+    assert len(manager.evolution_history()) == steps
+    manager.learn_from_trade(make_trade(10, 1.0, exit_ns=START_NS + 61 * MINUTE_NS))
+    manager.periodic(START_NS + 61 * MINUTE_NS)
     assert len(manager.evolution_history()) == steps + 1
 
 

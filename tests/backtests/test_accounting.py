@@ -120,7 +120,7 @@ def _env_run() -> dict[str, Any]:
     _, info = env.reset(options={"start": WARMUP})
     equity, position, trades, orders = [info["equity"]], [info["position"]], [], []
     for target in TARGETS[:-1]:
-        _, _, _, _, info = env.step(ACTIONS.index(target))
+        _, _, _, _, info = env.step(np.int64(ACTIONS.index(target)))
         equity.append(info["equity"])
         position.append(info["position"])
         trades += info["trades"]

@@ -46,7 +46,7 @@ def _model(cls: type, env: MarketReplayEnv, **kw: Any) -> Any:
     return model
 
 
-CASES = {
+CASES: dict[str, tuple[type, dict[str, Any], dict[str, Any]]] = {
     "ppo_discrete": (PPO, {}, {"n_steps": 64, "batch_size": 32, "n_epochs": 1}),
     "ppo_continuous": (PPO, {"actions": "continuous"}, {"n_steps": 64, "batch_size": 32, "n_epochs": 1}),
     "a2c_relu": (
@@ -99,7 +99,8 @@ def test_numpy_export_predicts_like_sb3_on_env_observations(case: tuple[str, Any
     rows = [obs]
     rng = np.random.default_rng(2)
     for _ in range(300):
-        obs, _, terminated, truncated, _ = env.step(env.action_space.sample() if rng.random() < 0.5 else 1)
+        action = env.action_space.sample() if rng.random() < 0.5 else np.int64(1)
+        obs, _, terminated, truncated, _ = env.step(action)
         rows.append(obs)
         if terminated or truncated:
             break

@@ -122,8 +122,10 @@ def test_unknown_calendar_is_a_config_error() -> None:
 def test_calendar_is_detected_from_weekend_bars_and_hours() -> None:
     crypto = pd.date_range("2024-01-01", periods=24 * 14, freq="1h", tz="UTC")
     assert detect_calendar(crypto) == "24/7"
-    assert detect_calendar(load_dataset("eurusd_1h").index) == "fx"  # Sunday-evening opens only
-    assert detect_calendar(load_dataset("googl_1d").index) == "equity"
+    assert (
+        detect_calendar(pd.DatetimeIndex(load_dataset("eurusd_1h").index)) == "fx"
+    )  # Sunday-evening opens only
+    assert detect_calendar(pd.DatetimeIndex(load_dataset("googl_1d").index)) == "equity"
     session = pd.DatetimeIndex(
         [
             d + pd.Timedelta(hours=h)

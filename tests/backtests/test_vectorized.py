@@ -17,7 +17,7 @@ from backtests.vectorized import (
     sma_crossover_targets,
 )
 from envs.errors import ConfigError
-from envs.market import MarketSpec
+from envs.market import MarketSpec, SlippageModel
 from envs.portfolio import PortfolioConfig
 from envs.replay import MarketReplayEnv
 from tests.envs.test_replay import make_bars
@@ -40,7 +40,7 @@ def _env_run(bars: pd.DataFrame, targets: np.ndarray, spec: MarketSpec, **kw: An
     equity, trades, orders = [info["equity"]], [], []
     done = False
     while not done:
-        _, _, terminated, truncated, info = env.step(LEVELS.index(float(targets[env.row])))
+        _, _, terminated, truncated, info = env.step(np.int64(LEVELS.index(float(targets[env.row]))))
         equity.append(info["equity"])
         trades += info["trades"]
         orders += info["orders"]
@@ -56,7 +56,9 @@ CASES = {
         lambda b: sma_crossover_targets(b["close"], 5, 20, short=True),
     ),
     "random levels, 2x leverage, volume impact": (
-        MarketSpec("TEST/USD", taker_fee=0.001, spread_bps=4.0, slippage_model="volume", impact_bps=5.0),
+        MarketSpec(
+            "TEST/USD", taker_fee=0.001, spread_bps=4.0, slippage_model=SlippageModel.VOLUME, impact_bps=5.0
+        ),
         {"borrow_rate": 1e-4, "leverage": 2.0},
         lambda b: random_targets(len(b), 1, LEVELS, hold=7),
     ),
@@ -82,7 +84,7 @@ def test_vectorized_equals_the_env_driven_by_the_same_targets(bars: pd.DataFrame
     ref = _env_run(bars, targets, spec, **kw)
     start = ref["start"]
     portfolio = PortfolioConfig(borrow_rate=kw.get("borrow_rate", 0.0), leverage=kw.get("leverage", 1.0))
-    stops = {k: v for k, v in kw.items() if k in ("max_drawdown", "close_at_end")}
+    stops: dict[str, Any] = {k: v for k, v in kw.items() if k in ("max_drawdown", "close_at_end")}
     res = run_targets(bars.iloc[start:], targets[start:], market=spec, portfolio=portfolio, **stops)
 
     np.testing.assert_allclose(res.equity.to_numpy(), ref["equity"], rtol=1e-9, atol=0.0)
@@ -93,8 +95,8 @@ def test_vectorized_equals_the_env_driven_by_the_same_targets(bars: pd.DataFrame
             trade.exit_reason,
             trade.duration_bars,
         )
-        assert row.entry_time.value == trade.entry_time_ns
-        assert row.exit_time.value == trade.exit_time_ns
+        assert pd.Timestamp(row.entry_time).value == trade.entry_time_ns  # type: ignore[arg-type]
+        assert pd.Timestamp(row.exit_time).value == trade.exit_time_ns  # type: ignore[arg-type]
         assert row.quantity == pytest.approx(trade.quantity, rel=1e-9)
         assert row.pnl == pytest.approx(trade.pnl, rel=1e-9, abs=1e-9)
         assert row.fees == pytest.approx(trade.fees, rel=1e-9)

@@ -67,6 +67,7 @@ ENGINE: Final = "vectorized"
 _NS_PER_MS: Final = 1_000_000
 _QTY_EPS: Final = 1e-9  # as envs.portfolio: quantities this close to zero (relative) are zero
 _CAP_SLACK: Final = 1e-9  # as envs.portfolio: slack on the leverage check
+_TICK_TOLERANCE: Final = 1e-9  # as envs.market: a price on the tick stays on it
 _FIRST_CHUNK: Final = 64
 _MAX_CHUNK: Final = 65_536
 _NON_ALNUM: Final = re.compile(r"[^A-Za-z0-9]")
@@ -149,11 +150,12 @@ def random_targets(
 class _Sim:
     """Output of one pass: fill events, order rows and trade rows (tuples; columns are built once)."""
 
-    __slots__ = ("borrow_paid", "fills", "orders", "trades")
+    __slots__ = ("blocks", "borrow_paid", "fills", "orders", "trades")
 
     def __init__(self) -> None:
         self.fills: list[tuple[int, float, float]] = []  # (bar, position after, cash after)
         self.orders: list[tuple[Any, ...]] = []  # (bar, *ORDER_COLUMNS)
+        self.blocks: list[dict[str, Any]] = []  # runs of refused retries, as column arrays
         self.trades: list[tuple[Any, ...]] = []  # TRADE_COLUMNS without symbol and entry_snapshot
         self.borrow_paid = 0.0
 
@@ -436,6 +438,109 @@ def _simulate(
                 size = min(size * 2, _MAX_CHUNK)
         return end
 
+    def refused_run(j0: int, end: int, target: float) -> int:
+        """After a refused order, the first bar in ``[j0, end)`` where an order would fill.
+
+        The core plans the same target again at every bar, and until an order fills the account does
+        not change (borrow aside, which is a prefix sum): each bar's plan, order and the exchange's
+        checks are computed in chunks with array operations, term for term as in the scalar path;
+        refusals are journaled as blocks and bars without an order skipped. The first bar whose
+        order would fill is left to the scalar path. Needs a fill price that does not depend on the
+        quantity (fixed slippage); otherwise retries go bar by bar.
+        """
+        if not fixed_cost:
+            return j0
+        a = j0
+        size = _FIRST_CHUNK
+        while a < end:
+            b = min(a + size, end)
+            stop = refused_chunk(a, b, target)
+            if stop < b:
+                return stop
+            a = b
+            size = min(size * 2, _MAX_CHUNK)
+        return end
+
+    def refused_chunk(j0: int, end: int, target: float) -> int:
+        """:func:`refused_run` over ``[j0, end)``: journal its refusals up to the first fill; return it."""
+        nonlocal last_decision, seq
+        ref = o[j0:end]
+        m = len(ref)
+        if q < 0.0 and rate > 0.0:
+            cash: Any = cash_k - rate * -q * (s_close[j0:end] - s_close.item(k))
+        else:
+            cash = np.full(m, cash_k)
+        buy_fill = ref + ref * cost
+        sell_fill = ref - ref * cost
+        if tick > 0.0:
+            buy_fill = np.ceil(buy_fill / tick - _TICK_TOLERANCE) * tick
+            sell_fill = np.floor(sell_fill / tick + _TICK_TOLERANCE) * tick
+        act = np.ones(m, dtype=bool)  # bars where an order is sent
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if target == 0.0:
+                q1: Any = np.zeros(m)
+            else:
+                # TradingCore.plan: same-side targets inside the band send nothing.
+                f = target * lev
+                if q != 0.0 and (q > 0.0) is (f > 0.0):
+                    equity = cash + q * ref
+                    x = f - q * ref / equity
+                    act &= ~((equity > 0.0) & (x > -band) & (x < band))
+                # TradingCore.target_qty
+                equity = cash + q * ref
+                delta = f * equity / ref - q
+                s = np.where(delta > 0.0, 1.0, -1.0)
+                fill = np.where(delta > 0.0, buy_fill, sell_fill)
+                eq_f = cash + q * fill
+                solved = np.where(
+                    eq_f <= 0.0, q, f * (eq_f + s * q * fill * phi) / (fill * (1.0 + f * s * phi))
+                )
+                q1 = np.where((ref <= 0.0) | (equity <= 0.0) | (delta == 0.0), q, solved)
+                q1 = np.where((q1 - q) * s > 0.0, q1, q)
+            # classify(q, q1) is HOLD: no order.
+            a0 = abs(q)
+            a1 = np.abs(q1)
+            eps = np.maximum(a0, a1) * _QTY_EPS
+            same = (a0 > eps) & (a1 > eps) & ((q1 > 0.0) == (q > 0.0)) & (np.abs(a1 - a0) <= eps)
+            act &= ~(((a0 <= eps) & (a1 <= eps)) | same)
+            d = q1 - q
+            buy = d > 0.0
+            requested = np.abs(d)
+            # SimBroker.submit, then Portfolio.can_fill
+            qty = _floor_to_step(requested, step)
+            lot = (qty <= 0.0) | (qty < min_qty)
+            notional = ~lot & (qty * ref < min_notional)
+            price = np.where(buy, buy_fill, sell_fill)
+            fee = qty * price * phi
+            q1p = q + np.where(buy, qty, -qty)
+            a1p = np.abs(q1p)
+            eps_p = _QTY_EPS * np.maximum(a0, qty)
+            equity1 = cash - (q1p - q) * price - fee + q1p * price
+            levered = (equity1 > 0.0) & (a1p * price <= lev * equity1 * (1.0 + _CAP_SLACK))
+            ok = ((a1p <= a0 + eps_p) & (q * q1p >= 0.0)) | levered
+            if not allow_short:
+                ok &= ~(q1p < -eps_p)
+            balance = ~lot & ~notional & ~ok
+        refused = lot | notional | balance
+        fills = np.flatnonzero(act & ~refused)
+        stop = int(fills[0]) if len(fills) else m
+        rows = np.flatnonzero(act[:stop] & refused[:stop])
+        if len(rows):
+            sim.blocks.append(
+                {
+                    "bar": j0 + rows,
+                    "time": tns[j0 + rows],
+                    "decision_ms": tns[j0 + rows - 1] // _NS_PER_MS,
+                    "side": np.where(buy[rows], "buy", "sell"),
+                    "requested": requested[rows],
+                    "price": ref[rows],
+                    "kind": np.where(lot[rows], 0, np.where(notional[rows], 1, 2)),
+                }
+            )
+            last_decision = tns.item(j0 + int(rows[-1]) - 1)
+            seq = 0
+        return j0 + stop
+
     seg = 0
     n_seg = len(cp_l)
     j = 1
@@ -471,8 +576,10 @@ def _simulate(
             j = end
         elif filled and q != 0.0 and (q > 0.0) is (f > 0.0):
             j = drift(j + 1, end, seg, f)
+        elif filled:
+            j += 1  # left on the wrong side of the target (lot rounding): the core plans again
         else:
-            j += 1  # refused (or left on the wrong side): the core plans again at the next bar
+            j = refused_run(j + 1, end, target)  # refused: the core retries at every next bar
 
     reason = stop[1] if stop is not None else (EXIT_END_OF_DATA if close_at_end else None)
     if reason is not None and q != 0.0:
@@ -644,7 +751,7 @@ def run_targets(
             sim = _simulate(o, c, v, tns, decided, spec, cfg, rebalance_band, stop=stop, **kw)
             end = stop[0] + 1
             position, cash, equity = _arrays(sim, c[:end], cfg, end)
-        orders = _order_table(sim)
+        orders = _order_table(sim, f"{id_prefix}-{_NON_ALNUM.sub('', spec.symbol)[:12] or 'X'}-")
         trades = _trade_table(sim, spec.symbol)
 
     target_col = tgt[:end].copy()
@@ -677,9 +784,33 @@ def run_targets(
     return BacktestResult(curve=curve, orders=orders, trades=trades, meta=meta)
 
 
-def _order_table(sim: _Sim) -> pd.DataFrame:
+_REFUSALS: Final = (_LOT, _NOTIONAL, _BALANCE)
+
+
+def _order_table(sim: _Sim, id_head: str) -> pd.DataFrame:
     columns: list[Any] = list(zip(*sim.orders, strict=False)) if sim.orders else [()] * 13
-    return _orders_from_columns(columns[1:])
+    table = _orders_from_columns(columns[1:])
+    if not sim.blocks:
+        return table
+    block = {key: np.concatenate([b[key] for b in sim.blocks]) for key in sim.blocks[0]}
+    m = len(block["bar"])
+    kinds = [np.asarray(x, dtype=object)[block["kind"]] for x in zip(*_REFUSALS, strict=True)]
+    ids = (id_head + pd.Series(block["decision_ms"]).astype(str) + "-0").tolist()
+    refused = _orders_from_columns(
+        [block["time"], ids, block["side"], block["requested"], block["price"], [_REJECTED] * m]
+        + [np.zeros(m)] * 3
+        + kinds
+    )
+    order = np.argsort(np.concatenate([np.asarray(columns[0], dtype=np.int64), block["bar"]]), kind="stable")
+    return pd.concat([table, refused], ignore_index=True).iloc[order].reset_index(drop=True)
+
+
+def _floor_to_step(qty: npt.NDArray[np.float64], step: float) -> npt.NDArray[np.float64]:
+    """envs.market.floor_to_step on an array (same operations)."""
+    if step <= 0.0:
+        return qty
+    n = np.floor(qty / step * (1.0 + 1e-12) + 1e-9)
+    return np.maximum(n, 0.0) * step
 
 
 def _trade_table(sim: _Sim, symbol: str) -> pd.DataFrame:

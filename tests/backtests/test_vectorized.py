@@ -69,6 +69,11 @@ CASES = {
         {"borrow_rate": 1e-4},
         lambda b: random_targets(len(b), 2, LEVELS, hold=5),
     ),
+    "dust account: runs of refused retries": (
+        MarketSpec("TEST/USD", taker_fee=0.05, qty_step=1.0, min_notional=150.0, price_tick=0.01),
+        {"borrow_rate": 1e-4},
+        lambda b: random_targets(len(b), 4, LEVELS, hold=3),
+    ),
     "max drawdown stop and close at end": (
         MarketSpec("TEST/USD", taker_fee=0.001),
         {"max_drawdown": 0.05, "leverage": 3.0, "close_at_end": True},
@@ -103,8 +108,15 @@ def test_vectorized_equals_the_env_driven_by_the_same_targets(bars: pd.DataFrame
     assert list(res.orders["status"]) == [str(o.status) for o in ref["orders"]]
     assert list(res.orders["kind"]) == ["" if o.kind is None else str(o.kind) for o in ref["orders"]]
     np.testing.assert_allclose(res.orders["price"], [o.price for o in ref["orders"]], rtol=1e-12)
-    if case.startswith("lot"):
+    np.testing.assert_allclose(
+        res.orders["requested_qty"], [o.requested_qty for o in ref["orders"]], rtol=1e-9
+    )
+    assert res.orders["time"].is_monotonic_increasing
+    assert res.orders["order_id"].is_unique
+    if case.startswith(("lot", "dust")):
         assert len(res.rejections) > 0  # the rules bind, and are reproduced
+    if case.startswith("dust"):
+        assert len(res.rejections) > len(res.fills)  # the account ends too small to trade
     if case.startswith("max drawdown"):
         assert res.meta["stopped"]["reason"] == "max_drawdown"
         assert len(res.curve) == len(ref["equity"]) < N_BARS - start

@@ -10,9 +10,11 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
+import gymnasium as gym
 import torch
 from sb3_contrib import QRDQN, RecurrentPPO
 from stable_baselines3 import A2C, DQN, PPO, SAC
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from backtests.fast_policy import export_policy, run_policy, run_policy_fast
 from envs.errors import ConfigError
@@ -152,6 +154,28 @@ def test_unexportable_policies_are_refused_with_the_slow_path(
     with pytest.raises(ConfigError, match=match) as err:
         export_policy(model)
     assert "run_policy(model, env)" in str(err.value)
+
+
+class _Doubler(BaseFeaturesExtractor):
+    """A custom feature extractor (anything but SB3's FlattenExtractor is refused)."""
+
+    def __init__(self, observation_space: gym.spaces.Box) -> None:
+        super().__init__(observation_space, int(observation_space.shape[0]))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return observations * 2.0
+
+
+def test_custom_feature_extractors_are_refused(bars: pd.DataFrame) -> None:
+    model = PPO(
+        "MlpPolicy",
+        make_env(bars),
+        seed=0,
+        device="cpu",
+        policy_kwargs={"features_extractor_class": _Doubler},
+    )
+    with pytest.raises(ConfigError, match="custom feature extractor _Doubler"):
+        export_policy(model)
 
 
 def test_custom_layers_are_refused(bars: pd.DataFrame) -> None:

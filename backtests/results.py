@@ -108,10 +108,11 @@ def orders_frame(orders: Iterable[OrderResult]) -> pd.DataFrame:
         )
         for o in orders
     ]
-    return _orders_from_columns(list(zip(*rows, strict=True)) if rows else [[] for _ in ORDER_COLUMNS])
+    return orders_from_columns(list(zip(*rows, strict=True)) if rows else [[] for _ in ORDER_COLUMNS])
 
 
-def _orders_from_columns(columns: list[Any]) -> pd.DataFrame:
+def orders_from_columns(columns: list[Any]) -> pd.DataFrame:
+    """The orders table from one sequence per :data:`ORDER_COLUMNS` entry (times as epoch ns)."""
     data = dict(zip(ORDER_COLUMNS, columns, strict=True))
     frame = pd.DataFrame(
         {
@@ -176,14 +177,15 @@ def trades_frame(trades: Iterable[TradeResult]) -> pd.DataFrame:
         )
         for t in items
     ]
-    frame = _trades_from_columns(list(zip(*rows, strict=False)) if rows else [() for _ in TRADE_COLUMNS])
+    frame = trades_from_columns(list(zip(*rows, strict=False)) if rows else [() for _ in TRADE_COLUMNS])
     snapshot = _snapshot_columns(items)
     if snapshot:
         frame = pd.concat([frame, pd.DataFrame(snapshot, index=frame.index)], axis=1)
     return frame
 
 
-def _trades_from_columns(columns: list[Any]) -> pd.DataFrame:
+def trades_from_columns(columns: list[Any]) -> pd.DataFrame:
+    """The trade journal from one sequence per :data:`TRADE_COLUMNS` entry (times as epoch ns)."""
     data = dict(zip(TRADE_COLUMNS, columns, strict=True))
     return pd.DataFrame(
         {

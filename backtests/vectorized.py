@@ -11,7 +11,9 @@ precision.
 Speed comes from looping only over the bars where an order can happen: where the target changes, and
 inside a run of one target, where the position's exposure drifts out of the no-trade band (found with
 a closed-form check over the run's price range, then a vectorized scan when that check cannot rule it
-out). Holding periods (positions, cash, borrow, equity) are filled in with array operations.
+out). Holding periods (positions, cash, borrow, equity) are filled in with array operations. Runs of
+refused orders (an account below the exchange's minimums retries every bar, as the core does) are
+computed and journaled as blocks.
 
 Not modelled here (use the env for them): injected exchange faults, order hooks (learned vetoes and
 minimums) and stateful rewards.
@@ -31,7 +33,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from backtests.metrics import Calendar
-from backtests.results import BacktestResult, _orders_from_columns, _trades_from_columns
+from backtests.results import BacktestResult, orders_from_columns, trades_from_columns
 from envs.broker import (
     CODE_FILTER_FAILURE,
     CODE_INSUFFICIENT_BALANCE,
@@ -789,14 +791,14 @@ _REFUSALS: Final = (_LOT, _NOTIONAL, _BALANCE)
 
 def _order_table(sim: _Sim, id_head: str) -> pd.DataFrame:
     columns: list[Any] = list(zip(*sim.orders, strict=False)) if sim.orders else [()] * 13
-    table = _orders_from_columns(columns[1:])
+    table = orders_from_columns(columns[1:])
     if not sim.blocks:
         return table
     block = {key: np.concatenate([b[key] for b in sim.blocks]) for key in sim.blocks[0]}
     m = len(block["bar"])
     kinds = [np.asarray(x, dtype=object)[block["kind"]] for x in zip(*_REFUSALS, strict=True)]
     ids = (id_head + pd.Series(block["decision_ms"]).astype(str) + "-0").tolist()
-    refused = _orders_from_columns(
+    refused = orders_from_columns(
         [block["time"], ids, block["side"], block["requested"], block["price"], [_REJECTED] * m]
         + [np.zeros(m)] * 3
         + kinds
@@ -816,7 +818,7 @@ def _floor_to_step(qty: npt.NDArray[np.float64], step: float) -> npt.NDArray[np.
 def _trade_table(sim: _Sim, symbol: str) -> pd.DataFrame:
     m = len(sim.trades)
     columns: list[Any] = list(zip(*sim.trades, strict=False)) if m else [()] * 12
-    return _trades_from_columns([columns[0], [symbol] * m, *columns[1:]])
+    return trades_from_columns([columns[0], [symbol] * m, *columns[1:]])
 
 
 def run_sma_crossover(

@@ -92,7 +92,11 @@ def learning_section(
         return LearningSection(
             source="manager",
             rules=source.rules(),
-            top_patterns=source.top_patterns(TOP_PATTERNS),
+            # Reinforced patterns first, then the best-scoring and most frequent ones (a run without
+            # reinforcement still shows what it saw).
+            top_patterns=sorted(source.patterns(), key=lambda p: (-p.weight, -p.score, -p.count))[
+                :TOP_PATTERNS
+            ],
             weights=dict(source.strategy_weights()),
             weight_history=[(step.time_ns, dict(step.weights)) for step in source.evolution_history()],
             minimums=source.minimums(),

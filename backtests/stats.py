@@ -31,19 +31,26 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from envs.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from backtests.results import BacktestResult
+
 __all__ = [
     "EULER_GAMMA",
     "DeflatedSharpe",
     "PairedTest",
     "SeedSummary",
+    "compare_results",
     "compare_returns",
     "deflated_sharpe_ratio",
     "expected_max_sharpe",
@@ -51,6 +58,7 @@ __all__ = [
     "newey_west_lags",
     "newey_west_test",
     "probabilistic_sharpe_ratio",
+    "seed_table",
     "sharpe_ratio",
     "stationary_bootstrap_test",
 ]
@@ -398,3 +406,72 @@ def compare_returns(
     raise ConfigError(
         f"unknown method {method!r}", where="method", fix="use 'newey_west' or 'stationary_bootstrap'"
     )
+
+
+# --- over backtest results -------------------------------------------------------------------------
+
+
+def compare_results(
+    result: BacktestResult,
+    benchmark: BacktestResult,
+    *,
+    method: Literal["newey_west", "stationary_bootstrap"] = "newey_west",
+    seed: int = 0,
+    **kwargs: float | int | None,
+) -> PairedTest:
+    """:func:`compare_returns` of two backtests on the bars they share (per-bar equity returns).
+
+    Raises:
+        DataError: fewer than three common bars.
+    """
+    joined = result.equity.rename("a").to_frame().join(benchmark.equity.rename("b"), how="inner").sort_index()
+    returns = (joined / joined.shift(1) - 1.0).iloc[1:]
+    if len(returns) < 3:
+        raise DataError(
+            f"the two backtests share {len(joined)} bar(s)",
+            where="compare_results",
+            fix="run both over the same span (e.g. the strategy and buy-and-hold on one test split)",
+        )
+    return compare_returns(
+        returns["a"].to_numpy(), returns["b"].to_numpy(), method=method, seed=seed, **kwargs
+    )
+
+
+DEFAULT_TABLE_METRICS: Final = (
+    "total_return",
+    "cagr",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "win_rate",
+    "trades",
+)
+
+
+def seed_table(
+    runs: Mapping[str, Sequence[BacktestResult]],
+    metrics: Sequence[str] = DEFAULT_TABLE_METRICS,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Mean and confidence interval of each metric over the seeds of each named policy.
+
+    Returns one row per ``(policy, metric)`` with ``n``, ``mean``, ``std``, ``low``, ``high`` and
+    ``note`` (a policy run with one seed gets no interval, and says so). Non-finite metric values
+    (a Sharpe ratio of a flat curve) are left out of that metric's sample.
+    """
+    import pandas as pd
+
+    rows = []
+    for name, results in runs.items():
+        for metric in metrics:
+            values = [float(getattr(r.metrics, metric)) for r in results]
+            finite = [v for v in values if math.isfinite(v)]
+            if not finite:
+                rows.append((name, metric, 0, math.nan, math.nan, math.nan, math.nan, "no finite value"))
+                continue
+            s = mean_ci(finite, confidence)
+            note = (
+                s.note if len(finite) == len(values) else f"{len(values) - len(finite)} non-finite left out"
+            )
+            rows.append((name, metric, s.n, s.mean, s.std, s.low, s.high, note))
+    return pd.DataFrame(rows, columns=["policy", "metric", "n", "mean", "std", "low", "high", "note"])

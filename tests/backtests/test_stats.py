@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from backtests.stats import (
+    compare_results,
     compare_returns,
     deflated_sharpe_ratio,
     expected_max_sharpe,
@@ -16,6 +17,7 @@ from backtests.stats import (
     newey_west_lags,
     newey_west_test,
     probabilistic_sharpe_ratio,
+    seed_table,
     sharpe_ratio,
     stationary_bootstrap_test,
 )
@@ -121,3 +123,41 @@ def test_paired_series_must_have_equal_length() -> None:
         newey_west_test([0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3])
     with pytest.raises(ConfigError, match="unknown method"):
         compare_returns([0.1, 0.2, 0.3], [0.1, 0.2, 0.3], method="bogus")  # type: ignore[arg-type]
+
+
+def test_compare_results_aligns_two_backtests_on_common_bars() -> None:
+    from backtests.vectorized import buy_and_hold_targets, flat_targets, run_targets
+    from tests.envs.test_replay import make_bars
+
+    bars = make_bars(600, seed=2)
+    hold = run_targets(bars, buy_and_hold_targets(len(bars)), name="hold")
+    flat = run_targets(bars.iloc[100:], flat_targets(len(bars) - 100), name="flat")
+    test = compare_results(flat, hold)
+    assert test.n == len(bars) - 100 - 1
+    hold_returns = hold.equity.iloc[100:].pct_change().iloc[1:].to_numpy()
+    assert test.mean_diff == pytest.approx(-float(np.mean(hold_returns)), rel=1e-12)
+    with pytest.raises(DataError, match="share 0 bar"):
+        compare_results(
+            run_targets(bars.iloc[:50], flat_targets(50)), run_targets(bars.iloc[60:], flat_targets(540))
+        )
+
+
+def test_seed_table_gives_intervals_and_says_when_there_is_one_seed() -> None:
+    from backtests.vectorized import random_targets, run_targets
+    from tests.envs.test_replay import make_bars
+
+    bars = make_bars(400, seed=1)
+    runs = {
+        "random": [run_targets(bars, random_targets(len(bars), seed, hold=20)) for seed in range(3)],
+        "once": [run_targets(bars, random_targets(len(bars), 9, hold=20))],
+    }
+    table = seed_table(runs, metrics=("total_return", "trades"))
+    row = table[(table.policy == "random") & (table.metric == "total_return")].iloc[0]
+    values = [r.metrics.total_return for r in runs["random"]]
+    assert row.n == 3
+    assert row["mean"] == pytest.approx(np.mean(values))
+    assert row.low < row["mean"] < row.high
+    once = table[(table.policy == "once") & (table.metric == "trades")].iloc[0]
+    assert once.n == 1
+    assert math.isnan(once.low)
+    assert once.note == "one seed: no interval"

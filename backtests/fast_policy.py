@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
+from backtests.metrics import Calendar
 from backtests.results import BacktestResult
 from envs.errors import ConfigError
 from envs.events import OrderResult, TradeResult
@@ -327,6 +328,10 @@ class _Recorder:
         )
 
 
+def _calendar(calendar: Calendar | None) -> dict[str, Any]:
+    return {} if calendar is None else {"calendar": calendar}
+
+
 def _reset(env: MarketReplayEnv, start: int | None, seed: int | None) -> tuple[Any, dict[str, Any]]:
     return env.reset(seed=seed, options=None if start is None else {"start": start})
 
@@ -338,6 +343,7 @@ def run_policy(
     start: int | None = None,
     seed: int | None = None,
     name: str | None = None,
+    calendar: Calendar | None = None,
 ) -> BacktestResult:
     """Backtest any SB3-style policy (a model, a baseline, a :class:`NumpyPolicy`) over one episode.
 
@@ -349,7 +355,8 @@ def run_policy(
         env: the evaluation env (its span, costs and hooks are the backtest's).
         start: first decision row (default: the env's first, or a random one with ``episode_length``).
         seed: reset seed.
-        name: label of the result (default: the model's class name).
+        name: label of the result (default: the policy's ``name`` attribute, else its class name).
+        calendar: annualization calendar of the metrics (detected from the bars when ``None``).
     """
     obs, info = _reset(env, start, seed)
     rec = _Recorder(env, info)
@@ -361,7 +368,8 @@ def run_policy(
         obs, _, terminated, truncated, info = env.step(action)
         rec.step(target, info)
         done = terminated or truncated
-    return rec.result(name or type(model).__name__, "predict", {"policy": repr(model)[:200]})
+    label = name or str(getattr(model, "name", "") or type(model).__name__)
+    return rec.result(label, "predict", {"policy": repr(model)[:200], **_calendar(calendar)})
 
 
 class _FirstLayer:
@@ -407,6 +415,7 @@ def run_policy_fast(
     start: int | None = None,
     seed: int | None = None,
     name: str | None = None,
+    calendar: Calendar | None = None,
 ) -> BacktestResult:
     """:func:`run_policy` for an exported policy, >= 10x faster (see the module docstring).
 
@@ -435,7 +444,9 @@ def run_policy_fast(
     # One BLAS thread: the per-step products are tiny, and idle BLAS threads spinning between them
     # take the cores the env loop needs (measured: ~30% slower with the default thread pool).
     with threadpool_limits(limits=1, user_api="blas"):
-        return _fast_loop(pol, env, start, seed, name)
+        result = _fast_loop(pol, env, start, seed, name)
+    result.meta.update(_calendar(calendar))
+    return result
 
 
 def _fast_loop(

@@ -131,8 +131,10 @@ def test_fast_backtest_equals_the_predict_loop(case: tuple[str, Any, MarketRepla
 def test_fast_backtest_reads_the_env_span(bars: pd.DataFrame) -> None:
     env = make_env(bars, end=900)
     model = _model(PPO, env, n_steps=64, batch_size=32, n_epochs=1)
-    res = run_policy_fast(model, env, start=500)
+    res = run_policy_fast(model, env, start=500, calendar="24/7")
     assert res.meta["start_row"] == 500
+    assert res.metrics.calendar == "24/7"  # overridden: these weekday minute bars would read as fx
+    assert res.metrics.periods_per_year == 525_600.0
     assert res.curve.index[0] == bars.index[500]
     assert res.curve.index[-1] == bars.index[899]
     np.testing.assert_allclose(res.equity, run_policy(model, env, start=500).equity, rtol=1e-12)

@@ -15,5 +15,5 @@
 The package imports nothing heavy on import: torch and Stable-Baselines3 are imported inside the
 functions that need them, matplotlib and scipy/empyrical likewise. Imports flow one way:
 ``backtests`` may use ``envs``, ``learning`` and ``agents``, never ``experiments``.
-See ``backtests/ACCOUNTING.md`` for the accounting conventions every engine here shares.
+See the README section "Accounting conventions" for the conventions every engine here shares.
 """

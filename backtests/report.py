@@ -293,7 +293,7 @@ def _render(
         f"{len(curve):,} bars &middot; engine {_esc(str(meta.get('engine', '?')))} &middot; "
         f"{_esc(costs)}</p>",
         "<p class='sub'>Decisions at each bar's close fill at the next bar's open; every cost is in the "
-        "equity. See ACCOUNTING.md for the conventions.</p>",
+        "equity. See the README (Accounting conventions) for the conventions.</p>",
         "<h2>Metrics</h2>",
         _metrics_table(metrics, names),
         "<h2>Equity</h2>",

@@ -1,7 +1,7 @@
 """Vectorized backtests of rule baselines: a target-position series in, equity, positions and trades out.
 
 The accounting is that of :class:`envs.core.TradingCore` and :class:`envs.portfolio.Portfolio` (see
-``backtests/ACCOUNTING.md``), reproduced bar for bar: the target decided at the close of bar ``t`` is
+the README, "Accounting conventions"), reproduced bar for bar: the target decided at the close of bar ``t`` is
 filled at the open of ``t + 1`` (plus half the spread, slippage and the taker fee), sized to reserve
 the order's own costs, inside the no-trade band, with shorts paying borrow at every close and the
 exchange's lot size, minimum quantity, minimum notional and balance rules applied. A test drives

@@ -1,4 +1,4 @@
-"""The accounting conventions of backtests/ACCOUNTING.md, worked out by hand on seven bars.
+"""The accounting conventions of the README ("Accounting conventions"), worked out by hand on seven bars.
 
 Market: taker fee 0.1% per side, spread 10 bps (half = 5 bps) + slippage 5 bps -> a buy fills at
 ``open * 1.001``, a sell at ``open * 0.999``. Account: 10,000 cash, leverage 1, shorts allowed, borrow

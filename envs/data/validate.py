@@ -101,7 +101,7 @@ def check_ohlcv(
     if row is not None:
         col = int((~finite[row]).argmax())
         raise DataError(
-            f"missing or non-finite value ({values[row, col]})",
+            f"missing or non-finite value ({float(values[row, col]):g})",
             where=loc.where(row, OHLCV_COLUMNS[col]),
             fix="fill in the value or remove the row",
         )
@@ -112,7 +112,7 @@ def check_ohlcv(
     if row is not None:
         col = int(non_positive[row].argmax())
         raise DataError(
-            f"price must be > 0, got {prices[row, col]!r}",
+            f"price must be > 0, got {float(prices[row, col]):g}",
             where=loc.where(row, PRICE_COLUMNS[col]),
             fix="correct or remove the row; prices of zero or below are not tradable",
         )
@@ -121,7 +121,7 @@ def check_ohlcv(
     row = _first(volume < 0.0)
     if row is not None:
         raise DataError(
-            f"volume must be >= 0, got {volume[row]!r}",
+            f"volume must be >= 0, got {float(volume[row]):g}",
             where=loc.where(row, VOLUME),
             fix="correct or remove the row",
         )
@@ -131,7 +131,7 @@ def check_ohlcv(
     row = _first(h < top)
     if row is not None:
         raise DataError(
-            f"high {h[row]!r} is below max(open, close) = {top[row]!r}",
+            f"high {float(h[row]):g} is below max(open, close) = {float(top[row]):g}",
             where=loc.where(row, HIGH),
             fix="correct the row: high must be the highest price of the bar",
         )
@@ -139,7 +139,7 @@ def check_ohlcv(
     row = _first(lo > bottom)
     if row is not None:
         raise DataError(
-            f"low {lo[row]!r} is above min(open, close) = {bottom[row]!r}",
+            f"low {float(lo[row]):g} is above min(open, close) = {float(bottom[row]):g}",
             where=loc.where(row, LOW),
             fix="correct the row: low must be the lowest price of the bar",
         )

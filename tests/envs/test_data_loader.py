@@ -484,3 +484,13 @@ def test_semicolon_separated_file_gets_a_hint(tmp_path: Path) -> None:
     path.write_text("timestamp;open;high;low;close;volume\n2024-01-01;1;2;0.5;1.5;3\n")
     with pytest.raises(DataError, match=r"semi\.csv: does not look like an OHLCV table.*commas, not ';'"):
         load_ohlcv(path)
+
+
+def test_error_values_are_printed_as_plain_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(
+        "timestamp,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,10\n2024-01-02,1,0.8,0.5,1.5,10\n"
+    )
+    with pytest.raises(DataError, match=r"high 0\.8 is below max\(open, close\) = 1\.5") as info:
+        load_ohlcv(path)
+    assert "np." not in str(info.value)

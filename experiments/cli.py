@@ -13,6 +13,8 @@ import sys
 import typer
 
 from envs.errors import SlfError
+from experiments.cli_backtest import backtest_command
+from experiments.cli_compare import compare_command
 from experiments.cli_data import app as data_app
 from experiments.cli_demo import demo_command
 from experiments.cli_learning import app as learning_app
@@ -31,6 +33,8 @@ app.add_typer(data_app, name="data", help="Validate, list, generate and resample
 app.add_typer(learning_app, name="learning", help="Show what the learning manager has learned.")
 app.command("train")(train_command)
 app.command("demo")(demo_command)
+app.command("backtest")(backtest_command)
+app.command("compare")(compare_command)
 
 
 @app.callback()

@@ -128,22 +128,21 @@ class MarketConditionAdapter:
             return AdaptationOutcome(False, False, current)
         self.last_run_ns = now_ns
         self.runs += 1
-        similar = [e for e in journal.window(now_ns, self._lookback) if e.condition_key == key]
-        if len(similar) < self._min_trades:
+        similar = journal.stats(now_ns, self._lookback).conditions.get(key)
+        trades, wins = (0, 0) if similar is None else similar
+        if trades < self._min_trades:
             return AdaptationOutcome(True, False, current)
-        win_rate = sum(e.won for e in similar) / len(similar)
+        win_rate = wins / trades
         new: ConditionAdjustment | None = None
         if win_rate < self._threshold:
-            candidate = self._tightened(key, win_rate, len(similar), now_ns)
+            candidate = self._tightened(key, win_rate, trades, now_ns)
             if (candidate.exposure_multiplier, candidate.entry_threshold) != (
                 current.exposure_multiplier,
                 current.entry_threshold,
             ) or not current.active:
                 new = candidate
         elif current.active and win_rate >= self._threshold + self._margin:
-            new = ConditionAdjustment(
-                key, win_rate=win_rate, trades=len(similar), active=False, updated_ns=now_ns
-            )
+            new = ConditionAdjustment(key, win_rate=win_rate, trades=trades, active=False, updated_ns=now_ns)
         if new is None:
             return AdaptationOutcome(True, False, current)
         self._adjustments[key] = new

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import replace
 
 from learning.discretize import Discretizer
-from learning.journal import JournalEntry
+from learning.journal import WindowStats
 from learning.records import AvoidanceRule
 
 __all__ = ["RULE_PREFIX", "FailureAnalyzer"]
@@ -91,30 +89,35 @@ class FailureAnalyzer:
         self._pending_judgements: list[tuple[str, int]] = []
 
     # --- analysis ----------------------------------------------------------------------------------
-    def analyze(self, now_ns: int, entries: Sequence[JournalEntry]) -> list[AvoidanceRule]:
+    def analyze(self, now_ns: int, window: WindowStats) -> list[AvoidanceRule]:
         """Create or refresh rules from the window's trades; returns the rules created or refreshed."""
-        losers = [e for e in entries if not e.won]
-        winners = [e for e in entries if e.won]
-        if len(losers) < self._min_support or len(winners) < self._min_winners:
+        losers = window.losers
+        winners = window.wins
+        if losers < self._min_support or winners < self._min_winners:
             return []
-        loser_counts = Counter(f for e in losers for f in e.factors)
-        winner_counts = Counter(f for e in winners for f in e.factors)
+        loser_counts = window.loser_factors
+        winner_counts = window.winner_factors
+        # Only factors with enough support and occurrence can become rules: select them first.
+        min_support = self._min_support
+        occurrence_threshold = self._occurrence
+        candidates = sorted(
+            f for f, c in loser_counts.items() if c >= min_support and c / losers > occurrence_threshold
+        )
         touched: list[AvoidanceRule] = []
-        for factor in sorted(loser_counts):
+        for factor in candidates:
             support = loser_counts[factor]
-            occurrence = support / len(losers)
-            if support < self._min_support or occurrence <= self._occurrence:
-                continue
-            winner_share = (winner_counts[factor] + 1) / (len(winners) + 2)
+            occurrence = support / losers
+            winner_hits = winner_counts.get(factor, 0)
+            winner_share = (winner_hits + 1) / (winners + 2)
             lift = occurrence / winner_share
             if lift < self._lift:
                 continue
-            if self._significance < 1.0 and (
-                fisher_greater(support, len(losers), winner_counts[factor], len(winners))
-                >= self._significance
+            if (
+                self._significance < 1.0
+                and fisher_greater(support, losers, winner_hits, winners) >= self._significance
             ):
                 continue
-            rule = self._upsert(factor, support, len(losers), occurrence, winner_share, lift, now_ns)
+            rule = self._upsert(factor, support, losers, occurrence, winner_share, lift, now_ns)
             if rule is not None:
                 touched.append(rule)
         return touched

@@ -4,19 +4,30 @@ and failure analysis.
 All rows live in the store's ``journal`` table; the trades of the longest analysis window (and the last
 ``trend_trades`` outcomes) are also kept in memory so that windowed rules never query SQLite. New rows
 are buffered and written by :meth:`TradeJournal.flush` inside the caller's transaction.
+
+The rules read their window through :meth:`TradeJournal.stats`: counts over the trades closed in
+``[now - window, now]`` (trades, wins, factor counts among winners and losers, trades and wins per
+condition class, sorted PnLs). Trades arrive in exit-time order and market time only moves forward, so
+each window is a contiguous run of the in-memory journal that slides forward: its counts are kept up to
+date by adding the trades that enter and removing those that leave, instead of recounting the window
+at every bar. A trade that arrives out of exit-time order, or a query earlier than the previous one,
+falls back to counting the window from scratch, so the counts always equal those of
+:meth:`TradeJournal.window`.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 
 from envs.events import TradeResult
 from learning.discretize import FACTOR_SEPARATOR
 
-__all__ = ["JournalEntry", "TradeJournal"]
+__all__ = ["JournalEntry", "TradeJournal", "WindowStats"]
 
 
 @dataclass(slots=True)
@@ -41,6 +52,116 @@ class JournalEntry:
         return self.pnl > 0.0
 
 
+class WindowStats:
+    """Counts over the journal trades closed in one window ``[now - length, now]`` (market time).
+
+    Read-only for its users; :class:`TradeJournal` keeps the sliding ones up to date.
+
+    Attributes:
+        trades: trades in the window; ``wins``: of which won (``pnl > 0``).
+        winner_factors / loser_factors: factor -> number of winning / losing trades carrying it (factors
+            that no trade in the window carries are absent).
+        conditions: condition class -> ``[trades, wins]``.
+        pnls: the trades' PnLs, sorted ascending.
+    """
+
+    __slots__ = (
+        "_journal",
+        "_list",
+        "conditions",
+        "hi",
+        "length",
+        "lo",
+        "loser_factors",
+        "now",
+        "pnls",
+        "trades",
+        "winner_factors",
+        "wins",
+    )
+
+    def __init__(self, length: int, journal: TradeJournal | None = None) -> None:
+        self.length = length
+        self._journal = journal
+        self._list: list[JournalEntry] | None = None
+        # Absolute positions (see TradeJournal._base) of the journal run the counts cover, and the
+        # time of the last query; None before the first one.
+        self.lo = 0
+        self.hi = 0
+        self.now: int | None = None
+        self._clear()
+
+    def _clear(self) -> None:
+        self.trades = 0
+        self.wins = 0
+        self.winner_factors: dict[str, int] = {}
+        self.loser_factors: dict[str, int] = {}
+        self.conditions: dict[str, list[int]] = {}
+        self.pnls: list[float] = []
+
+    @classmethod
+    def of(cls, entries: Iterable[JournalEntry], length: int = 0) -> WindowStats:
+        """Counts over ``entries`` (a window already selected)."""
+        stats = cls(length)
+        stats._list = list(entries)
+        for entry in stats._list:
+            stats._add(entry)
+        return stats
+
+    @property
+    def losers(self) -> int:
+        return self.trades - self.wins
+
+    def entries(self) -> list[JournalEntry]:
+        """The window's trades, in journal order."""
+        if self._list is not None:
+            return self._list
+        journal = self._journal
+        assert journal is not None  # a sliding window always has its journal
+        base = journal._base
+        return journal._entries[self.lo - base : self.hi - base]
+
+    def _add(self, entry: JournalEntry) -> None:
+        self.trades += 1
+        won = entry.pnl > 0.0
+        if won:
+            self.wins += 1
+            counts = self.winner_factors
+        else:
+            counts = self.loser_factors
+        for factor in entry.factors:
+            counts[factor] = counts.get(factor, 0) + 1
+        condition = self.conditions.get(entry.condition_key)
+        if condition is None:
+            self.conditions[entry.condition_key] = [1, int(won)]
+        else:
+            condition[0] += 1
+            condition[1] += won
+        insort(self.pnls, entry.pnl)
+
+    def _remove(self, entry: JournalEntry) -> None:
+        self.trades -= 1
+        won = entry.pnl > 0.0
+        if won:
+            self.wins -= 1
+            counts = self.winner_factors
+        else:
+            counts = self.loser_factors
+        for factor in entry.factors:
+            left = counts[factor] - 1
+            if left:
+                counts[factor] = left
+            else:
+                del counts[factor]
+        condition = self.conditions[entry.condition_key]
+        condition[0] -= 1
+        condition[1] -= won
+        if not condition[0]:
+            del self.conditions[entry.condition_key]
+        pnls = self.pnls
+        del pnls[bisect_left(pnls, entry.pnl)]
+
+
 _INSERT = (
     "INSERT INTO journal (seq, trade_id, symbol, side, entry_time_ns, exit_time_ns, pnl, return_pct, "
     "pattern_id, factors, condition_key, reinforced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
@@ -60,7 +181,12 @@ class TradeJournal:
 
     def __init__(self, conn: sqlite3.Connection, window_ns: int, trend_trades: int) -> None:
         self._window_ns = window_ns
-        self._entries: deque[JournalEntry] = deque()
+        # In exit-time order as long as trades arrive in it (self._ordered); _base is the absolute
+        # position of _entries[0] (entries pruned so far), so sliding windows survive pruning.
+        self._entries: list[JournalEntry] = []
+        self._base = 0
+        self._ordered = True
+        self._windows: dict[int, WindowStats] = {}
         self._pending: list[JournalRow] = []
         self._reinforced: list[int] = []
         self._recent_pnl: deque[float] = deque(maxlen=trend_trades)
@@ -90,6 +216,7 @@ class TradeJournal:
                         bool(reinforced),
                     )
                 )
+        self._ordered = _in_exit_order(self._entries)
         pnls = conn.execute("SELECT pnl FROM journal ORDER BY seq DESC LIMIT ?", (trend_trades,)).fetchall()
         self._recent_pnl.extend(p for (p,) in reversed(pnls))
 
@@ -116,7 +243,10 @@ class TradeJournal:
             factors,
             condition_key,
         )
-        self._entries.append(entry)
+        entries = self._entries
+        if entries and trade.exit_time_ns < entries[-1].exit_time_ns:
+            self._ordered = False
+        entries.append(entry)
         self._recent_pnl.append(pnl)
         self._pending.append(
             (
@@ -151,6 +281,38 @@ class TradeJournal:
         start = now_ns - window_ns
         return [e for e in self._entries if start <= e.exit_time_ns <= now_ns]
 
+    def stats(self, now_ns: int, window_ns: int) -> WindowStats:
+        """Counts over :meth:`window` ``(now_ns, window_ns)`` (see the module docstring).
+
+        The returned object is the journal's own for this window length: it is updated by the next
+        call, so read it before adding trades or querying again.
+        """
+        if not self._ordered:
+            return WindowStats.of(self.window(now_ns, window_ns), window_ns)
+        view = self._windows.get(window_ns)
+        if view is None:
+            view = self._windows[window_ns] = WindowStats(window_ns, self)
+            view.lo = view.hi = self._base
+        elif view.now is not None and now_ns < view.now:
+            view._clear()  # back in time: count again from the start
+            view.lo = view.hi = self._base
+        view.now = now_ns
+        entries = self._entries
+        base = self._base
+        hi = view.hi
+        end = base + len(entries)
+        while hi < end and entries[hi - base].exit_time_ns <= now_ns:
+            view._add(entries[hi - base])
+            hi += 1
+        view.hi = hi
+        start = now_ns - window_ns
+        lo = view.lo
+        while lo < hi and entries[lo - base].exit_time_ns < start:
+            view._remove(entries[lo - base])
+            lo += 1
+        view.lo = lo
+        return view
+
     def mark_reinforced(self, entries: Iterable[JournalEntry]) -> None:
         for entry in entries:
             entry.reinforced = True
@@ -163,13 +325,33 @@ class TradeJournal:
     def prune(self, now_ns: int) -> None:
         """Drop from memory the trades older than the window (they stay in the store).
 
-        Trades arrive nearly in exit-time order, so this pops from the old end; a trade that arrived
+        Trades arrive nearly in exit-time order, so this drops from the old end; a trade that arrived
         out of order may stay a little longer, which :meth:`window` filters out anyway.
         """
         cutoff = now_ns - self._window_ns
         entries = self._entries
-        while entries and entries[0].exit_time_ns < cutoff:
-            entries.popleft()
+        k = 0
+        n = len(entries)
+        while k < n and entries[k].exit_time_ns < cutoff:
+            k += 1
+        if not k:
+            return
+        base = self._base
+        gone = base + k
+        for view in self._windows.values():
+            # Dropped trades leave the sliding windows that still count them.
+            for pos in range(view.lo, min(view.hi, gone)):
+                view._remove(entries[pos - base])
+            view.lo = max(view.lo, gone)
+            view.hi = max(view.hi, gone)
+        del entries[:k]
+        self._base = gone
+        if not self._ordered and _in_exit_order(entries):
+            self._ordered = True
+            for view in self._windows.values():
+                view._clear()
+                view.lo = view.hi = gone
+                view.now = None
 
     def flush(self, conn: sqlite3.Connection) -> None:
         """Write buffered rows and reinforcement marks (inside the caller's transaction)."""
@@ -181,6 +363,10 @@ class TradeJournal:
                 "UPDATE journal SET reinforced = 1 WHERE seq = ?", [(s,) for s in self._reinforced]
             )
             self._reinforced.clear()
+
+
+def _in_exit_order(entries: list[JournalEntry]) -> bool:
+    return all(a.exit_time_ns <= b.exit_time_ns for a, b in pairwise(entries))
 
 
 def _split(factors: str) -> tuple[str, ...]:

@@ -442,7 +442,7 @@ class UniversalLearningManager:
         """Boost the factors common among the winners of the evolution window (``None``: too few)."""
         self._check_open()
         t = self._now(now)
-        step = self._strategy.evolve(t, self._journal.window(t, self.config.evolution_window_ns))
+        step = self._strategy.evolve(t, self._journal.stats(t, self.config.evolution_window_ns))
         if step is not None:
             self._bump()
             self.flush()
@@ -453,7 +453,7 @@ class UniversalLearningManager:
         self._check_open()
         t = self._now(now)
         targets = self._strategy.reinforcement_targets(
-            self._journal.window(t, self.config.reinforcement_window_ns)
+            self._journal.stats(t, self.config.reinforcement_window_ns)
         )
         if not targets:
             return []
@@ -480,7 +480,7 @@ class UniversalLearningManager:
         """Turn factors dominating the failure window's losing trades into avoidance rules."""
         self._check_open()
         t = self._now(now)
-        rules = self._failures.analyze(t, self._journal.window(t, self.config.failure_window_ns))
+        rules = self._failures.analyze(t, self._journal.stats(t, self.config.failure_window_ns))
         if rules:
             self._bump()
             self.flush()
@@ -502,8 +502,8 @@ class UniversalLearningManager:
         key = (now, self._journal.total)
         if self._baseline_cache is not None and self._baseline_cache[0] == key:
             return self._baseline_cache[1]
-        entries = self._journal.window(now, self.config.failure_window_ns)
-        rate = sum(e.won for e in entries) / len(entries) if len(entries) >= self.config.min_support else None
+        window = self._journal.stats(now, self.config.failure_window_ns)
+        rate = window.wins / window.trades if window.trades >= self.config.min_support else None
         self._baseline_cache = (key, rate)
         return rate
 

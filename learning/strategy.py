@@ -8,7 +8,9 @@ a boost is relative to the factors that were not common among winners.
 Normalization (so weights cannot run away): after boosting, all weights are scaled by the one factor
 ``s`` for which ``mean(clip(s * w, w_min, w_max)) == 1`` and then clipped. Because
 ``w_min < 1 < w_max`` such an ``s`` always exists (the clipped mean grows continuously from ``w_min`` to
-``w_max`` as ``s`` grows); it is found by bisection. Every weight therefore stays in
+``w_max`` as ``s`` grows). The clipped mean is piecewise linear in ``s`` with breakpoints
+``w_min / w`` and ``w_max / w``, so ``s`` is solved exactly: locate the segment that crosses 1 among
+the sorted breakpoints, then solve its linear equation. Every weight therefore stays in
 ``[w_min, w_max]``, the mean is 1, and ratios between unclipped weights are preserved (a boosted factor
 ends up exactly ``boost`` times an unboosted one).
 
@@ -21,51 +23,87 @@ calls do not compound the same evidence.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
-from learning.journal import JournalEntry
+from learning.journal import JournalEntry, WindowStats
 
-__all__ = ["EvolutionStep", "StrategyOptimizer", "normalize_weights"]
-
-_BISECTION_STEPS = 200
-_MEAN_TOLERANCE = 1e-12
+__all__ = ["EvolutionStep", "StrategyOptimizer", "normalize_weights", "percentile"]
 
 
 def normalize_weights(weights: Mapping[str, float], w_min: float, w_max: float) -> dict[str, float]:
     """Scale and clip weights into ``[w_min, w_max]`` with mean 1 (see the module docstring).
 
-    Requires ``0 < w_min < 1 < w_max`` and positive weights.
+    Requires ``0 < w_min < 1 < w_max`` and positive weights. The scale depends only on the multiset of
+    weights (they are sorted first), not on the order of the mapping.
     """
     if not weights:
         return {}
     if not 0.0 < w_min < 1.0 < w_max:
         raise ValueError(f"need 0 < w_min < 1 < w_max, got {w_min}, {w_max}")
-    keys = list(weights)
-    w = np.array([weights[k] for k in keys], dtype=float)
-    if np.any(~np.isfinite(w)) or np.any(w <= 0.0):
+    n = len(weights)
+    w = np.fromiter(weights.values(), float, n)
+    ws = np.sort(w)
+    # NaN sorts last, so the extremes tell whether every weight is finite and positive.
+    if not (ws[0] > 0.0 and ws[-1] < math.inf):
         raise ValueError("weights must be finite and positive")
+    scale = _mean_one_scale(ws, w_min, w_max)
+    out = np.clip(scale * w, w_min, w_max).tolist()
+    return dict(zip(weights, out, strict=True))
 
-    def mean_at(s: float) -> float:
-        return float(np.clip(s * w, w_min, w_max).mean())
 
-    lo, hi = 0.0, w_max / float(w.min())  # mean_at(lo) = w_min < 1, mean_at(hi) = w_max > 1
-    for _ in range(_BISECTION_STEPS):
-        mid = 0.5 * (lo + hi)
-        m = mean_at(mid)
-        if abs(m - 1.0) <= _MEAN_TOLERANCE:
-            lo = hi = mid
-            break
-        if m < 1.0:
-            lo = mid
-        else:
-            hi = mid
-    out = np.clip(0.5 * (lo + hi) * w, w_min, w_max)
-    return {k: float(v) for k, v in zip(keys, out, strict=True)}
+def _mean_one_scale(ws: npt.NDArray[np.float64], w_min: float, w_max: float) -> float:
+    """The ``s`` with ``mean(clip(s * ws, w_min, w_max)) == 1`` for sorted positive ``ws``.
+
+    ``n * mean`` at ``s`` is ``w_min * a + w_max * (n - b) + s * sum(ws[a:b])``, where the ``a`` smallest
+    weights are clipped low (``w <= w_min / s``) and those from ``b`` on are clipped high
+    (``w >= w_max / s``). It is evaluated at every breakpoint at once; the first one reaching ``n``
+    closes the segment that holds the solution, whose ``a`` and ``b`` are read at the segment's middle.
+    """
+    n = ws.size
+    csum = np.zeros(n + 1)
+    np.cumsum(ws, out=csum[1:])
+    breaks = np.concatenate((w_min / ws, w_max / ws))
+    breaks.sort()
+    a = np.searchsorted(ws, w_min / breaks, side="right")
+    b = np.searchsorted(ws, w_max / breaks, side="left")
+    total = w_min * a + w_max * (n - b) + breaks * (csum[b] - csum[a])
+    # The clipped mean is w_min < 1 at the first breakpoint and w_max > 1 at the last one.
+    j = min(max(int(np.searchsorted(total, float(n))), 1), 2 * n - 1)
+    left, right = float(breaks[j - 1]), float(breaks[j])
+    middle = 0.5 * (left + right)
+    a_mid = int(np.searchsorted(ws, w_min / middle, side="right"))
+    b_mid = int(np.searchsorted(ws, w_max / middle, side="left"))
+    free = float(csum[b_mid] - csum[a_mid])
+    if free <= 0.0:
+        return right  # every weight is clipped on this segment: the mean is flat and 1 at its end
+    return (n - w_min * a_mid - w_max * (n - b_mid)) / free
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """``numpy.percentile(ordered, q)`` (its default ``linear`` method) of values sorted ascending.
+
+    The same floating-point steps as NumPy's: virtual index ``(n - 1) * (q / 100)``, then its
+    interpolation between the two neighbours (from the upper one when the weight is >= 0.5), so a cut
+    at an exact data point compares equal to it.
+    """
+    n = len(ordered)
+    if not n:
+        raise ValueError("percentile of no values")
+    index = (n - 1) * (q / 100)
+    if index >= n - 1:
+        return float(ordered[-1])
+    below = math.floor(index)
+    gamma = index - below
+    a = float(ordered[below])
+    b = float(ordered[below + 1])
+    diff = b - a
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,44 +173,49 @@ class StrategyOptimizer:
     def history(self) -> list[EvolutionStep]:
         return list(self._history)
 
-    def common_winner_factors(self, entries: Sequence[JournalEntry]) -> tuple[str, ...]:
+    def common_winner_factors(self, window: WindowStats) -> tuple[str, ...]:
         """Factors in at least ``common_share`` of the winners (empty below ``min_support`` winners)."""
-        winners = [e for e in entries if e.won]
-        if len(winners) < self._min_support:
+        winners = window.wins
+        if winners < self._min_support:
             return ()
-        counts = Counter(f for e in winners for f in e.factors)
-        return tuple(sorted(f for f, c in counts.items() if c / len(winners) >= self._share))
+        share = self._share
+        return tuple(sorted(f for f, c in window.winner_factors.items() if c / winners >= share))
 
-    def evolve(self, now_ns: int, entries: Sequence[JournalEntry]) -> EvolutionStep | None:
+    def evolve(self, now_ns: int, window: WindowStats) -> EvolutionStep | None:
         """One evolution step over the window's trades; ``None`` when there is too little evidence."""
-        boosted = self.common_winner_factors(entries)
+        boosted = self.common_winner_factors(window)
         if not boosted:
             return None
         weights = dict(self._weights)
-        for factor in sorted({f for e in entries for f in e.factors}):
-            weights.setdefault(factor, 1.0)
+        # Every factor seen in the window joins the table at 1.0 (the table is kept sorted by factor).
+        fresh = (window.winner_factors.keys() | window.loser_factors.keys()) - weights.keys()
+        for factor in fresh:
+            weights[factor] = 1.0
+        boost = self._boost
         for factor in boosted:
-            weights[factor] *= self._boost
-        self._weights = dict(sorted(normalize_weights(weights, self._w_min, self._w_max).items()))
+            weights[factor] *= boost
+        normalized = normalize_weights(weights, self._w_min, self._w_max)
+        # A fresh dict per step, never changed afterwards: the history step shares it.
+        self._weights = dict(sorted(normalized.items())) if fresh else normalized
         self._weights_dirty = True
         step = EvolutionStep(
             step=len(self._history) + 1,
             time_ns=now_ns,
-            trades=len(entries),
-            winners=sum(e.won for e in entries),
+            trades=window.trades,
+            winners=window.wins,
             boosted=boosted,
-            weights=dict(self._weights),
+            weights=self._weights,
         )
         self._history.append(step)
         self._pending.append(step)
         return step
 
-    def reinforcement_targets(self, entries: Sequence[JournalEntry]) -> list[JournalEntry]:
-        """Not-yet-reinforced winning trades at or above the PnL percentile of ``entries``."""
-        if len(entries) < self._min_support:
+    def reinforcement_targets(self, window: WindowStats) -> list[JournalEntry]:
+        """Not-yet-reinforced winning trades at or above the PnL percentile of the window's trades."""
+        if window.trades < self._min_support:
             return []
-        cut = float(np.percentile(np.array([e.pnl for e in entries], dtype=float), self._percentile))
-        return [e for e in entries if not e.reinforced and e.pnl > 0.0 and e.pnl >= cut]
+        cut = percentile(window.pnls, self._percentile)
+        return [e for e in window.entries() if e.pnl >= cut and e.pnl > 0.0 and not e.reinforced]
 
     def flush(self, conn: sqlite3.Connection) -> None:
         """Write the weight table and new history steps (inside the caller's transaction)."""

@@ -19,6 +19,7 @@ from experiments.cli_data import app as data_app
 from experiments.cli_demo import demo_command
 from experiments.cli_learning import app as learning_app
 from experiments.cli_train import train_command
+from experiments.cli_walkforward import walkforward_command
 
 __all__ = ["app", "main"]
 
@@ -35,6 +36,7 @@ app.command("train")(train_command)
 app.command("demo")(demo_command)
 app.command("backtest")(backtest_command)
 app.command("compare")(compare_command)
+app.command("walkforward")(walkforward_command)
 
 
 @app.callback()

@@ -666,6 +666,38 @@ class AblationConfig(_Section):
         return value
 
 
+class WalkForwardMode(StrEnum):
+    """How a walk-forward window's training part moves: a fixed length, or from the first bar."""
+
+    ROLLING = "rolling"
+    EXPANDING = "expanding"
+
+
+class WalkForwardConfig(_Section):
+    """Walk-forward evaluation (``slf walkforward``): train on a window, test on the window after it.
+
+    The bars from ``data.start`` to ``data.end`` are cut into ``windows + 1`` equal blocks; window
+    ``i`` tests on block ``i + 1`` and trains on the block before it (``rolling``) or on every block
+    before it (``expanding``), ending ``embargo`` bars before the test block. The last
+    ``validation_share`` of the training part is the window's validation split (model selection);
+    normalization is fitted on the rest. ``data.splits`` is not used.
+    """
+
+    windows: int = Field(default=4, ge=1, description="Number of train -> test windows.")
+    mode: WalkForwardMode = Field(
+        default=WalkForwardMode.ROLLING, description="rolling (fixed-length training) or expanding."
+    )
+    embargo: int = Field(
+        default=DEFAULT_EMBARGO_BARS, ge=0, description="Bars left out between training and test."
+    )
+    validation_share: float = Field(
+        default=0.15,
+        gt=0.0,
+        lt=1.0,
+        description="Share of each window's training part held out for validation (model selection).",
+    )
+
+
 ARM_LEARNING: Final = "learning"
 ARM_NO_LEARNING: Final = "no_learning"
 
@@ -699,6 +731,9 @@ class RunConfig(_Section):
     ablation: AblationConfig | None = Field(
         default=None,
         description="Train arms with and without the learning manager (null: one arm, as configured).",
+    )
+    walkforward: WalkForwardConfig | None = Field(
+        default=None, description="Walk-forward windows for `slf walkforward` (null: not used)."
     )
 
     def arms(self) -> list[tuple[str | None, RunConfig]]:

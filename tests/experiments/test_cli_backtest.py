@@ -94,7 +94,9 @@ def test_compare_cli_writes_three_formats_and_refuses_mismatched_runs(
 def test_help_does_not_import_torch() -> None:
     code = (
         "import sys\nfrom experiments.cli import main\n"
-        "main(['--help']); main(['backtest', '--help']); main(['compare', '--help'])\n"
+        "main(['--help'])\n"
+        "for command in ('backtest', 'compare', 'walkforward'):\n"
+        "    main([command, '--help'])\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

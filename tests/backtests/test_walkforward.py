@@ -1,0 +1,81 @@
+"""``backtests.walkforward``: window arithmetic (rolling, expanding), no overlap, a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from backtests.walkforward import plan_windows, run_walkforward, write_walkforward
+from envs.errors import ConfigError
+from experiments.cli import main
+from experiments.config import apply_overrides, load_config
+
+CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "walkforward_ppo_eurusd_1h.yaml"
+
+
+def test_rolling_windows_move_a_fixed_training_part() -> None:
+    windows = plan_windows(0, 1000, 4, "rolling", 10)
+    assert [(w.train_start, w.train_end, w.test_start, w.test_end) for w in windows] == [
+        (0, 190, 200, 400),
+        (200, 390, 400, 600),
+        (400, 590, 600, 800),
+        (600, 790, 800, 1000),
+    ]
+
+
+def test_expanding_windows_train_from_the_first_bar() -> None:
+    windows = plan_windows(100, 1103, 3, "expanding", 5)
+    assert all(w.train_start == 100 for w in windows)
+    assert [w.test_start for w in windows] == [350, 600, 850]
+    assert windows[-1].test_end == 1103  # the remainder goes to the last test block
+
+
+@pytest.mark.parametrize("mode", ["rolling", "expanding"])
+@pytest.mark.parametrize(("n", "k", "embargo"), [(1000, 4, 10), (5000, 7, 48), (733, 2, 0)])
+def test_no_window_sees_its_test_window(mode: str, n: int, k: int, embargo: int) -> None:
+    windows = plan_windows(0, n, k, mode, embargo)
+    for w in windows:
+        assert w.train_start < w.train_end
+        assert w.train_end - 1 + embargo < w.test_start  # last training bar + embargo < first test bar
+        assert w.test_start < w.test_end
+    tests = [(w.test_start, w.test_end) for w in windows]
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(tests))  # test blocks do not overlap
+
+
+def test_too_little_data_and_bad_modes_are_refused() -> None:
+    with pytest.raises(ConfigError, match="too few"):
+        plan_windows(0, 100, 10, "rolling", 48)
+    with pytest.raises(ConfigError, match="rolling or expanding"):
+        plan_windows(0, 1000, 2, "sliding", 0)
+
+
+def test_tiny_walkforward_trains_and_tests_out_of_sample(tmp_path: Path) -> None:
+    config = apply_overrides(
+        load_config(CONFIG),
+        {"train.eval_every": 0, "train.progress_bar": False, "algo.n_steps": 64, "algo.batch_size": 32},
+    )
+    wf = run_walkforward(config, runs_dir=tmp_path / "runs", windows=2, timesteps=64, seeds=[0], embargo=24)
+    assert len(wf.table) == 2
+    for run_dir in wf.table["run_dir"]:
+        info = json.loads((Path(run_dir) / "run.json").read_text())
+        splits = info["splits"]
+        # Normalization was fitted on the train split, which ends before validation; both end >= 24
+        # bars before the test block.
+        assert splits["validation"]["rows"][1] + 24 <= splits["test"]["rows"][0]
+        assert splits["train"]["rows"][1] <= splits["validation"]["rows"][0]
+    curve = wf.stitched[0]
+    assert curve.index.is_monotonic_increasing
+    assert curve.iloc[0] == config.env.initial_cash
+    paths = write_walkforward(wf, tmp_path / "out")
+    assert "n=1, no interval" in paths["markdown"].read_text()
+    assert paths["equity"].stat().st_size > 1000
+
+
+def test_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["walkforward", "--config", str(CONFIG), "--mode", "sliding"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ")
+    assert "rolling or expanding" in err

@@ -53,13 +53,14 @@ def hourly_times(n: int) -> np.ndarray:
 # --- shipped configs and defaults ------------------------------------------------------------------
 
 
-def test_the_four_shipped_configs_exist() -> None:
+def test_the_shipped_configs_exist() -> None:
     names = {p.name for p in SHIPPED}
     assert names == {
         "ppo_eurusd_1h.yaml",
         "maskable_ppo_synth_btcusdt_1m.yaml",
         "dqn_googl_1d.yaml",
         "ablation_ppo_eurusd_1h.yaml",
+        "walkforward_ppo_eurusd_1h.yaml",
     }
 
 

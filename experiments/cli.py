@@ -14,10 +14,13 @@ import typer
 
 from envs.errors import SlfError
 from experiments.cli_backtest import backtest_command
+from experiments.cli_bundle import app as bundle_app
+from experiments.cli_bundle import promote_command
 from experiments.cli_compare import compare_command
 from experiments.cli_data import app as data_app
 from experiments.cli_demo import demo_command
 from experiments.cli_learning import app as learning_app
+from experiments.cli_live import live_command
 from experiments.cli_train import train_command
 from experiments.cli_walkforward import walkforward_command
 
@@ -37,6 +40,9 @@ app.command("demo")(demo_command)
 app.command("backtest")(backtest_command)
 app.command("compare")(compare_command)
 app.command("walkforward")(walkforward_command)
+app.command("promote")(promote_command)
+app.add_typer(bundle_app, name="bundle", help="Verify promotion bundles.")
+app.command("live")(live_command)
 
 
 @app.callback()

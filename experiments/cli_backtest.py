@@ -109,7 +109,7 @@ def backtest_command(
 ) -> None:
     """Backtest a trained run (its test split by default) or a baseline; save equity, orders, trades,
     metrics (and a report)."""
-    from backtests.runner import (
+    from experiments.backtest import (
         LEARNING_MODES,
         MODEL_CHOICES,
         backtest_baseline,

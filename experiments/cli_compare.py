@@ -5,7 +5,7 @@
     slf compare runs/demo                                  # both ablation arms, every seed, baselines
     slf compare runs/a runs/b --baselines buy_and_hold,random --out reports/ab
 
-See :mod:`backtests.compare` for the statistics. Runs whose data or test split differ are refused.
+See :mod:`experiments.compare` for the statistics. Runs whose data or test split differ are refused.
 Torch is imported only when the command runs.
 """
 
@@ -35,7 +35,7 @@ _CONSOLE_COLUMNS = (
 
 def parse_baselines(text: str) -> list[str]:
     """``"buy_and_hold,random"`` -> names, each checked (with a "did you mean"); ``""``/``none``: none."""
-    from backtests.runner import check_baseline
+    from experiments.backtest import check_baseline
 
     if text.strip().lower() in ("", "none"):
         return []
@@ -65,7 +65,7 @@ def compare_command(
     seeds, probabilistic and deflated Sharpe ratios, Newey-West test against buy-and-hold."""
     from rich.table import Table
 
-    from backtests.compare import compare_runs, table_rows, write_comparison
+    from experiments.compare import compare_runs, table_rows, write_comparison
     from experiments.evaluate import report_console
     from experiments.runs import quiet_learning_logs
 

@@ -7,7 +7,7 @@
 
 Runs go to ``<runs-dir>/<name>-w<i>/<algo>-seed<k>/``; the aggregate (``walkforward.md``, ``.csv``,
 ``.json``, ``walkforward_equity.png``) to ``--out`` (default ``<runs-dir>/<name>/walkforward``). See
-:mod:`backtests.walkforward`. Torch is imported only when the command runs.
+:mod:`experiments.walkforward`. Torch is imported only when the command runs.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ def walkforward_command(
     out: Annotated[Path | None, typer.Option("--out", help="Output directory of the aggregate.")] = None,
 ) -> None:
     """Walk-forward: train each window, backtest it on the following block out of sample, aggregate."""
-    from backtests.walkforward import run_walkforward, write_walkforward
     from experiments.cli_train import parse_seeds
     from experiments.config import load_config
     from experiments.evaluate import report_console
     from experiments.runs import quiet_learning_logs
+    from experiments.walkforward import run_walkforward, write_walkforward
 
     quiet_learning_logs()
     if mode is not None and mode not in ("rolling", "expanding"):

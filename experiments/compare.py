@@ -3,7 +3,7 @@
 :func:`compare_runs` finds the run directories under the given paths, groups them by arm
 (``<experiment>/<arm>/<algo>``, e.g. ``demo/learning/ppo``; one run per seed), refuses runs whose data
 or test split differ from the first run's, backtests every run on its test split (the learning manager
-frozen for runs trained with it, see :mod:`backtests.runner`) and the baselines on the same bars, and
+frozen for runs trained with it, see :mod:`experiments.backtest`) and the baselines on the same bars, and
 computes per arm:
 
 * mean and 95% Student-t interval over seeds of return, CAGR, Sharpe, Sortino, max drawdown, win rate
@@ -293,7 +293,7 @@ def compare_runs(
         ConfigError: runs whose data or test split differ; two runs of one arm with the same seed; an
             unknown baseline.
     """
-    from backtests.runner import backtest_baseline, backtest_run, check_baseline, load_run
+    from experiments.backtest import backtest_baseline, backtest_run, check_baseline, load_run
     from experiments.runs import read_json
     from experiments.train import prepare_data
 

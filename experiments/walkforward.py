@@ -8,7 +8,7 @@ test window, and no test bar is ever trained on by its own window.
 
 :func:`run_walkforward` trains every window with :func:`experiments.train.train` (the last
 ``validation_share`` of the training part is its validation split; normalization is fitted on the rest
-only), backtests each trained run on its test block with :func:`backtests.runner.backtest_run`, and
+only), backtests each trained run on its test block with :func:`experiments.backtest.backtest_run`, and
 aggregates: a per-window table, the stitched out-of-sample equity curve per seed (test-block returns
 chained), its metrics, and mean / 95% CI over seeds. :func:`write_walkforward` writes
 ``walkforward.md``, ``walkforward.csv``, ``walkforward.json`` and ``walkforward_equity.png``.
@@ -171,8 +171,8 @@ def run_walkforward(
         ConfigError: bad settings, or too little data for the windows.
     """
     from backtests.metrics import compute_metrics
-    from backtests.runner import _row, backtest_run
     from backtests.stats import mean_ci
+    from experiments.backtest import _row, backtest_run
     from experiments.config import WalkForwardConfig, apply_overrides
     from experiments.train import prepare_data, train
 

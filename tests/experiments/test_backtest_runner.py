@@ -1,4 +1,4 @@
-"""``backtests.runner``: a trained run or a baseline over a split or date range, learning frozen/online/off.
+"""``experiments.backtest``: a run or a baseline over a split or date range; learning frozen, online or off.
 
 One tiny ablation (2 arms x 2 seeds, 256 steps each) is trained once per test process by
 :func:`tiny_runs` and shared with ``test_compare.py`` and ``tests/experiments/test_cli_backtest.py``.
@@ -18,14 +18,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from backtests.runner import (
+from envs.errors import ConfigError, DataError, StateError
+from experiments.backtest import (
     BASELINE_NAMES,
     backtest_baseline,
     backtest_run,
     baseline_config,
     load_run,
 )
-from envs.errors import ConfigError, DataError, StateError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 TINY: dict[str, Any] = {
@@ -91,7 +91,7 @@ def test_numpy_path_equals_the_predict_path(runs: Path) -> None:
     assert fast.engine == "numpy"
     config, _ = load_run(run)
     # The learning arm with learning off through the slow loop: the same orders and equity.
-    from backtests.runner import _prepared, _slow_loop, select_span
+    from experiments.backtest import _prepared, _slow_loop, select_span
     from experiments.train import make_env_factory
 
     prepared = _prepared(config, run)

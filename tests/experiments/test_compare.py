@@ -1,4 +1,4 @@
-"""``backtests.compare``: arms x seeds on one test split: intervals, PSR/DSR, test vs buy-and-hold."""
+"""``experiments.compare``: arms x seeds on one test split: intervals, PSR/DSR, test vs buy-and-hold."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from backtests.compare import compare_runs, discover_runs, table_rows, write_comparison
 from envs.errors import ConfigError, StateError
-from tests.backtests.test_runner import tiny_runs
+from experiments.compare import compare_runs, discover_runs, table_rows, write_comparison
+from tests.experiments.test_backtest_runner import tiny_runs
 
 ARMS = ("tiny/learning/ppo", "tiny/no_learning/ppo")
 

@@ -1,4 +1,4 @@
-"""``backtests.walkforward``: window arithmetic (rolling, expanding), no overlap, a tiny end-to-end run."""
+"""``experiments.walkforward``: window arithmetic (rolling, expanding), no overlap, a tiny end-to-end run."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from backtests.walkforward import plan_windows, run_walkforward, write_walkforward
 from envs.errors import ConfigError
 from experiments.cli import main
 from experiments.config import apply_overrides, load_config
+from experiments.walkforward import plan_windows, run_walkforward, write_walkforward
 
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "walkforward_ppo_eurusd_1h.yaml"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from experiments.cli import main
-from tests.backtests.test_runner import tiny_runs
+from tests.experiments.test_backtest_runner import tiny_runs
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:

@@ -230,6 +230,13 @@ class LearningConfig(BaseModel):
         description="Trades are written to the store in batches of this size (and at periodic/close); a "
         "crash loses at most the unflushed batch.",
     )
+    persist_interval_minutes: float = Field(
+        default=1440.0,
+        gt=0.0,
+        description="What periodic() and on_bar() learn (evolution, failure rules, adaptations and their "
+        "cadence) is written behind: at most once per N market-minutes, or with the next write. A crash "
+        "loses at most that much of it (and the unflushed trades). Direct calls write at once.",
+    )
     compact_every: int = Field(
         default=131_072,
         ge=1,
@@ -262,6 +269,10 @@ class LearningConfig(BaseModel):
     @property
     def memory_interval_ns(self) -> int:
         return round(self.memory_interval_minutes * MINUTE_NS)
+
+    @property
+    def persist_interval_ns(self) -> int:
+        return round(self.persist_interval_minutes * MINUTE_NS)
 
     @property
     def evolution_window_ns(self) -> int:

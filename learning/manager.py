@@ -16,9 +16,17 @@ Durability contract:
   journal row they include. On open, journal rows past the watermark are replayed, so after a crash the
   statistics again agree exactly with the journal (sum of pattern counts == journal rows, until
   archiving moves patterns out).
-* Every other update (errors, resolutions, minimums, adaptations, evolution, reinforcement, rules,
-  archiving, effectiveness history) is written through at once, in one transaction that also
-  carries the buffered journal rows, so the store always holds a prefix of the event sequence.
+* The periodic work run by :meth:`UniversalLearningManager.periodic` and
+  :meth:`UniversalLearningManager.on_bar` (evolution steps, failure rules, condition adaptations, the
+  cadence bookkeeping) is written behind: with the next write, and at the latest once
+  ``persist_interval_minutes`` (a market day by default) of market time have passed since the last
+  write. On hourly bars it changes almost every bar; writing the whole weight table and the history on
+  each of them cost more than the learning. A kill therefore also loses at most the periodic work of
+  the last ``persist_interval_minutes`` of market time (and what depends on it), never more.
+* Every other update (errors, resolutions, minimums, reinforcement, archiving, effectiveness history,
+  and the same periodic methods when called directly) is written through at once.
+* Every write is one transaction carrying everything pending (buffered trades and vetoes, written-behind
+  periodic work) in event order, so the store always holds a prefix of the event sequence.
 * SQLite runs in WAL mode with ``synchronous=NORMAL``: a killed process never loses a commit and never
   corrupts the file; a power loss may also roll back the latest commits, to a consistent state.
 """
@@ -214,6 +222,11 @@ class UniversalLearningManager:
             int(counters.get("adaptation_runs", 0)),
         )
         self._snapshot: LearnedState | None = None
+        # Written-behind periodic work (see the durability contract): inside periodic() and on_bar(),
+        # changes are marked unsaved instead of flushed; flush() records the market time it wrote.
+        self._defer = False
+        self._unsaved = False
+        self._persisted_ns = self._clock.now_ns()
         if saved != cfg.model_dump(mode="json") and not self.read_only:
             store.set_meta(_META_CONFIG, cfg.model_dump(mode="json"))
         specs = list(market_specs.values()) if isinstance(market_specs, Mapping) else list(market_specs)
@@ -285,6 +298,20 @@ class UniversalLearningManager:
                 },
             )
             store.set_meta(_META_LAST_RUN, {**self._last_run, _ADAPT: self._adapter.last_run_ns})
+        self._unsaved = False
+        self._persisted_ns = self._clock.now_ns()
+
+    def _changed(self) -> None:
+        """Write a change now, or, for periodic work, leave it to the next write (durability contract).
+
+        A deferred write still prunes the in-memory journal as the write would have, so the windows the
+        rules see do not depend on when the store is written.
+        """
+        if self._defer:
+            self._journal.prune(self._clock.now_ns())
+            self._unsaved = True
+        else:
+            self.flush()
 
     def compact(self) -> None:
         """Flush, then fold every pending pattern update into the store (one transaction)."""
@@ -427,7 +454,7 @@ class UniversalLearningManager:
         outcome = self._adapter.adapt(self._now(now), conditions, self._journal)
         if outcome.changed:
             self._bump()
-            self.flush()
+            self._changed()
         return outcome
 
     def adjustments(self) -> dict[str, ConditionAdjustment]:
@@ -445,7 +472,7 @@ class UniversalLearningManager:
         step = self._strategy.evolve(t, self._journal.stats(t, self.config.evolution_window_ns))
         if step is not None:
             self._bump()
-            self.flush()
+            self._changed()
         return step
 
     def reinforce_successful_behaviors(self, now: int | None = None) -> list[str]:
@@ -483,7 +510,7 @@ class UniversalLearningManager:
         rules = self._failures.analyze(t, self._journal.stats(t, self.config.failure_window_ns))
         if rules:
             self._bump()
-            self.flush()
+            self._changed()
         return rules
 
     def record_veto(self, rule_id: str, time_ns: int | None = None, symbol: str = "") -> AvoidanceRule:
@@ -565,10 +592,19 @@ class UniversalLearningManager:
         Evolution every ``evolution_interval_minutes``, reinforcement and failure analysis every
         ``analysis_interval_minutes``, memory management every ``memory_interval_minutes`` (market time).
         Evolution and analysis run only when trades have closed since their last run: their input is
-        the trade journal, and running them again on the same trades would compound the same evidence
-        (and cost a store write on every bar of an hourly dataset for nothing).
+        the trade journal, and running them again on the same trades would compound the same evidence.
+        What they change is written behind (see the module's durability contract).
         """
         self._check_open()
+        if self._defer:
+            return self._periodic(now)
+        self._defer = True
+        try:
+            return self._periodic(now)
+        finally:
+            self._defer = False
+
+    def _periodic(self, now: int | None) -> bool:
         t = self._now(now)
         before = self._version
         ran = False
@@ -586,20 +622,30 @@ class UniversalLearningManager:
         if self._due(_MEMORY, t, cfg.memory_interval_ns):
             ran = True
             self.manage_learning_memory(t)
-        if ran or self._journal.pending >= cfg.flush_every:
-            self._journal.prune(t)
+        journal = self._journal
+        if ran:
+            journal.prune(t)
+            self._changed()
+        if journal.pending >= cfg.flush_every or (
+            self._unsaved and t - self._persisted_ns >= cfg.persist_interval_ns
+        ):
+            journal.prune(t)
             self.flush()
         return self._version != before
 
     def on_bar(self, now: int, conditions: Mapping[str, float] | None = None) -> bool:
         """Advance market time to a closed bar, adapt to its conditions (cadence-limited) and run the
-        periodic work; returns whether the learned state changed."""
+        periodic work; returns whether the learned state changed (written behind, like periodic())."""
         self._check_open()
         before = self._version
-        t = self._now(now)
-        if conditions is not None:
-            self.adapt_to_market_conditions(t, conditions)
-        self.periodic(t)
+        self._defer = True
+        try:
+            t = self._now(now)
+            if conditions is not None:
+                self.adapt_to_market_conditions(t, conditions)
+            self._periodic(t)
+        finally:
+            self._defer = False
         return self._version != before
 
     # --- tracking and reporting --------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """A writer killed with SIGKILL mid-writes leaves the last committed state, intact and consistent.
 
 Durability contract under test (see ``learning.manager``): a kill loses at most the trades buffered
-since the last write; the store holds a prefix of the event sequence; pattern statistics are rebuilt
-from the journal on open, so they agree with it exactly.
+since the last write, and the periodic work (evolution, adaptation ...) of the last
+``persist_interval_minutes`` of market time; the store holds a prefix of the event sequence; pattern
+statistics are rebuilt from the journal on open, so they agree with it exactly.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from envs.clock import MINUTE_NS
 from learning.config import LearningConfig
 from learning.manager import UniversalLearningManager
+
+from .conftest import START_NS, make_trade
 
 MIN_EVERY = 50  # the writer reports a minimum rejection after every 50th trade (a write-through)
 KILL_AFTER = 600  # trades committed before each kill
@@ -89,3 +93,113 @@ def _assert_consistent(root: Path, committed: int) -> None:
         rejections = manager.minimums()["BTC/USDT"].rejections
         assert rejections == rows // MIN_EVERY  # write-throughs and trades committed in event order
         assert manager.pattern_count() == 7
+
+
+# A trade closes every market minute and on_bar() evolves and adapts every minute; that work is written
+# behind, at most every PERSIST_MINUTES of market time (reinforcement and archiving, which write through,
+# run only at the first bar; trades alone would be written every 64).
+PERSIST_MINUTES = 10
+PERIODIC_CONFIG = (
+    "LearningConfig(flush_every=64, compact_every=64, evolution_interval_minutes=1, "
+    "analysis_interval_minutes=10**6, memory_interval_minutes=10**6, adaptation_interval_minutes=1, "
+    f"persist_interval_minutes={PERSIST_MINUTES})"
+)
+PERIODIC_WRITER = """
+import sys
+from pathlib import Path
+from envs.clock import MINUTE_NS
+from learning.config import LearningConfig
+from learning.manager import UniversalLearningManager
+sys.path.insert(0, {repo!r})
+from tests.learning.conftest import START_NS, make_trade
+
+manager = UniversalLearningManager(Path({root!r}), {config})
+k = manager.trade_count  # resume after the previous kill
+while True:
+    k += 1
+    now = START_NS + k * MINUTE_NS
+    manager.learn_from_trade(make_trade(k, 1.0 if k % 3 else -2.0, exit_ns=now))
+    manager.on_bar(now, {{"regime": float(k % 2)}})
+    print(k, flush=True)  # on_bar(now) has returned: what it had to write is committed
+"""
+
+
+@pytest.mark.timeout(80)
+def test_sigkill_loses_at_most_the_persist_interval_of_periodic_work(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    repo = str(Path(__file__).resolve().parents[2])
+    script = PERIODIC_WRITER.format(repo=repo, root=str(root), config=PERIODIC_CONFIG)
+    seen = 0
+    for round_ in range(1, KILLS + 1):
+        target = round_ * KILL_AFTER // 2 + 7 * round_
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        assert proc.stdout is not None
+        while seen < target and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen = int(line)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        assert seen >= target, "the writer did not get far enough"
+        _assert_periodic_prefix(root, seen)
+
+
+def _assert_periodic_prefix(root: Path, seen: int) -> None:
+    path = root / "learning" / "state.sqlite"
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    clock_ns = int(raw.execute("SELECT value FROM meta WHERE key = 'clock_ns'").fetchone()[0])
+    rows, last_exit = raw.execute("SELECT COUNT(*), MAX(exit_time_ns) FROM journal").fetchone()
+    steps = [s for (s,) in raw.execute("SELECT step FROM evolution_history ORDER BY step")]
+    raw.close()
+    # The periodic work of every bar up to PERSIST_MINUTES before the last one seen is committed ...
+    assert clock_ns >= START_NS + (seen - PERSIST_MINUTES) * MINUTE_NS
+    # ... together with the trades before it (a prefix: trades are committed in the same transactions).
+    assert last_exit <= clock_ns
+    assert rows >= seen - PERSIST_MINUTES - 1
+    assert steps == list(range(1, len(steps) + 1))
+    config = eval(PERIODIC_CONFIG)  # the writer's config (a literal of this module)
+    with UniversalLearningManager(root, config) as manager:
+        history = manager.evolution_history()
+        assert history, "evolution ran and was committed"
+        assert history[-1].weights == manager.strategy_weights()  # table and history of one commit
+        assert history[-1].time_ns <= clock_ns
+
+
+def test_periodic_work_is_written_behind_and_at_once_when_called_directly(tmp_path: Path) -> None:
+    # Reinforcement and archiving write through; with this cadence they run only at the first bar.
+    config = LearningConfig(
+        evolution_interval_minutes=1,
+        analysis_interval_minutes=10**6,
+        memory_interval_minutes=10**6,
+        persist_interval_minutes=60,
+    )
+    root = tmp_path / "run"
+
+    def committed_steps() -> int:
+        with UniversalLearningManager(root, read_only=True) as reader:
+            return len(reader.evolution_history())
+
+    with UniversalLearningManager(root, config) as manager:
+        for n in range(6):
+            manager.learn_from_trade(make_trade(n, 1.0, exit_ns=START_NS))
+        assert manager.on_bar(START_NS + MINUTE_NS)  # evolves, reinforces (written through)
+        assert committed_steps() == 1
+        manager.learn_from_trade(make_trade(6, 1.0, exit_ns=START_NS + 2 * MINUTE_NS))
+        assert manager.on_bar(START_NS + 30 * MINUTE_NS)  # evolves again ...
+        assert len(manager.evolution_history()) == 2
+        assert committed_steps() == 1  # ... written behind
+        manager.on_bar(START_NS + 60 * MINUTE_NS)
+        assert committed_steps() == 1
+        manager.on_bar(START_NS + 61 * MINUTE_NS)  # a persist interval after the last write
+        assert committed_steps() == 2
+        manager.learn_from_trade(make_trade(7, 1.0, exit_ns=START_NS + 62 * MINUTE_NS))
+        assert manager.evolve_trading_strategy(START_NS + 62 * MINUTE_NS) is not None
+        assert committed_steps() == 3  # a direct call writes through
+        manager.learn_from_trade(make_trade(8, 1.0, exit_ns=START_NS + 63 * MINUTE_NS))
+        assert manager.on_bar(START_NS + 64 * MINUTE_NS)
+        assert committed_steps() == 3
+    assert committed_steps() == 4  # close() writes everything

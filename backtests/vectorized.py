@@ -259,6 +259,8 @@ def _simulate(
         if impact:
             other = solve(f, s, fill_price(side, price, abs(delta), volume), cash)
             q1 = other if (other - q) * s < (q1 - q) * s else q1
+        if q1 * f < 0.0:  # never flipped against the target by the cost reserve
+            q1 = 0.0
         return q1 if (q1 - q) * s > 0.0 else q
 
     def close_slice(
@@ -497,6 +499,7 @@ def _simulate(
                 solved = np.where(
                     eq_f <= 0.0, q, f * (eq_f + s * q * fill * phi) / (fill * (1.0 + f * s * phi))
                 )
+                solved = np.where(solved * f < 0.0, 0.0, solved)  # never flipped against the target
                 q1 = np.where((ref <= 0.0) | (equity <= 0.0) | (delta == 0.0), q, solved)
                 q1 = np.where((q1 - q) * s > 0.0, q1, q)
             # classify(q, q1) is HOLD: no order.

@@ -247,6 +247,16 @@ class TradingCore:
         if spec.impact_bps > 0.0:
             other = self._solve_target(f, s, spec.fill_price(side, price, abs(delta), volume))
             q1 = other if (other - q) * s < (q1 - q) * s else q1
+        # The cost reserve can shrink a position, never put it on the side of zero opposite to the
+        # target: on a nearly wiped-out account, reserving the fee of a large reduction can exceed the
+        # equity, and the solution would be a small reversal that the account cannot carry.
+        if q1 * f < 0.0:
+            q1 = 0.0
+        # The cost reserve can shrink a position, never put it on the side of zero opposite to the
+        # target: on a nearly wiped-out account, reserving the fee of a large reduction can exceed the
+        # equity, and the solution would be a small reversal that the account cannot carry.
+        if q1 * f < 0.0:
+            q1 = 0.0
         # The cost reserve can only shrink a change, never turn it around.
         return q1 if (q1 - q) * s > 0.0 else q
 

@@ -6,7 +6,7 @@ import dataclasses
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from envs.broker import FaultConfig
@@ -176,6 +176,14 @@ def test_bar_index_counts_marked_bars_and_time_in_trade() -> None:
     assert (core.bar_index, core.portfolio.qty, core.portfolio.cash) == (0, 0.0, 10_000.0)
 
 
+@example(  # a leveraged long nearly wiped out: reserving the fee must not flip it short
+    targets=[0.0, 0.0, 0.0, 0.84375, 1.0, 1.0],
+    prices=[10.0, 10.0, 10.0, 445.0, 10.0, 327.0] + [10.0] * 7,
+    leverage=4.375,
+    fee=0.0078125,
+    spread=0.0,
+    impact=0.0,
+)
 @settings(max_examples=150, deadline=None)
 @given(
     targets=st.lists(st.floats(-1.0, 1.0), min_size=1, max_size=12),

@@ -114,6 +114,15 @@ class HookEvent(NamedTuple):
     round_trip_cost: float = 0.0
 
 
+class _Unset:
+    """Marks a lazily computed value not worked out yet (``None`` is a valid adjustment)."""
+
+    __slots__ = ()
+
+
+_UNSET = _Unset()
+
+
 def _ceil_to_step(qty: float, step: float) -> float:
     """Round up to a multiple of ``step`` such that the broker's floor keeps it (no-op for step 0)."""
     if step <= 0.0:
@@ -155,10 +164,7 @@ class LearnedOrderHook:
         self.leverage = float(leverage)
         self.cost_rate = float(cost_rate)
         self.state: LearnedState | None = state
-        self.features: dict[str, float] = {}
-        self.conditions: dict[str, float] = {}
-        self.rule_hits: tuple[str, ...] = ()
-        self.adjustment: ConditionAdjustment | None = None
+        self.prepare({})
         self.pause_bars = 0
         self.size_factor = 1.0
         self.events: list[HookEvent] = []
@@ -198,21 +204,59 @@ class LearnedOrderHook:
     def prepare(self, groups: Mapping[str, Mapping[str, float]]) -> None:
         """Take the decision bar's raw features (by group, as ``MarketData.snapshot`` gives them).
 
-        Computes the rules they hit and the adjustment of their condition class whatever the switches
-        say (the observation may show them); the switches decide only what is applied.
+        The rules they hit and the adjustment of their condition class are those of the snapshot held
+        now, whatever the switches say (the observation may show them); the switches decide only what
+        is applied. They are worked out when first read (most bars place no entry, and a pushed
+        snapshot is prepared on every environment), so ``groups`` must not change afterwards.
         """
-        flat: dict[str, float] = {}
-        for group in groups.values():
-            flat.update(group)
-        self.features = flat
-        self.conditions = dict(groups.get(MARKET_CONDITIONS, {}))
-        state = self.state
-        if state is None:
-            self.rule_hits = ()
-            self.adjustment = None
-            return
-        self.rule_hits = state.vetoes(flat) if state.rules else ()
-        self.adjustment = state.adjustment_for(self.conditions) if state.condition_adjustments else None
+        self._groups = groups
+        self._prepared = self.state
+        self._features: dict[str, float] | None = None
+        self._conditions: dict[str, float] | None = None
+        self._rule_hits: tuple[str, ...] | None = None
+        self._adjustment: ConditionAdjustment | _Unset | None = _UNSET
+
+    @property
+    def features(self) -> dict[str, float]:
+        """The prepared bar's features by name (all groups)."""
+        flat = self._features
+        if flat is None:
+            flat = {}
+            for group in self._groups.values():
+                flat.update(group)
+            self._features = flat
+        return flat
+
+    @property
+    def conditions(self) -> dict[str, float]:
+        """The prepared bar's market-condition features."""
+        conditions = self._conditions
+        if conditions is None:
+            conditions = self._conditions = dict(self._groups.get(MARKET_CONDITIONS, {}))
+        return conditions
+
+    @property
+    def rule_hits(self) -> tuple[str, ...]:
+        """Ids of the active rules the prepared bar's features hit."""
+        hits = self._rule_hits
+        if hits is None:
+            state = self._prepared
+            hits = self._rule_hits = state.vetoes(self.features) if state is not None and state.rules else ()
+        return hits
+
+    @property
+    def adjustment(self) -> ConditionAdjustment | None:
+        """The adjustment of the prepared bar's condition class (``None`` when none is learned)."""
+        adjustment = self._adjustment
+        if isinstance(adjustment, _Unset):
+            state = self._prepared
+            adjustment = (
+                state.adjustment_for(self.conditions)
+                if state is not None and state.condition_adjustments
+                else None
+            )
+            self._adjustment = adjustment
+        return adjustment
 
     # --- resolutions --------------------------------------------------------------------------------
     def apply_resolution(

@@ -138,8 +138,9 @@ class LearningManagerWrapper(gym.Wrapper[npt.NDArray[np.float32], Any, npt.NDArr
         self.hook = LearnedOrderHook.for_env(base, switches, state)
         base.set_order_hook(self.hook)
         self._groups: dict[str, dict[str, float]] = {}
-        self._pattern_scores: dict[str, float] = {}
-        self._index_patterns(state)
+        # Pattern scores of the top patterns, by signature, for learned_features() (built when read).
+        self._scores_of: LearnedState | None = None
+        self._scores: dict[str, float] = {}
 
     # --- the learned state ------------------------------------------------------------------------
     @property
@@ -160,7 +161,6 @@ class LearningManagerWrapper(gym.Wrapper[npt.NDArray[np.float32], Any, npt.NDArr
                 fix="push manager.snapshot()",
             )
         self.hook.set_state(state)
-        self._index_patterns(state)
         if self._groups:
             self.hook.prepare(self._groups)
 
@@ -175,8 +175,11 @@ class LearningManagerWrapper(gym.Wrapper[npt.NDArray[np.float32], Any, npt.NDArr
             resolution, backoff_bars=self._backoff, skip_bars=self._skip, reduce_factor=self._reduce
         )
 
-    def _index_patterns(self, state: LearnedState | None) -> None:
-        self._pattern_scores = {} if state is None else {p.signature: p.score for p in state.top_patterns}
+    def _pattern_scores(self, state: LearnedState) -> dict[str, float]:
+        if self._scores_of is not state:
+            self._scores = {p.signature: p.score for p in state.top_patterns}
+            self._scores_of = state
+        return self._scores
 
     # --- Gymnasium API --------------------------------------------------------------------------
     def reset(
@@ -250,9 +253,10 @@ class LearningManagerWrapper(gym.Wrapper[npt.NDArray[np.float32], Any, npt.NDArr
         else:
             adj = hook.adjustment
             score = 0.0
-            if self._pattern_scores:
+            scores = self._pattern_scores(state)
+            if scores:
                 signature = FACTOR_SEPARATOR.join(state.discretizer.factors(*self._groups.values()))
-                score = self._pattern_scores.get(signature, 0.0)
+                score = scores.get(signature, 0.0)
             values = [
                 state.signal_weight(hook.features) if state.strategy_weights else 1.0,
                 float(len(hook.rule_hits)),

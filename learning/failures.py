@@ -85,6 +85,9 @@ class FailureAnalyzer:
             values[14] = bool(values[14])
             self._rules[row[0]] = AvoidanceRule(*values)
         self._dirty: set[str] = set()
+        # Rule changes so far, and the active rules as of a count of them.
+        self._changes = 0
+        self._active: tuple[int, tuple[AvoidanceRule, ...]] | None = None
         self._pending_vetoes: list[tuple[str, int, str]] = []
         self._pending_judgements: list[tuple[str, int]] = []
 
@@ -165,6 +168,7 @@ class FailureAnalyzer:
         if new == old:
             return None
         self._rules[rule_id] = new
+        self._changes += 1
         self._dirty.add(rule_id)
         return new
 
@@ -180,6 +184,7 @@ class FailureAnalyzer:
         old = self._require(rule_id)
         rule = replace(old, vetoes=old.vetoes + 1)
         self._rules[rule_id] = rule
+        self._changes += 1
         self._dirty.add(rule_id)
         self._pending_vetoes.append((rule_id, time_ns, symbol))
         return rule
@@ -209,6 +214,7 @@ class FailureAnalyzer:
                 ),
             )
         self._rules[rule_id] = rule
+        self._changes += 1
         self._dirty.add(rule_id)
         self._pending_judgements.append((rule_id, int(bool(would_have_won))))
         return rule
@@ -217,6 +223,14 @@ class FailureAnalyzer:
     def rules(self, *, active_only: bool = False) -> list[AvoidanceRule]:
         """Rules by id (all, or only the active ones)."""
         return [r for _, r in sorted(self._rules.items()) if r.active or not active_only]
+
+    def active_rules(self) -> tuple[AvoidanceRule, ...]:
+        """The active rules by id (read for every snapshot: kept until a rule changes)."""
+        cached = self._active
+        if cached is None or cached[0] != self._changes:
+            active = tuple(r for _, r in sorted(self._rules.items()) if r.active)
+            cached = self._active = (self._changes, active)
+        return cached[1]
 
     def get(self, rule_id: str) -> AvoidanceRule | None:
         return self._rules.get(rule_id)

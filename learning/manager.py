@@ -716,7 +716,7 @@ class UniversalLearningManager:
         self._snapshot = LearnedState(
             version=self._version,
             time_ns=self._clock.now_ns(),
-            rules=tuple(self._failures.rules(active_only=True)),
+            rules=self._failures.active_rules(),
             strategy_weights=self._strategy.weights,
             minimums=self._minimums.all(),
             condition_adjustments=self._adapter.adjustments(),

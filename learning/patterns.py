@@ -124,6 +124,10 @@ class PatternRecognitionEngine:
         self._next_sig = (
             int(conn.execute("SELECT COALESCE(MAX(sig), 0) FROM pattern_signatures").fetchone()[0]) + 1
         )
+        # top() is read for every snapshot; its rows only change when the store's patterns change
+        # (compaction, boost, archiving) or a trade of one of them is observed (its pending delta).
+        self._top: tuple[int, tuple[PatternScore, ...]] | None = None
+        self._top_ids: frozenset[int] = frozenset()
 
     # --- signatures --------------------------------------------------------------------------------
     def factors(self, *groups: Mapping[str, float]) -> tuple[str, ...]:
@@ -138,6 +142,8 @@ class PatternRecognitionEngine:
     def observe(self, signature: str, *, pnl: float, entry_time_ns: int, exit_time_ns: int) -> int:
         """Fold one closed trade into its pattern's pending delta; returns the pattern id."""
         pid = pattern_id(signature)
+        if pid in self._top_ids:
+            self._top = None
         delta = self._pending.get(pid)
         if delta is None:
             delta = self._pending[pid] = _Delta(signature, entry_time_ns, exit_time_ns)
@@ -177,6 +183,8 @@ class PatternRecognitionEngine:
             if new != row[0]:
                 conn.execute("UPDATE patterns SET weight = ? WHERE id = ?", (new, pid))
                 changed.append(signature)
+        if changed:
+            self._top = None
         return changed
 
     # --- reading (store plus pending deltas) -------------------------------------------------------
@@ -200,16 +208,25 @@ class PatternRecognitionEngine:
         """
         if k <= 0:
             return ()
+        cached = self._top
+        if cached is not None and cached[0] == k:
+            return cached[1]
         rows = self._conn.execute(
             f"{_SELECT} WHERE p.weight > ? ORDER BY p.weight DESC, p.score DESC, p.id DESC LIMIT ?",
             (NEUTRAL_WEIGHT, k),
         ).fetchall()
         out = []
+        ids = []
         for row in rows:
             record = _record(row)
-            delta = self._pending.get(pattern_id(record.signature))
+            pid = pattern_id(record.signature)
+            ids.append(pid)
+            delta = self._pending.get(pid)
             out.append(delta.apply(record) if delta is not None else record)
-        return tuple(out)
+        top = tuple(out)
+        self._top = (k, top)
+        self._top_ids = frozenset(ids)
+        return top
 
     def most_traded(self, k: int) -> tuple[PatternScore, ...]:
         """The ``k`` patterns with the most trades (ties: signature), pending trades included.
@@ -267,6 +284,7 @@ class PatternRecognitionEngine:
         """Apply every pending delta, in id order (inside the caller's transaction)."""
         if not self._pending:
             return
+        self._top = None
         # Id order walks the b-tree pages in order: far fewer page misses and WAL frames than random.
         items = sorted(self._pending.items())
         new = self._new_ids(np.fromiter((pid for pid, _ in items), np.int64, len(items)))
@@ -291,6 +309,8 @@ class PatternRecognitionEngine:
     def forget(self, ids: Iterable[int]) -> None:
         """Drop archived patterns from the known ids (their rows have left the store)."""
         gone = np.fromiter(ids, np.int64)
+        if gone.size:
+            self._top = None
         if gone.size and self._known.size:
             pos = np.searchsorted(self._known, gone)
             pos = pos[(pos < self._known.size) & (self._known[np.minimum(pos, self._known.size - 1)] == gone)]

@@ -299,7 +299,18 @@ class ConditionClassifier:
         """The condition class of ``conditions``."""
         if not conditions:
             return ANY_CONDITION
-        factor = self.discretizer.factor
-        return FACTOR_SEPARATOR.join(
-            sorted({factor(n, conditions[n]) for n in self._deciding(tuple(conditions))})
-        )
+        # Discretizer.factor inlined (as in Discretizer.factors): this runs on every bar and trade.
+        discretizer = self.discretizer
+        cache = discretizer._cache
+        factors = set()
+        for name in self._deciding(tuple(conditions)):
+            hit = cache.get(name) or discretizer._resolve(name)
+            v = float(conditions[name])
+            bins = hit[3]
+            if v - v != 0.0:  # NaN or infinite
+                factors.add(hit[4])
+            elif bins is None:
+                factors.add(f"{hit[0]}={hit[1].label(v)}")
+            else:
+                factors.add(bins[bisect_right(hit[2], v)])
+        return FACTOR_SEPARATOR.join(sorted(factors))

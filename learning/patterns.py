@@ -53,6 +53,12 @@ _SELECT = (
     "p.last_seen_ns FROM patterns p JOIN pattern_signatures s ON s.sig = p.sig"
 )
 
+_SELECT_TOP = (
+    "SELECT p.id, s.signature, p.count, p.wins, p.total_pnl, p.score, p.weight, p.first_seen_ns, "
+    "p.last_seen_ns FROM patterns p JOIN pattern_signatures s ON s.sig = p.sig WHERE p.weight > ? "
+    "ORDER BY p.weight DESC, p.score DESC, p.id DESC LIMIT ?"
+)
+
 
 def pattern_id(signature: str) -> int:
     """Stable signed 64-bit id of a signature (SQLite's INTEGER PRIMARY KEY range)."""
@@ -124,9 +130,11 @@ class PatternRecognitionEngine:
         self._next_sig = (
             int(conn.execute("SELECT COALESCE(MAX(sig), 0) FROM pattern_signatures").fetchone()[0]) + 1
         )
-        # top() is read for every snapshot; its rows only change when the store's patterns change
-        # (compaction, boost, archiving) or a trade of one of them is observed (its pending delta).
-        self._top: tuple[int, tuple[PatternScore, ...]] | None = None
+        # top() is read for every snapshot. Which patterns it ranks, and their stored rows, change only
+        # when the store's patterns do (compaction, boost, archiving); its result also changes when a
+        # trade of one of them is observed (its pending delta).
+        self._top_rows: tuple[int, tuple[tuple[int, PatternScore], ...]] | None = None
+        self._top: tuple[PatternScore, ...] | None = None
         self._top_ids: frozenset[int] = frozenset()
 
     # --- signatures --------------------------------------------------------------------------------
@@ -184,7 +192,7 @@ class PatternRecognitionEngine:
                 conn.execute("UPDATE patterns SET weight = ? WHERE id = ?", (new, pid))
                 changed.append(signature)
         if changed:
-            self._top = None
+            self._store_changed()
         return changed
 
     # --- reading (store plus pending deltas) -------------------------------------------------------
@@ -208,25 +216,26 @@ class PatternRecognitionEngine:
         """
         if k <= 0:
             return ()
-        cached = self._top
-        if cached is not None and cached[0] == k:
-            return cached[1]
-        rows = self._conn.execute(
-            f"{_SELECT} WHERE p.weight > ? ORDER BY p.weight DESC, p.score DESC, p.id DESC LIMIT ?",
-            (NEUTRAL_WEIGHT, k),
-        ).fetchall()
-        out = []
-        ids = []
-        for row in rows:
-            record = _record(row)
-            pid = pattern_id(record.signature)
-            ids.append(pid)
-            delta = self._pending.get(pid)
-            out.append(delta.apply(record) if delta is not None else record)
-        top = tuple(out)
-        self._top = (k, top)
-        self._top_ids = frozenset(ids)
+        stored = self._top_rows
+        if stored is None or stored[0] != k:
+            rows = self._conn.execute(_SELECT_TOP, (NEUTRAL_WEIGHT, k)).fetchall()
+            # A stored pattern's id is the hash of its signature: read it instead of hashing again.
+            stored = self._top_rows = (k, tuple((row[0], _record(row[1:])) for row in rows))
+            self._top_ids = frozenset(pid for pid, _ in stored[1])
+            self._top = None
+        top = self._top
+        if top is None:
+            pending = self._pending
+            top = self._top = tuple(
+                record if (delta := pending.get(pid)) is None else delta.apply(record)
+                for pid, record in stored[1]
+            )
         return top
+
+    def _store_changed(self) -> None:
+        self._top_rows = None
+        self._top = None
+        self._top_ids = frozenset()
 
     def most_traded(self, k: int) -> tuple[PatternScore, ...]:
         """The ``k`` patterns with the most trades (ties: signature), pending trades included.
@@ -284,7 +293,7 @@ class PatternRecognitionEngine:
         """Apply every pending delta, in id order (inside the caller's transaction)."""
         if not self._pending:
             return
-        self._top = None
+        self._store_changed()
         # Id order walks the b-tree pages in order: far fewer page misses and WAL frames than random.
         items = sorted(self._pending.items())
         new = self._new_ids(np.fromiter((pid for pid, _ in items), np.int64, len(items)))
@@ -310,7 +319,7 @@ class PatternRecognitionEngine:
         """Drop archived patterns from the known ids (their rows have left the store)."""
         gone = np.fromiter(ids, np.int64)
         if gone.size:
-            self._top = None
+            self._store_changed()
         if gone.size and self._known.size:
             pos = np.searchsorted(self._known, gone)
             pos = pos[(pos < self._known.size) & (self._known[np.minimum(pos, self._known.size - 1)] == gone)]

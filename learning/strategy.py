@@ -25,11 +25,10 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-import numpy as np
-import numpy.typing as npt
+from itertools import accumulate
 
 from learning.journal import JournalEntry, WindowStats
 
@@ -46,43 +45,50 @@ def normalize_weights(weights: Mapping[str, float], w_min: float, w_max: float) 
         return {}
     if not 0.0 < w_min < 1.0 < w_max:
         raise ValueError(f"need 0 < w_min < 1 < w_max, got {w_min}, {w_max}")
-    n = len(weights)
-    w = np.fromiter(weights.values(), float, n)
-    ws = np.sort(w)
-    # NaN sorts last, so the extremes tell whether every weight is finite and positive.
-    if not (ws[0] > 0.0 and ws[-1] < math.inf):
+    values = list(weights.values())
+    if not all(map(math.isfinite, values)):
         raise ValueError("weights must be finite and positive")
-    scale = _mean_one_scale(ws, w_min, w_max)
-    out = np.clip(scale * w, w_min, w_max).tolist()
-    return dict(zip(weights, out, strict=True))
+    ordered = sorted(values)
+    if not ordered[0] > 0.0:
+        raise ValueError("weights must be finite and positive")
+    scale = _mean_one_scale(ordered, w_min, w_max)
+    # Plain floats: a weight table has tens to a few hundred factors, where NumPy's per-call cost
+    # exceeds the arithmetic.
+    return dict(zip(weights, [min(max(scale * v, w_min), w_max) for v in values], strict=True))
 
 
-def _mean_one_scale(ws: npt.NDArray[np.float64], w_min: float, w_max: float) -> float:
-    """The ``s`` with ``mean(clip(s * ws, w_min, w_max)) == 1`` for sorted positive ``ws``.
+def _mean_one_scale(ws: list[float], w_min: float, w_max: float) -> float:
+    """The ``s`` with ``mean(clip(s * ws, w_min, w_max)) == 1`` for positive ``ws`` sorted ascending.
 
     ``n * mean`` at ``s`` is ``w_min * a + w_max * (n - b) + s * sum(ws[a:b])``, where the ``a`` smallest
     weights are clipped low (``w <= w_min / s``) and those from ``b`` on are clipped high
-    (``w >= w_max / s``). It is evaluated at every breakpoint at once; the first one reaching ``n``
-    closes the segment that holds the solution, whose ``a`` and ``b`` are read at the segment's middle.
+    (``w >= w_max / s``). A binary search over the sorted breakpoints finds the first one where it
+    reaches ``n``: the segment ending there holds the solution, with the ``a`` and ``b`` of its middle.
     """
-    n = ws.size
-    csum = np.zeros(n + 1)
-    np.cumsum(ws, out=csum[1:])
-    breaks = np.concatenate((w_min / ws, w_max / ws))
-    breaks.sort()
-    a = np.searchsorted(ws, w_min / breaks, side="right")
-    b = np.searchsorted(ws, w_max / breaks, side="left")
-    total = w_min * a + w_max * (n - b) + breaks * (csum[b] - csum[a])
+    n = len(ws)
+    prefix = list(accumulate(ws, initial=0.0))
+    descending = ws[::-1]
+    breaks = sorted([w_min / w for w in descending] + [w_max / w for w in descending])
+    lo, hi = 0, len(breaks)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        s = breaks[mid]
+        a = bisect_right(ws, w_min / s)
+        b = bisect_left(ws, w_max / s)
+        if w_min * a + w_max * (n - b) + s * (prefix[b] - prefix[a]) < n:
+            lo = mid + 1
+        else:
+            hi = mid
     # The clipped mean is w_min < 1 at the first breakpoint and w_max > 1 at the last one.
-    j = min(max(int(np.searchsorted(total, float(n))), 1), 2 * n - 1)
-    left, right = float(breaks[j - 1]), float(breaks[j])
-    middle = 0.5 * (left + right)
-    a_mid = int(np.searchsorted(ws, w_min / middle, side="right"))
-    b_mid = int(np.searchsorted(ws, w_max / middle, side="left"))
-    free = float(csum[b_mid] - csum[a_mid])
+    j = min(max(lo, 1), 2 * n - 1)
+    right = breaks[j]
+    middle = 0.5 * (breaks[j - 1] + right)
+    a = bisect_right(ws, w_min / middle)
+    b = bisect_left(ws, w_max / middle)
+    free = prefix[b] - prefix[a]
     if free <= 0.0:
         return right  # every weight is clipped on this segment: the mean is flat and 1 at its end
-    return (n - w_min * a_mid - w_max * (n - b_mid)) / free
+    return (n - w_min * a - w_max * (n - b)) / free
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
@@ -164,6 +170,8 @@ class StrategyOptimizer:
         ]
         self._pending: list[EvolutionStep] = []
         self._weights_dirty = False
+        # The table as last written (a weight table is never changed in place, only replaced).
+        self._written: Mapping[str, float] = self._weights
 
     @property
     def weights(self) -> dict[str, float]:
@@ -220,10 +228,15 @@ class StrategyOptimizer:
     def flush(self, conn: sqlite3.Connection) -> None:
         """Write the weight table and new history steps (inside the caller's transaction)."""
         if self._weights_dirty:
-            conn.execute("DELETE FROM strategy_weights")
+            # Factors never leave the table: rewriting only the rows that changed leaves the same table.
+            written = self._written
+            changed = [(f, w) for f, w in self._weights.items() if written.get(f) != w]
             conn.executemany(
-                "INSERT INTO strategy_weights (factor, weight) VALUES (?, ?)", self._weights.items()
+                "INSERT INTO strategy_weights (factor, weight) VALUES (?, ?) "
+                "ON CONFLICT(factor) DO UPDATE SET weight = excluded.weight",
+                changed,
             )
+            self._written = self._weights
             self._weights_dirty = False
         if self._pending:
             conn.executemany(
@@ -236,7 +249,7 @@ class StrategyOptimizer:
                         s.trades,
                         s.winners,
                         json.dumps(list(s.boosted)),
-                        json.dumps(dict(s.weights)),
+                        json.dumps(s.weights if type(s.weights) is dict else dict(s.weights)),
                     )
                     for s in self._pending
                 ],

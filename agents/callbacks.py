@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
 
 from stable_baselines3.common.callbacks import BaseCallback
@@ -207,17 +207,17 @@ class _PendingResolution:
 def _shift_trade(trade: TradeResult, offset: int) -> TradeResult:
     if offset == 0:
         return trade
-    return replace(
-        trade, entry_time_ns=trade.entry_time_ns + offset, exit_time_ns=trade.exit_time_ns + offset
+    return trade._replace(
+        entry_time_ns=trade.entry_time_ns + offset, exit_time_ns=trade.exit_time_ns + offset
     )
 
 
 def _shift_order(order: OrderResult, offset: int) -> OrderResult:
-    return order if offset == 0 else replace(order, time_ns=order.time_ns + offset)
+    return order if offset == 0 else order._replace(time_ns=order.time_ns + offset)
 
 
 def _shift_error(error: ErrorEvent, offset: int) -> ErrorEvent:
-    return error if offset == 0 else replace(error, time_ns=error.time_ns + offset)
+    return error if offset == 0 else error._replace(time_ns=error.time_ns + offset)
 
 
 class LearningCallback(BaseCallback):

@@ -4,13 +4,17 @@ The simulated broker, the portfolio, the live runner and the learning manager al
 so simulated and real rejections are learned by the same code. They are small, immutable and picklable
 (they cross process boundaries inside Gymnasium ``info`` dicts). Mapping fields are plain dicts so that
 they pickle; treat them as read-only. Times are epoch nanoseconds, UTC.
+
+They are ``typing.NamedTuple`` s, as Stable-Baselines3 does for its hot data: the trading loop builds
+several per bar, and a NamedTuple costs a third of a frozen dataclass to build. Copy one with a field
+changed with ``record._replace(field=value)``. A mapping field left out gets a fresh empty dict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 __all__ = [
     "BarEvent",
@@ -73,8 +77,7 @@ class ErrorKind(StrEnum):
 _RETRYABLE = frozenset({ErrorKind.RATE_LIMIT, ErrorKind.TIMEOUT, ErrorKind.MAINTENANCE, ErrorKind.NETWORK})
 
 
-@dataclass(frozen=True, slots=True)
-class OrderResult:
+class OrderResult(NamedTuple):
     """The outcome of one order.
 
     Attributes:
@@ -122,21 +125,38 @@ class OrderResult:
         return self.filled_qty if self.side is Side.BUY else -self.filled_qty
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorEvent:
+class _ErrorEventFields(NamedTuple):
+    time_ns: int
+    symbol: str
+    kind: ErrorKind
+    message: str
+    code: str | None
+    order_id: str | None
+    context: Mapping[str, float | int | str]
+
+
+class ErrorEvent(_ErrorEventFields):
     """Exchange trouble worth learning from: a rejection or a failed request, with its context.
 
     ``context`` holds what the learner needs to match and resolve it (symbol, requested quantity,
     price, notional, attempt number ...); values are plain floats/ints/strings.
     """
 
-    time_ns: int
-    symbol: str
-    kind: ErrorKind
-    message: str
-    code: str | None = None
-    order_id: str | None = None
-    context: Mapping[str, float | int | str] = field(default_factory=dict)
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        time_ns: int,
+        symbol: str,
+        kind: ErrorKind,
+        message: str,
+        code: str | None = None,
+        order_id: str | None = None,
+        context: Mapping[str, float | int | str] | None = None,
+    ) -> ErrorEvent:
+        return tuple.__new__(
+            cls, (time_ns, symbol, kind, message, code, order_id, {} if context is None else context)
+        )
 
     @property
     def retryable(self) -> bool:
@@ -165,21 +185,7 @@ class ErrorEvent:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class TradeResult:
-    """A closed round trip, with the market as it was when the trade was entered.
-
-    The four snapshot groups are the seed's pattern ingredients; each maps feature name -> value
-    at the entry decision bar (raw, un-normalized feature values).
-
-    Attributes:
-        pnl: realized PnL in quote currency, net of both sides' fees (and borrow cost for shorts).
-        return_pct: ``pnl`` divided by the entry notional (a fraction: 0.01 is 1%).
-        duration_bars: bars between entry fill and exit fill.
-        exit_reason: ``"signal"``, ``"reverse"``, ``"end_of_data"``, ``"ruin"``, ``"max_drawdown"``,
-            ``"risk_limit"`` ...
-    """
-
+class _TradeResultFields(NamedTuple):
     trade_id: str
     symbol: str
     side: PositionSide
@@ -193,10 +199,70 @@ class TradeResult:
     return_pct: float
     duration_bars: int
     exit_reason: str
-    entry_signals: Mapping[str, float] = field(default_factory=dict)
-    market_conditions: Mapping[str, float] = field(default_factory=dict)
-    timeframe_alignment: Mapping[str, float] = field(default_factory=dict)
-    volume_profile: Mapping[str, float] = field(default_factory=dict)
+    entry_signals: Mapping[str, float]
+    market_conditions: Mapping[str, float]
+    timeframe_alignment: Mapping[str, float]
+    volume_profile: Mapping[str, float]
+
+
+class TradeResult(_TradeResultFields):
+    """A closed round trip, with the market as it was when the trade was entered.
+
+    The four snapshot groups are the seed's pattern ingredients; each maps feature name -> value
+    at the entry decision bar (raw, un-normalized feature values).
+
+    Attributes:
+        pnl: realized PnL in quote currency, net of both sides' fees (and borrow cost for shorts).
+        return_pct: ``pnl`` divided by the entry notional (a fraction: 0.01 is 1%).
+        duration_bars: bars between entry fill and exit fill.
+        exit_reason: ``"signal"``, ``"reverse"``, ``"end_of_data"``, ``"ruin"``, ``"max_drawdown"``,
+            ``"risk_limit"`` ...
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        trade_id: str,
+        symbol: str,
+        side: PositionSide,
+        entry_time_ns: int,
+        exit_time_ns: int,
+        entry_price: float,
+        exit_price: float,
+        quantity: float,
+        fees: float,
+        pnl: float,
+        return_pct: float,
+        duration_bars: int,
+        exit_reason: str,
+        entry_signals: Mapping[str, float] | None = None,
+        market_conditions: Mapping[str, float] | None = None,
+        timeframe_alignment: Mapping[str, float] | None = None,
+        volume_profile: Mapping[str, float] | None = None,
+    ) -> TradeResult:
+        return tuple.__new__(
+            cls,
+            (
+                trade_id,
+                symbol,
+                side,
+                entry_time_ns,
+                exit_time_ns,
+                entry_price,
+                exit_price,
+                quantity,
+                fees,
+                pnl,
+                return_pct,
+                duration_bars,
+                exit_reason,
+                {} if entry_signals is None else entry_signals,
+                {} if market_conditions is None else market_conditions,
+                {} if timeframe_alignment is None else timeframe_alignment,
+                {} if volume_profile is None else volume_profile,
+            ),
+        )
 
     @property
     def won(self) -> bool:
@@ -208,8 +274,7 @@ class TradeResult:
         return self.exit_time_ns - self.entry_time_ns
 
 
-@dataclass(frozen=True, slots=True)
-class BarEvent:
+class BarEvent(NamedTuple):
     """The state of one symbol's book after a bar has been processed."""
 
     time_ns: int

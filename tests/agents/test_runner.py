@@ -4,7 +4,6 @@ features equal to the replay's with a bounded history, risk limits and graceful 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal
 from pathlib import Path
@@ -141,16 +140,16 @@ def _strip(order_id: str) -> str:
 
 def _events(info: dict[str, Any]) -> dict[str, Any]:
     def orders(key: str) -> list[Any]:
-        return [dataclasses.replace(o, order_id=_strip(o.order_id)) for o in info[key]]
+        return [o._replace(order_id=_strip(o.order_id)) for o in info[key]]
 
-    errors = [dataclasses.replace(e, order_id=_strip(e.order_id or "x-")) for e in info["errors"]]
+    errors = [e._replace(order_id=_strip(e.order_id or "x-")) for e in info["errors"]]
     return {
         "time_ns": info["time_ns"],
         "orders": orders("orders"),
         "fills": orders("fills"),
         "rejections": orders("rejections"),
         "errors": errors,
-        "trades": [dataclasses.replace(t, trade_id=_strip(t.trade_id)) for t in info["trades"]],
+        "trades": [t._replace(trade_id=_strip(t.trade_id)) for t in info["trades"]],
         "vetoed": list(info["vetoed"]),
         "bar": info["bar"],
         "equity": info["equity"],

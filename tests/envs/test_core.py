@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -153,9 +152,7 @@ def test_refusals_become_error_events_with_context() -> None:
 def test_close_position_is_reduce_only_and_tags_the_trade() -> None:
     core = _core(faults=FaultConfig(rate_limit=1.0), seed=0, portfolio={"leverage": 3.0})
     core.portfolio.apply_fill(
-        dataclasses.replace(
-            _step(_core(), 1.0, 1, 100.0).orders[0], filled_qty=50.0, status=OrderStatus.FILLED
-        ),
+        _step(_core(), 1.0, 1, 100.0).orders[0]._replace(filled_qty=50.0, status=OrderStatus.FILLED),
         bar_index=0,
     )
     ex = core.close_position(EXIT_RUIN, time_ns=T0, price=90.0, decision_time_ns=T0)

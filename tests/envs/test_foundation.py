@@ -10,7 +10,16 @@ import pytest
 
 from envs.clock import DAY_NS, MarketClock
 from envs.errors import BrokerError, DataError, RetryableBrokerError, SlfError
-from envs.events import ErrorEvent, ErrorKind, OrderResult, OrderStatus, Side
+from envs.events import (
+    BarEvent,
+    ErrorEvent,
+    ErrorKind,
+    OrderResult,
+    OrderStatus,
+    PositionSide,
+    Side,
+    TradeResult,
+)
 from envs.market import MarketSpec, floor_to_step, round_to_tick
 
 
@@ -60,6 +69,53 @@ def test_filled_order_has_no_error_event() -> None:
     assert filled.signed_qty == -1.0
     with pytest.raises(ValueError, match="filled"):
         ErrorEvent.from_order(filled)
+
+
+def _trade(**snapshots: dict[str, float]) -> TradeResult:
+    return TradeResult(
+        "t1",
+        "BTC/USDT",
+        PositionSide.LONG,
+        1,
+        2,
+        100.0,
+        101.0,
+        1.0,
+        0.2,
+        0.8,
+        0.008,
+        1,
+        "signal",
+        **snapshots,
+    )
+
+
+def test_event_records_are_immutable_pickle_compare_and_copy_with_replace() -> None:
+    trade = _trade(entry_signals={"rsi_14": 25.0})
+    order = OrderResult("o", "X", Side.BUY, 0, 1.0, 10.0, OrderStatus.FILLED, filled_qty=1.0)
+    bar = BarEvent(0, "X", 10.0, 100.0, 1.0, 90.0)
+    for record in (trade, order, bar, ErrorEvent(0, "X", ErrorKind.TIMEOUT, "Request timed out")):
+        assert pickle.loads(pickle.dumps(record)) == record
+        assert type(pickle.loads(pickle.dumps(record))) is type(record)
+        with pytest.raises(AttributeError):
+            record.symbol = "Y"  # type: ignore[misc]
+    assert trade == _trade(entry_signals={"rsi_14": 25.0})
+    assert trade != _trade(entry_signals={"rsi_14": 26.0})
+    moved = trade._replace(exit_time_ns=5)
+    assert type(moved) is TradeResult
+    assert (moved.exit_time_ns, moved.duration_ns, moved.entry_signals) == (5, 4, {"rsi_14": 25.0})
+    assert trade.exit_time_ns == 2
+
+
+def test_mapping_fields_left_out_are_fresh_empty_dicts() -> None:
+    a, b = _trade(), _trade()
+    assert a.market_conditions == {}
+    assert a.volume_profile == {}
+    assert a.entry_signals is not b.entry_signals
+    first = ErrorEvent(0, "X", ErrorKind.TIMEOUT, "Request timed out")
+    second = ErrorEvent(0, "X", ErrorKind.TIMEOUT, "Request timed out")
+    assert first.context == {}
+    assert first.context is not second.context
 
 
 def test_step_and_tick_rounding() -> None:

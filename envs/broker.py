@@ -34,7 +34,7 @@ import numpy as np
 
 from envs.errors import ConfigError, did_you_mean
 from envs.events import ErrorKind, OrderResult, OrderStatus, Side
-from envs.market import MarketSpec, floor_to_step
+from envs.market import MarketSpec
 
 __all__ = [
     "CODE_FILTER_FAILURE",
@@ -270,7 +270,13 @@ class SimBroker:
         # and the number of orders, not on which orders happened to be refused by the rules.
         rate_limit, timeout, any_fault = self._cum
         if any_fault > 0.0 and not order.reduce_only:
-            u = self._uniform()
+            # _uniform() inlined.
+            i = self._next
+            if i == len(self._draws):
+                self._draws = self._rng.random(_DRAW_BLOCK).tolist()
+                i = 0
+            self._next = i + 1
+            u = self._draws[i]
             if u < any_fault:
                 if u < rate_limit:
                     kind, msg, code = ErrorKind.RATE_LIMIT, MSG_RATE_LIMIT, CODE_RATE_LIMIT
@@ -280,7 +286,9 @@ class SimBroker:
                     kind, msg, code = ErrorKind.MAINTENANCE, MSG_MAINTENANCE, CODE_MAINTENANCE
                 return self._refuse(order, quote, kind, msg, code, status=_ERRORED)
 
-        qty = floor_to_step(requested, spec.qty_step)
+        step = spec.qty_step
+        # floor_to_step() inlined, same arithmetic.
+        qty = max(math.floor(requested / step * (1.0 + 1e-12) + 1e-9), 0) * step if step > 0.0 else requested
         if qty <= 0.0 or qty < spec.min_qty:
             return self._refuse(order, quote, ErrorKind.LOT_SIZE, MSG_LOT_SIZE, CODE_FILTER_FAILURE)
         if not order.reduce_only and qty * ref < spec.min_notional:

@@ -243,15 +243,17 @@ class TradingCore:
             return q
         spec = self.spec
         s, side = (1.0, _BUY) if delta > 0.0 else (-1.0, _SELL)
-        q1 = self._solve_target(f, s, spec.fill_price(side, price, 0.0, volume))
+        # _solve_target() inlined (this runs for nearly every order): q1 at the fill price `fill`.
+        cash = book.cash
+        phi = spec.taker_fee
+        fill = spec.fill_price(side, price, 0.0, volume)
+        e = cash + q * fill
+        q1 = f * (e + s * q * fill * phi) / (fill * (1.0 + f * s * phi)) if e > 0.0 else q
         if spec.impact_bps > 0.0:
-            other = self._solve_target(f, s, spec.fill_price(side, price, abs(delta), volume))
+            fill = spec.fill_price(side, price, abs(delta), volume)
+            e = cash + q * fill
+            other = f * (e + s * q * fill * phi) / (fill * (1.0 + f * s * phi)) if e > 0.0 else q
             q1 = other if (other - q) * s < (q1 - q) * s else q1
-        # The cost reserve can shrink a position, never put it on the side of zero opposite to the
-        # target: on a nearly wiped-out account, reserving the fee of a large reduction can exceed the
-        # equity, and the solution would be a small reversal that the account cannot carry.
-        if q1 * f < 0.0:
-            q1 = 0.0
         # The cost reserve can shrink a position, never put it on the side of zero opposite to the
         # target: on a nearly wiped-out account, reserving the fee of a large reduction can exceed the
         # equity, and the solution would be a small reversal that the account cannot carry.
@@ -261,6 +263,7 @@ class TradingCore:
         return q1 if (q1 - q) * s > 0.0 else q
 
     def _solve_target(self, f: float, s: float, fill: float) -> float:
+        """The new position for target ``f`` (side sign ``s``) filled at ``fill`` (see target_qty)."""
         book = self.portfolio
         q = book.qty
         phi = self.spec.taker_fee
@@ -388,13 +391,34 @@ class TradingCore:
         ``high`` and ``low`` are part of the bar contract (for intrabar rules such as stops); the
         market-order loop does not use them yet.
         """
-        # execute() inlined (positional calls): this is the per-bar path of every replayed step.
+        # execute(), book() and mark() inlined (positional calls): the per-bar path of every replayed step.
         intent, vetoed = self.plan(target, time_ns, open_, volume, decision_time_ns)
+        book = self.portfolio
         if intent is None:
+            orders: tuple[OrderResult, ...] = ()
+            trades: tuple[TradeResult, ...] = ()
+            errors: tuple[ErrorEvent, ...] = ()
             vetoes = () if vetoed is None else (vetoed,)
-            return StepResult((), (), (), vetoes, self.mark(time_ns, close))
-        ex = self.book(self.broker.submit(intent, Quote(time_ns, open_, volume)), decision_row=decision_row)
-        return StepResult(ex.orders, ex.trades, ex.errors, ex.vetoed, self.mark(time_ns, close))
+        else:
+            result = self.broker.submit(intent, Quote(time_ns, open_, volume))
+            orders = (result,)
+            vetoes = ()
+            if result.status is _FILLED:
+                trades = book.apply_fill(result, self._bar, decision_row, EXIT_SIGNAL)
+                errors = ()
+            else:
+                trades = ()
+                errors = (
+                    ErrorEvent.from_order(
+                        result, position_qty=book.qty, equity=book.cash + book.qty * result.price
+                    ),
+                )
+        book.mark(close)
+        self._bar += 1
+        qty = book.qty
+        cash = book.cash
+        bar = BarEvent(time_ns, self.spec.symbol, close, cash + qty * close, qty, cash)
+        return StepResult(orders, trades, errors, vetoes, bar)
 
     def close_position(
         self, reason: str, *, time_ns: int, price: float, volume: float = math.nan, decision_time_ns: int

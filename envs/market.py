@@ -188,7 +188,16 @@ class MarketSpec:
         result is rounded to the price tick *against* the order (up for buys, down for sells) so the
         rounding never gives the trader a better price than the model.
         """
-        move = price * self.cost_fraction(qty, bar_volume)
+        # cost_fraction() and slippage_bps_for() inlined, same arithmetic: this runs for every order.
+        slippage = self.slippage_bps
+        impact = self.impact_bps
+        if self.slippage_model is not _FIXED and impact != 0.0:
+            if not bar_volume > 0.0:
+                participation = MAX_PARTICIPATION
+            else:
+                participation = min(qty / bar_volume, MAX_PARTICIPATION)
+            slippage = slippage + impact * math.sqrt(participation)
+        move = price * ((0.5 * self.spread_bps + slippage) * BPS)
         tick = self.price_tick
         # Tick rounding inlined (ceil_to_tick / floor_to_tick): this runs for every simulated order.
         if side is _BUY:

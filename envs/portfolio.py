@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from envs.errors import ConfigError
-from envs.events import OrderResult, PositionSide, Side, TradeResult
+from envs.events import OrderResult, OrderStatus, PositionSide, Side, TradeResult
 
 __all__ = [
     "DEFAULT_INITIAL_CASH",
@@ -107,6 +107,7 @@ _TRANSITIONS: dict[tuple[int, int, int], Transition] = {
 # Enum members bound to module names: `Side.BUY` costs ~0.2 us per lookup on Python 3.11 (a descriptor),
 # and the per-order path does dozens of them.
 _BUY = Side.BUY
+_FILLED = OrderStatus.FILLED
 _LONG = PositionSide.LONG
 _SHORT = PositionSide.SHORT
 _HOLD, _OPEN, _ADD, _REDUCE, _CLOSE = (
@@ -316,7 +317,6 @@ class Portfolio:
     def apply_fill(
         self,
         result: OrderResult,
-        *,
         bar_index: int,
         entry_ref: int = -1,
         exit_reason: str = EXIT_SIGNAL,
@@ -330,7 +330,7 @@ class Portfolio:
             exit_reason: why a closing fill closes (a reversal is always ``"reverse"``).
         """
         qty = result.filled_qty
-        if not result.filled or qty <= 0.0:
+        if result.status is not _FILLED or qty <= 0.0:
             return _NO_TRADES
         price = result.price
         fee = result.fee
@@ -392,7 +392,11 @@ class Portfolio:
         notional = t.avg_price * qty
         snap = self._snapshot(t.entry_ref) if self._snapshot is not None and t.entry_ref >= 0 else None
         if snap:
-            signals, conditions, alignment, volume = (snap.get(name) or {} for name in SNAPSHOT_FIELDS)
+            # SNAPSHOT_FIELDS, unrolled.
+            signals = snap.get("entry_signals") or {}
+            conditions = snap.get("market_conditions") or {}
+            alignment = snap.get("timeframe_alignment") or {}
+            volume = snap.get("volume_profile") or {}
         else:
             signals, conditions, alignment, volume = {}, {}, {}, {}
         # Positional, in TradeResult's field order: this runs for every closed trade.

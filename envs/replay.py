@@ -78,6 +78,7 @@ _RUIN_RATIO_FLOOR: Final = 1e-6
 _CACHE_SIZE: Final = 8
 # log1p(bars in trade) reaches the observation clip after this many bars.
 _MAX_TRADE_BARS: Final = math.expm1(DEFAULT_CLIP)
+_N_STATE: Final = len(STATE_FEATURES)
 _TAG_SPACE: Final = 36**6  # order-id episode tags: six base-36 characters
 _ALNUM: Final = "0123456789abcdefghijklmnopqrstuvwxyz"
 # Enum members bound to module names: `Side.BUY` costs ~0.2 us per lookup on Python 3.11 (a descriptor),
@@ -171,6 +172,7 @@ class MarketData:
     __slots__ = (
         "_layout",
         "_obs",
+        "_values",
         "close",
         "features",
         "high",
@@ -205,8 +207,12 @@ class MarketData:
             OrderedDict()
         )
         columns = features.columns
+        self._values = features.values
+        # Per group: its feature names and where their values sit in a row (a slice when the group's
+        # columns are contiguous, as compute_features lays them out; else their positions).
         self._layout = tuple(
-            (group, tuple((columns[p], p) for p in positions)) for group, positions in features.groups.items()
+            (group, tuple(columns[p] for p in positions), _row_part(tuple(positions)))
+            for group, positions in features.groups.items()
         )
 
     def __len__(self) -> int:
@@ -217,8 +223,11 @@ class MarketData:
 
         One ``tolist`` of the row instead of a NumPy scalar per feature: it runs for every closed trade.
         """
-        line = self.features.values[row].tolist()
-        return {group: {name: line[p] for name, p in cols} for group, cols in self._layout}
+        line = self._values[row].tolist()
+        return {
+            group: dict(zip(names, line[at] if type(at) is slice else [line[p] for p in at], strict=True))
+            for group, names, at in self._layout
+        }
 
     def observations(
         self, normalization: NormalizationStats | None, fit_span: tuple[int, int], clip: float
@@ -243,6 +252,12 @@ class MarketData:
         while len(self._obs) > _CACHE_SIZE:
             self._obs.popitem(last=False)
         return entry
+
+
+def _row_part(positions: tuple[int, ...]) -> slice | tuple[int, ...]:
+    if positions and positions == tuple(range(positions[0], positions[-1] + 1)):
+        return slice(positions[0], positions[-1] + 1)
+    return positions
 
 
 def _epoch_ns(index: pd.Index) -> npt.NDArray[np.int64]:
@@ -616,6 +631,7 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
         self._id_prefix = str(order_id_prefix)
         self._t = self._t_min
         self._steps = 0
+        self._stop = self._t_last
         self._prev_equity = book.equity
         self._peak = book.equity
         self._done = True
@@ -684,11 +700,14 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
             self._reward_reset()
         self._t = t0
         self._steps = 0
+        # Truncation row: the end of the data, or episode_length steps after t0 (one row per step).
+        length = self.episode_length
+        self._stop = self._t_last if length is None else min(self._t_last, t0 + length)
         book = self._book
         book.mark(float(self._data.close[t0]))
         self._prev_equity = self._peak = book.equity
         self._done = False
-        return self._observation(), self._info(None)
+        return self._observation(), self._info(None, self._data.time_ns.item(t0))
 
     def step(
         self, action: ActType
@@ -729,19 +748,18 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
         self._t = n1
         self._steps += 1
         book = self._book
-        equity = book.equity
+        equity = book.cash + book.qty * book.last_price
         if equity > self._peak:
             self._peak = equity
-        terminated = False
+        terminated = truncated = False
         reason = None
         if equity <= 0.0:
             reason = EXIT_RUIN
         elif self.max_drawdown is not None and equity < self._peak * (1.0 - self.max_drawdown):
             reason = EXIT_MAX_DRAWDOWN
-        truncated = False
         if reason is not None:
             terminated = True
-        elif n1 >= self._t_last or (self.episode_length is not None and self._steps >= self.episode_length):
+        elif n1 >= self._stop:
             truncated = True
             if self.close_at_end:
                 reason = EXIT_END_OF_DATA
@@ -756,7 +774,7 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
         reward = float(self._reward(self._prev_equity, equity, res))
         self._prev_equity = equity
         self._done = terminated or truncated
-        return self._observation(), reward, terminated, truncated, self._info(res)
+        return self._observation(), reward, terminated, truncated, self._info(res, time_ns)
 
     def render(self) -> str | None:  # type: ignore[override]
         if self.render_mode != "ansi":
@@ -769,31 +787,36 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
 
     # --- internals -----------------------------------------------------------------------------
     def _observation(self) -> npt.NDArray[np.float32]:
-        end = (self._t + 1) * self._k
         wk = self._wk
-        obs = np.empty(wk + len(STATE_FEATURES), dtype=np.float32)
+        end = (self._t + 1) * self._k
+        obs = np.empty(wk + _N_STATE, dtype=np.float32)
         obs[:wk] = self._flat[end - wk : end]
         book = self._book
         qty = book.qty
-        price = book.last_price
-        equity = book.cash + qty * price
-        clip = DEFAULT_CLIP
-        if equity > 0.0 and qty != 0.0:
-            exposure = qty * price / equity
-            upnl = (price - book.avg_price) * qty / equity
-            obs[wk] = clip if exposure > clip else (-clip if exposure < -clip else exposure)
-            obs[wk + 1] = clip if upnl > clip else (-clip if upnl < -clip else upnl)
-            bars = self.core.bars_in_trade()
-            obs[wk + 2] = math.log1p(bars) if bars < _MAX_TRADE_BARS else clip
-        else:
-            obs[wk] = obs[wk + 1] = obs[wk + 2] = 0.0
+        if qty != 0.0:
+            price = book.last_price
+            equity = book.cash + qty * price
+            if equity > 0.0:
+                clip = DEFAULT_CLIP
+                exposure = qty * price / equity
+                upnl = (price - book.avg_price) * qty / equity
+                obs[wk] = clip if exposure > clip else (-clip if exposure < -clip else exposure)
+                obs[wk + 1] = clip if upnl > clip else (-clip if upnl < -clip else upnl)
+                bars = self.core.bars_in_trade()
+                obs[wk + 2] = math.log1p(bars) if bars < _MAX_TRADE_BARS else clip
+                return obs
+        obs[wk] = 0.0
+        obs[wk + 1] = 0.0
+        obs[wk + 2] = 0.0
         return obs
 
-    def _info(self, res: StepResult | None) -> dict[str, Any]:
+    def _info(self, res: StepResult | None, time_ns: int) -> dict[str, Any]:
+        """The step's info (see the class docstring); ``time_ns`` is the bar time of the current row."""
         book = self._book
         qty = book.qty
         price = book.last_price
-        equity = book.cash + qty * price
+        cash = book.cash
+        equity = cash + qty * price
         if res is None:
             orders: tuple[OrderResult, ...] = ()
             fills = rejections = orders
@@ -813,10 +836,10 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
             else:
                 fills = rejections = orders
         return {
-            "time_ns": self._data.time_ns.item(self._t),
+            "time_ns": time_ns,
             "step": self._steps,
             "equity": equity,
-            "cash": book.cash,
+            "cash": cash,
             "position": qty,
             "exposure": qty * price / equity if equity > 0.0 else 0.0,
             "price": price,

@@ -205,7 +205,15 @@ class Discretizer:
 
     def label(self, name: str, value: float) -> str:
         """The bin label of one value."""
-        return self._resolve(name)[1].label(float(value))
+        # BinRule.label inlined (rules veto entries on every bar through this).
+        hit = self._cache.get(name) or self._resolve(name)
+        rule = hit[1]
+        v = float(value)
+        if v - v != 0.0:  # NaN or infinite
+            return NAN_LABEL
+        if rule.integer:
+            return f"{_CODE_PREFIX}{round(v)}"
+        return rule.labels[bisect_right(hit[2], v)]
 
     def factor(self, name: str, value: float) -> str:
         """The factor ``"<name>=<label>"`` of one value."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 
 __all__ = [
     "AvoidanceRule",
@@ -110,7 +111,8 @@ class ConditionAdjustment:
 
     @classmethod
     def neutral(cls, condition_key: str) -> ConditionAdjustment:
-        return cls(condition_key=condition_key)
+        """The adjustment of a class never adapted (shared: records are immutable, asked for every bar)."""
+        return _neutral(condition_key) if cls is ConditionAdjustment else cls(condition_key=condition_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,3 +175,8 @@ class AvoidanceRule:
         if not self.active:
             text += f" Retired {format_ns(self.retired_ns)}: {self.retire_reason}."
         return text
+
+
+@lru_cache(maxsize=4096)
+def _neutral(condition_key: str) -> ConditionAdjustment:
+    return ConditionAdjustment(condition_key=condition_key)

@@ -46,6 +46,10 @@ _WAL_CHECKPOINT_PAGES = 50_000
 _WAL_SIZE_LIMIT_BYTES = 64 << 20
 
 
+_SET_META = (
+    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
+
 RECOVERY_FIX = (
     "move the file aside (with its -wal/-shm companions) and start fresh, or restore it from the archive/ "
     "directory or a backup"
@@ -328,12 +332,11 @@ class LearningStore:
         text = json.dumps(value)
         if self._meta_written.get(key) == text:
             return  # unchanged since this connection last wrote it
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, text),
-            )
+        if self._in_tx:  # the caller's transaction (the usual case: a flush)
+            self._conn.execute(_SET_META, (key, text))
+        else:
+            with self.transaction() as conn:
+                conn.execute(_SET_META, (key, text))
         self._meta_written[key] = text
 
     def close(self) -> None:

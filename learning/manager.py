@@ -318,8 +318,13 @@ class UniversalLearningManager:
         self._check_open()
         with self._store.transaction() as conn:
             self.flush()
-            self._patterns.compact(conn)
-            self._store.set_meta(_META_PATTERNS_SEQ, self._journal.last_seq)
+            self._compact_patterns(conn)
+
+    def _compact_patterns(self, conn: sqlite3.Connection) -> None:
+        """Fold pending pattern updates into the store with their journal watermark (in the caller's
+        transaction, which must also write the journal rows up to the watermark)."""
+        self._patterns.compact(conn)
+        self._store.set_meta(_META_PATTERNS_SEQ, self._journal.last_seq)
 
     @property
     def trade_count(self) -> int:
@@ -484,8 +489,10 @@ class UniversalLearningManager:
         )
         if not targets:
             return []
+        # One transaction: compaction (boosting needs every pattern in the store), the boosts, and one
+        # write of everything pending (the journal rows the compaction's watermark covers included).
         with self._store.transaction() as conn:
-            self.compact()
+            self._compact_patterns(conn)
             changed = self._patterns.boost(
                 conn, [e.signature for e in targets], self.config.reinforcement_boost
             )

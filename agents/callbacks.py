@@ -163,9 +163,12 @@ class EpisodeTracker:
         self.rejections += len(info.get("rejections", ()))
         self.errors += len(info.get("errors", ()))
         trades: Sequence[TradeResult] = info.get("trades", ())
-        self.trades += len(trades)
-        self.wins += sum(t.won for t in trades)
-        self.vetoes += sum(e.reason is HookReason.RULE_VETO for e in info.get(INFO_EVENTS, ()))
+        if trades:  # most bars close no trade and carry no hook event: skip the generators
+            self.trades += len(trades)
+            self.wins += sum(t.pnl > 0.0 for t in trades)
+        events = info.get(INFO_EVENTS, ())
+        if events:
+            self.vetoes += sum(e.reason is HookReason.RULE_VETO for e in events)
         self.length += 1
 
     def metrics(self) -> dict[str, float]:

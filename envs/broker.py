@@ -50,6 +50,8 @@ __all__ = [
     "MSG_RATE_LIMIT",
     "MSG_TIMEOUT",
     "Account",
+    "AccountSnapshot",
+    "AsyncBroker",
     "Broker",
     "FaultConfig",
     "OrderIntent",
@@ -139,6 +141,43 @@ class Broker(Protocol):
     def submit(self, order: OrderIntent, quote: Quote) -> OrderResult:
         """Place ``order`` at the market described by ``quote``; return what became of it."""
         ...
+
+
+class AccountSnapshot(NamedTuple):
+    """Balances an exchange reports for one symbol's market (reconciliation at start and restart).
+
+    Attributes:
+        time_ns: when the exchange reported them.
+        cash: quote-currency balance, free plus locked (e.g. USDT).
+        qty: base-currency balance, free plus locked (e.g. BTC); spot accounts cannot be short.
+    """
+
+    time_ns: int
+    cash: float
+    qty: float
+
+
+@runtime_checkable
+class AsyncBroker(Protocol):
+    """A broker behind a network (an exchange through ccxt's async client).
+
+    Same contract as :class:`Broker`, awaited: ``submit`` returns an ``OrderResult`` for refusals and
+    transient failures (never raises for them); it raises :class:`~envs.errors.BrokerError` only for
+    what no retry can fix (bad credentials, unknown symbol). ``start`` connects and returns the
+    market's rules; ``account`` reports balances; ``known`` answers what became of an order sent
+    under a client order id (``None`` when the exchange never received it), for restart
+    reconciliation; ``close`` releases the connection.
+    """
+
+    async def start(self) -> MarketSpec: ...
+
+    async def account(self) -> AccountSnapshot: ...
+
+    async def submit(self, order: OrderIntent, quote: Quote) -> OrderResult: ...
+
+    async def known(self, client_order_id: str) -> OrderResult | None: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

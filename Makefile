@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck bench clean
+.PHONY: setup demo test lint typecheck bench bench-peers clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
@@ -37,8 +37,25 @@ $(VENV)/.bench-installed: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,live,bench]"
 	@touch $@
 
-bench: $(VENV)/.bench-installed
+# The peer environments (gym-anytrading, gym-trading-env) get a virtual environment of their own:
+# gym-trading-env pins ccxt==3.0.59, which would downgrade the project's ccxt (live trading needs 4.x).
+# numpy, pandas and gymnasium are held at the project's versions so both sides run the same libraries.
+# benchmarks/env_throughput.py runs each peer with $(PEERS)/bin/python.
+PEERS      := .venv-peers
+PEERS_PY   := $(PEERS)/bin/python
+PEER_PKGS  := "gym-anytrading>=2.0" "gym-trading-env>=0.3.5"
+
+$(PEERS)/.installed: $(STAMP)
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS_PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip freeze | grep -iE '^(numpy|pandas|gymnasium)==' > $(PEERS)/constraints.txt
+	$(PEERS_PY) -m pip install --quiet -c $(PEERS)/constraints.txt $(PEER_PKGS)
+	@touch $@
+
+bench-peers: $(PEERS)/.installed
+
+bench: $(VENV)/.bench-installed $(PEERS)/.installed
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PEERS) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,7 +1,12 @@
 """Environment throughput, reset scaling and shared memory: ``python benchmarks/env_throughput.py``.
 
 Measured on the same seeded synthetic minute bars (``envs.data.generate_synthetic``), each environment
-in its own subprocess (gym-trading-env turns every warning into an error when imported):
+in its own subprocess (gym-trading-env turns every warning into an error when imported). The peers run
+under their own interpreter (``--peers-python``, default ``$SLF_PEERS_PYTHON`` or ``.venv-peers/bin/python``
+as ``make bench-peers`` creates it, with the project's numpy, pandas and gymnasium versions): gym-trading-env
+pins ``ccxt==3.0.59``, which must not replace the project's ccxt 4. The bars (and, for gym-trading-env, our
+feature matrix) are handed to the peer processes in a NumPy file, so they import neither ``envs`` nor
+anything of this project.
 
 * **steps/s**, random actions, best of ``--repeats`` runs of ``--steps`` steps on the raw env
   (``.unwrapped``, no wrappers for anyone):
@@ -21,8 +26,9 @@ in its own subprocess (gym-trading-env turns every warning into an error when im
   1M-bar dataset (they share one read-only feature matrix).
 
 Targets: >= 1.0x gym-anytrading, >= 5x gym-trading-env steps/s; reset at 1M bars within 1.2x of reset at
-10k bars; < 5 MB RSS per extra env. Exits 0 (``--strict``: 1 when a target is missed). Install the peers
-with ``pip install -e ".[bench]"``; a missing peer is reported and skipped.
+10k bars; < 5 MB RSS per extra env. Exits 0 (``--strict``: 1 when a target is missed). A missing peer
+interpreter or peer package is reported and the peer skipped. Shorter runs: ``--steps 10000 --repeats 2
+--reset-count 500 --memory-bars 200000``; ``--only ours anytrading`` measures only the steps/s of those.
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,6 +63,11 @@ RESET_BATCHES = 5
 MEMORY_BARS = 1_000_000
 MEMORY_ENVS = 8
 MEMORY_STEPS = 200
+
+PEERS = ("anytrading", "trading-env")
+PEER_LABELS = {"anytrading": "gym-anytrading", "trading-env": "gym-trading-env"}
+PEERS_PYTHON_ENV = "SLF_PEERS_PYTHON"
+DEFAULT_PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 
 TARGET_VS_ANYTRADING = 1.0
 TARGET_VS_TRADING_ENV = 5.0
@@ -111,13 +124,43 @@ def _run(env: Any, actions: list[int], repeats: int) -> float:
     return best
 
 
-def child_steps(name: str, bars_n: int, steps: int, repeats: int) -> dict[str, Any]:
-    bars = _bars(bars_n)  # before importing a peer: gym-trading-env makes warnings errors
+def write_peer_data(bars_n: int, path: Path) -> None:
+    """The bars and our feature matrix, as plain arrays for the peer processes."""
+    from envs.features import compute_features
+
+    bars = _bars(bars_n)
+    matrix = compute_features(bars)
+    np.savez(
+        path,
+        time_ns=bars.index.as_unit("ns").asi8,
+        ohlcv=bars[["open", "high", "low", "close", "volume"]].to_numpy(np.float64),
+        features=np.asarray(matrix.values, dtype=np.float64),
+        feature_names=np.asarray(matrix.columns, dtype=str),
+        warmup=np.asarray(matrix.warmup),
+    )
+
+
+def _peer_frame(path: str) -> tuple[Any, Any]:
+    """(bars, features) read back in a peer process: tz-naive UTC index, ``feature_*`` columns."""
+    import pandas as pd
+
+    with np.load(path) as data:
+        index = pd.DatetimeIndex(data["time_ns"].astype("datetime64[ns]"))
+        bars = pd.DataFrame(data["ohlcv"], index=index, columns=["open", "high", "low", "close", "volume"])
+        features = pd.DataFrame(
+            data["features"], index=index, columns=[f"feature_{c}" for c in data["feature_names"]]
+        )
+        warmup = int(data["warmup"])
+    return bars, features.iloc[warmup:]
+
+
+def child_steps(name: str, bars_n: int, steps: int, repeats: int, peer_data: str | None) -> dict[str, Any]:
     rng = np.random.default_rng(SEED)
     if name == "ours":
-        env = _ours(bars)
+        env = _ours(_bars(bars_n))
         actions = rng.integers(0, 3, steps)
     elif name == "anytrading":
+        bars, _ = _peer_frame(str(peer_data))
         import gym_anytrading  # noqa: F401 - registers stocks-v0
         import gymnasium as gym
 
@@ -125,14 +168,12 @@ def child_steps(name: str, bars_n: int, steps: int, repeats: int) -> dict[str, A
         env = gym.make("stocks-v0", df=frame, window_size=WINDOW, frame_bound=(WINDOW, len(frame))).unwrapped
         actions = rng.integers(0, 2, steps)
     elif name == "trading-env":
-        from envs.features import compute_features
+        # Read before importing the peer: gym-trading-env makes warnings errors. The index is tz-naive
+        # (with pandas 3 its own DatetimeIndex.values call on a tz-aware index warns, hence raises).
+        bars, features = _peer_frame(str(peer_data))
+        import pandas as pd
 
-        matrix = compute_features(bars)
-        frame = bars.copy()
-        for j, column in enumerate(matrix.columns):
-            frame[f"feature_{column}"] = matrix.values[:, j]
-        frame = frame.iloc[matrix.warmup :]
-        frame.index = frame.index.tz_localize(None)
+        frame = pd.concat([bars, features], axis=1).iloc[len(bars) - len(features) :]
         import gym_trading_env  # noqa: F401 - registers TradingEnv
         import gymnasium as gym
 
@@ -196,13 +237,23 @@ def child_memory(bars_n: int, n_envs: int) -> dict[str, Any]:
     }
 
 
-def _child(*args: str) -> dict[str, Any] | None:
+def peers_python(given: str | None) -> Path:
+    """The peers' interpreter: ``--peers-python``, else ``$SLF_PEERS_PYTHON``, else ``.venv-peers``."""
+    return Path(given or os.environ.get(PEERS_PYTHON_ENV) or DEFAULT_PEERS_PYTHON)
+
+
+def _child(*args: str, python: Path | None = None, quiet_missing: bool = False) -> dict[str, Any] | None:
+    exe = str(python) if python is not None else sys.executable
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", *args], capture_output=True, text=True
+        [exe, str(Path(__file__).resolve()), "--child", *args], capture_output=True, text=True
     )
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"  ! {' '.join(args)} failed: {tail}", flush=True)
+        lines = proc.stderr.strip().splitlines() or ["no output"]
+        tail = lines[-1]
+        if quiet_missing and "ModuleNotFoundError" in tail:
+            print(f"  ! {args[1]} skipped: {tail} in {exe} (make bench-peers installs the peers)", flush=True)
+        else:
+            print(f"  ! {' '.join(args)} failed: {tail}", flush=True)
         return None
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
@@ -217,14 +268,22 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="runs per env (best counts)")
     parser.add_argument("--reset-count", type=int, default=RESET_COUNT, help="resets per timing batch")
     parser.add_argument("--memory-bars", type=int, default=MEMORY_BARS, help="bars for the memory check")
+    parser.add_argument(
+        "--peers-python",
+        help=f"interpreter with the peers (default ${PEERS_PYTHON_ENV}, else .venv-peers/bin/python)",
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=("ours", *PEERS), help="measure only the steps/s of these envs"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--peer-data", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
         kind, *rest = args.child
         if kind == "steps":
-            result = child_steps(rest[0], args.bars, args.steps, args.repeats)
+            result = child_steps(rest[0], args.bars, args.steps, args.repeats, args.peer_data)
         elif kind == "reset":
             result = child_reset(int(rest[0]), args.reset_count)
         else:
@@ -237,10 +296,39 @@ def main() -> int:
         f"env throughput: {args.bars:,} synthetic 1-minute bars, {args.steps:,} random steps x {args.repeats}"
     )
     speed: dict[str, float | None] = {}
-    for name in ("ours", "anytrading", "trading-env"):
-        out = _child("steps", name, *common)
-        speed[name] = out["steps_per_s"] if out else None
-        print(f"  {name:<12} {speed[name] or float('nan'):>10,.0f} steps/s", flush=True)
+    names = [n for n in ("ours", *PEERS) if not args.only or n in args.only]
+    peer_exe = peers_python(args.peers_python)
+    with tempfile.TemporaryDirectory() as tmp:
+        peer_data = Path(tmp) / "bars.npz"
+        if any(n in PEERS for n in names):
+            write_peer_data(args.bars, peer_data)
+        for name in names:
+            out: dict[str, Any] | None
+            if name == "ours":
+                out = _child("steps", name, *common)
+            elif not peer_exe.exists():
+                print(
+                    f"  ! {PEER_LABELS[name]} skipped: no peer interpreter at {peer_exe} "
+                    f"(run `make bench-peers`, or give --peers-python / ${PEERS_PYTHON_ENV})",
+                    flush=True,
+                )
+                out = None
+            else:
+                out = _child(
+                    "steps",
+                    name,
+                    *common,
+                    "--peer-data",
+                    str(peer_data),
+                    python=peer_exe,
+                    quiet_missing=True,
+                )
+            speed[name] = out["steps_per_s"] if out else None
+            shown = f"{speed[name]:>10,.0f} steps/s" if speed[name] else f"{'skipped':>10}"
+            print(f"  {name:<12} {shown}", flush=True)
+    if args.only:
+        _print_speed(speed)
+        return 0
     resets = {}
     for n in RESET_BARS:
         out = _child("reset", str(n), "--reset-count", str(args.reset_count))
@@ -248,33 +336,9 @@ def main() -> int:
         print(f"  reset at {n:>9,} bars: {resets[n] or float('nan'):8.1f} us", flush=True)
     memory = _child("memory", "--memory-bars", str(args.memory_bars))
 
-    rows: list[tuple[str, str, str, bool | None]] = []
-
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return a / b if a and b else None
-
-    ours = speed["ours"]
-    vs_any = ratio(ours, speed["anytrading"])
-    vs_gte = ratio(ours, speed["trading-env"])
-    rows.append(("MarketReplayEnv steps/s (all frictions)", f"{ours or 0:,.0f}", "", None))
-    rows.append(
-        (
-            "  vs gym-anytrading stocks-v0",
-            _x(vs_any),
-            f">= {TARGET_VS_ANYTRADING:.1f}x",
-            _ge(vs_any, TARGET_VS_ANYTRADING),
-        )
-    )
-    rows.append(
-        (
-            "  vs gym-trading-env TradingEnv",
-            _x(vs_gte),
-            f">= {TARGET_VS_TRADING_ENV:.1f}x",
-            _ge(vs_gte, TARGET_VS_TRADING_ENV),
-        )
-    )
+    rows = _speed_rows(speed)
     small, big = resets[RESET_BARS[0]], resets[RESET_BARS[1]]
-    reset_ratio = ratio(big, small)
+    reset_ratio = _ratio(big, small)
     rows.append(
         (
             f"reset 1M bars / reset 10k bars ({big or 0:.1f} / {small or 0:.1f} us)",
@@ -306,13 +370,42 @@ def main() -> int:
     else:
         rows.append(("RSS per extra env", "n/a", f"< {TARGET_MB_PER_ENV:.0f} MB", None))
 
+    missed = _print_rows(rows)
+    return 1 if args.strict and missed else 0
+
+
+Row = tuple[str, str, str, bool | None]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def _speed_rows(speed: dict[str, float | None]) -> list[Row]:
+    ours = speed.get("ours")
+    rows: list[Row] = [("MarketReplayEnv steps/s (all frictions)", f"{ours or 0:,.0f}", "", None)]
+    for name, label, target in (
+        ("anytrading", "gym-anytrading stocks-v0", TARGET_VS_ANYTRADING),
+        ("trading-env", "gym-trading-env TradingEnv", TARGET_VS_TRADING_ENV),
+    ):
+        if name in speed:
+            r = _ratio(ours, speed[name])
+            rows.append((f"  vs {label}", _x(r), f">= {target:.1f}x", _ge(r, target)))
+    return rows
+
+
+def _print_speed(speed: dict[str, float | None]) -> None:
+    _print_rows(_speed_rows(speed))
+
+
+def _print_rows(rows: list[Row]) -> bool:
+    """Print the table; whether a target was missed."""
     width = max(len(r[0]) for r in rows)
     print(f"\n{'measure':<{width}}  {'value':>12}  {'target':>9}  status")
     for label, value, target, ok in rows:
         status = "" if ok is None and not target else ("met" if ok else ("MISSED" if ok is False else "n/a"))
         print(f"{label:<{width}}  {value:>12}  {target:>9}  {status}")
-    missed = any(ok is False for *_, ok in rows)
-    return 1 if args.strict and missed else 0
+    return any(ok is False for *_, ok in rows)
 
 
 def _x(value: float | None) -> str:

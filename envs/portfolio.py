@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from envs.errors import ConfigError
 from envs.events import OrderResult, OrderStatus, PositionSide, Side, TradeResult
@@ -206,6 +207,8 @@ class _OpenTrade:
 
 
 _NO_TRADES: tuple[TradeResult, ...] = ()
+_STATE_VERSION = 1
+_TRADE_FIELDS = _OpenTrade.__slots__
 
 
 class Portfolio:
@@ -285,6 +288,66 @@ class Portfolio:
     def entry_bar(self) -> int | None:
         """Bar index of the open trade's first fill, ``None`` when flat."""
         return None if self._trade is None else self._trade.entry_bar
+
+    # --- persistence -----------------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        """The account as plain JSON-able data: balances, totals and the open trade (for checkpoints).
+
+        The open trade keeps its entry row (``entry_ref``); the entry snapshot itself belongs to the
+        snapshot provider, which the caller persists alongside.
+        """
+        t = self._trade
+        return {
+            "version": _STATE_VERSION,
+            "symbol": self.symbol,
+            "cash": self.cash,
+            "qty": self.qty,
+            "last_price": self.last_price,
+            "realized_pnl": self.realized_pnl,
+            "fees_paid": self.fees_paid,
+            "borrow_paid": self.borrow_paid,
+            "trade": None if t is None else {name: getattr(t, name) for name in _TRADE_FIELDS},
+        }
+
+    @classmethod
+    def from_state(
+        cls,
+        state: Mapping[str, Any],
+        config: PortfolioConfig | None = None,
+        *,
+        snapshot: SnapshotProvider | None = None,
+    ) -> Portfolio:
+        """A portfolio holding exactly what :meth:`to_state` recorded (``config`` and ``snapshot`` as in
+        the constructor; they are not part of the state)."""
+        if state.get("version") != _STATE_VERSION:
+            raise ConfigError(
+                f"portfolio state version {state.get('version')!r} is not {_STATE_VERSION}",
+                where="portfolio state",
+                fix="restore a state written by this version (to_state())",
+            )
+        book = cls(str(state["symbol"]), config, snapshot=snapshot)
+        book.cash = float(state["cash"])
+        book.qty = float(state["qty"])
+        book.last_price = float(state["last_price"])
+        book.realized_pnl = float(state["realized_pnl"])
+        book.fees_paid = float(state["fees_paid"])
+        book.borrow_paid = float(state["borrow_paid"])
+        trade = state.get("trade")
+        if trade is not None:
+            t = _OpenTrade(
+                str(trade["trade_id"]),
+                int(trade["side"]),
+                int(trade["entry_time_ns"]),
+                int(trade["entry_bar"]),
+                int(trade["entry_ref"]),
+                float(trade["qty"]),
+                float(trade["avg_price"]),
+                float(trade["fees"]),
+            )
+            t.borrow = float(trade["borrow"])
+            t.slices = int(trade["slices"])
+            book._trade = t
+        return book
 
     # --- Account ---------------------------------------------------------------------------------
     def can_fill(self, side: Side, qty: float, price: float, fee: float) -> bool:

@@ -9,7 +9,9 @@
 * :class:`ReplayFeed`: a feed over a DataFrame of bars (paper trading on recorded data, and the parity
   test with :class:`~envs.replay.MarketReplayEnv`).
 
-Not here yet: the ccxt polling feed of closed candles and the ``ExchangeBroker`` on ccxt's async API.
+Real exchanges live in :mod:`envs.exchange`: the ccxt polling feed of closed candles
+(:class:`~envs.exchange.CcxtFeed`), the :class:`~envs.exchange.ExchangeBroker` on ccxt's async API and
+the API :class:`~envs.exchange.Credentials`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1089 @@
+"""Live trading on a real exchange through ccxt's async client: credentials, broker and bar feed.
+
+* :class:`Credentials`: the API key and secret, read only from environment variables
+  (``SLF_<EXCHANGE>_API_KEY``/``SLF_<EXCHANGE>_API_SECRET``, else ``SLF_API_KEY``/``SLF_API_SECRET``) or
+  from a key file readable by its owner only (mode 0600). They never show in ``repr``, never pickle,
+  and :meth:`Credentials.redactor` gives a logging filter that blanks them out of every log line.
+* :class:`ExchangeBroker` (an :class:`~envs.broker.AsyncBroker`): market orders under the runner's
+  client order ids; the exchange's refusals come back as :class:`~envs.events.OrderResult` s in the
+  exchange's own words and codes, classified as :class:`~envs.broker.SimBroker` classifies its own, so
+  the learners see live refusals exactly as they saw simulated ones (``Filter failure: NOTIONAL``,
+  ``-1013``). An answer that leaves the order's fate open (a timeout, a 5xx, a dropped connection) is
+  settled by asking the exchange for the client order id before reporting an error; a resend that the
+  exchange refuses as a duplicate returns what became of the first one.
+* :class:`CcxtFeed` (a :class:`~envs.live.BarFeed`): polls ``fetch_ohlcv`` for **closed** candles, by
+  the exchange's clock (a candle is closed once ``open + timeframe <= exchange time``), back-fills the
+  warm-up window at start and whatever closed while it was not polling, never yields a bar twice or out
+  of order, and retries transient errors with back-off instead of failing the runner.
+
+``api_url`` points a client at a testnet or a local server: every REST base URL of the exchange keeps its
+path and gets the given scheme and host (for Binance ``.../api/v3``, ``.../sapi/v1`` ...).
+
+ccxt is an optional dependency (``pip install self-learning-flow[live]``); it is imported when a client
+is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import re
+import stat
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, NoReturn
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from envs.broker import (
+    CODE_INSUFFICIENT_BALANCE,
+    CODE_MAINTENANCE,
+    CODE_RATE_LIMIT,
+    CODE_TIMEOUT,
+    MSG_INSUFFICIENT_BALANCE,
+    MSG_LOT_SIZE,
+    MSG_MAINTENANCE,
+    MSG_RATE_LIMIT,
+    MSG_TIMEOUT,
+    AccountSnapshot,
+    OrderIntent,
+    Quote,
+)
+from envs.errors import BrokerError, ConfigError, RetryableBrokerError, did_you_mean
+from envs.events import ErrorKind, OrderResult, OrderStatus, Side
+from envs.live import Bar
+from envs.market import MarketSpec, floor_to_step
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_TIMEOUT",
+    "ENV_API_KEY",
+    "ENV_API_SECRET",
+    "MSG_DUPLICATE_ORDER",
+    "CcxtFeed",
+    "Credentials",
+    "ExchangeBroker",
+    "RedactingFilter",
+    "ccxt_client",
+]
+
+log = logging.getLogger(__name__)
+
+ENV_API_KEY: Final = "SLF_API_KEY"
+ENV_API_SECRET: Final = "SLF_API_SECRET"
+MSG_DUPLICATE_ORDER: Final = "Duplicate order sent."
+"""Binance's answer (code -2010) to an order whose client order id is already in use."""
+MSG_ORDER_NOT_FOUND: Final = "Order does not exist."
+DEFAULT_TIMEOUT: Final = 10.0
+"""Seconds a REST request may take before ccxt gives up."""
+DEFAULT_POLL_INTERVAL: Final = 2.0
+"""Seconds between two polls of the feed when no new candle has closed."""
+DEFAULT_MAX_BACKOFF: Final = 60.0
+"""Longest wait, in seconds, between two retries of a failing poll."""
+DEFAULT_PAGE_LIMIT: Final = 1000
+"""Candles asked for per ``fetch_ohlcv`` call (Binance's maximum)."""
+DEFAULT_MAX_REMEMBERED: Final = 100_000
+
+_REDACTED: Final = "<redacted>"
+_MIN_SECRET_LEN: Final = 4  # shorter strings would blank out ordinary words
+_JSON_OBJECT: Final = re.compile(r"\{.*\}", re.DOTALL)
+# ccxt's precisionMode constants (ccxt.base.decimal_to_precision), named as MarketSpec.from_ccxt reads them.
+_PRECISION_MODES: Final = {2: "decimal_places", 4: "tick_size"}
+_NS_PER_MS: Final = 1_000_000
+
+
+# --- credentials ---------------------------------------------------------------------------------------
+
+
+def _env_names(exchange: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    specific = re.sub(r"[^A-Z0-9]", "_", exchange.upper())
+    return (f"SLF_{specific}_API_KEY", f"SLF_{specific}_API_SECRET"), (ENV_API_KEY, ENV_API_SECRET)
+
+
+class Credentials:
+    """An exchange API key and secret; never shown, logged, pickled or written anywhere.
+
+    Make them with :meth:`from_env`, :meth:`from_file` or :meth:`load`. ``repr``/``str`` show only where
+    they came from; pickling or copying raises ``TypeError`` (a run directory or bundle can never hold
+    them by accident).
+    """
+
+    __slots__ = ("_key", "_secret", "source")
+
+    def __init__(self, api_key: str, secret: str, *, source: str = "given") -> None:
+        if not api_key or not secret:
+            raise ConfigError(
+                "an API key and secret must both be non-empty",
+                where=source,
+                fix=f"set {ENV_API_KEY} and {ENV_API_SECRET} (or the exchange's own variables)",
+            )
+        self._key = api_key
+        self._secret = secret
+        self.source = source
+
+    @property
+    def api_key(self) -> str:
+        return self._key
+
+    @property
+    def secret(self) -> str:
+        return self._secret
+
+    def __repr__(self) -> str:
+        return f"Credentials(api_key={_REDACTED!r}, secret={_REDACTED!r}, source={self.source!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Credentials):
+            return NotImplemented
+        return self._key == other._key and self._secret == other._secret
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        raise TypeError("Credentials are never pickled or copied: read them from the environment instead")
+
+    @classmethod
+    def env_names(cls, exchange: str) -> list[str]:
+        """The variables read for ``exchange``, in order of precedence (key, secret, key, secret)."""
+        specific, generic = _env_names(exchange)
+        return [*specific, *generic]
+
+    @classmethod
+    def from_env(cls, exchange: str, environ: Mapping[str, str] | None = None) -> Credentials | None:
+        """``SLF_<EXCHANGE>_API_KEY``/``..._SECRET`` if set, else ``SLF_API_KEY``/``SLF_API_SECRET``.
+
+        Returns ``None`` when neither pair is set; raises :class:`ConfigError` for half a pair.
+        """
+        env = os.environ if environ is None else environ
+        for key_name, secret_name in _env_names(exchange):
+            key, secret = env.get(key_name, ""), env.get(secret_name, "")
+            if key and secret:
+                return cls(key, secret, source=f"environment {key_name}/{secret_name}")
+            if key or secret:
+                missing = secret_name if key else key_name
+                raise ConfigError(
+                    f"{missing} is not set but its pair is",
+                    where="environment",
+                    fix=f"export both {key_name} and {secret_name}",
+                )
+        return None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Credentials:
+        """Read a key file: ``api_key=...`` and ``secret=...`` lines (the environment variable names are
+        accepted too), or the key on the first line and the secret on the second. ``#`` starts a comment.
+
+        The file must be readable by its owner only (``chmod 600``); anything wider is refused.
+        """
+        p = Path(path)
+        try:
+            st = p.stat()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the key file ({exc.strerror})", where=str(p), fix="give an existing file"
+            ) from None
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            raise ConfigError(
+                f"the key file is readable by others (mode {stat.S_IMODE(st.st_mode):04o})",
+                where=str(p),
+                fix=f"chmod 600 {p}",
+            )
+        lines = [line.split("#", 1)[0].strip() for line in p.read_text(encoding="utf-8").splitlines()]
+        lines = [line for line in lines if line]
+        named: dict[str, str] = {}
+        bare: list[str] = []
+        for line in lines:
+            name, sep, value = line.partition("=")
+            if sep:
+                named[name.strip().lower()] = value.strip().strip("'\"")
+            else:
+                bare.append(line)
+        key = next(
+            (v for k, v in named.items() if k in ("api_key", "apikey", "key") or k.endswith("api_key")), ""
+        )
+        secret = next(
+            (v for k, v in named.items() if k in ("secret", "api_secret") or k.endswith("api_secret")), ""
+        )
+        if not named and len(bare) == 2:
+            key, secret = bare
+        if not key or not secret:
+            raise ConfigError(
+                "the key file holds no API key and secret",
+                where=str(p),
+                fix="write two lines 'api_key=...' and 'secret=...'",
+            )
+        return cls(key, secret, source=f"key file {p}")
+
+    @classmethod
+    def load(
+        cls,
+        exchange: str,
+        *,
+        key_file: str | os.PathLike[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Credentials:
+        """The key file when given, else the environment; :class:`ConfigError` when there are none."""
+        if key_file is not None:
+            return cls.from_file(key_file)
+        found = cls.from_env(exchange, environ)
+        if found is None:
+            names = cls.env_names(exchange)
+            raise ConfigError(
+                f"no API credentials for {exchange}",
+                where="environment",
+                fix=f"export {names[0]} and {names[1]} (or {names[2]} and {names[3]}), "
+                "or give a key file with mode 0600",
+            )
+        return found
+
+    def redactor(self) -> RedactingFilter:
+        """A logging filter that blanks this key and secret out of log records."""
+        return RedactingFilter([self._key, self._secret])
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces secrets in log records (message, arguments and traceback text) with ``<redacted>``.
+
+    Install it with :meth:`install` on the root logger: it is added to the logger and to each of its
+    handlers, so records propagated from every module's logger pass through it too. Configure the
+    handlers first.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        # Longest first, so a secret containing another is blanked whole.
+        self._secrets = tuple(
+            sorted({s for s in secrets if s and len(s) >= _MIN_SECRET_LEN}, key=len, reverse=True)
+        )
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, _REDACTED)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to logging's own error handling
+            return True
+        cleaned = self.redact(message)
+        if cleaned != message:
+            record.msg = cleaned
+            record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        return True
+
+    def install(self, logger: logging.Logger | None = None) -> RedactingFilter:
+        """Add the filter to ``logger`` (default: the root logger) and to every handler it has."""
+        target = logger if logger is not None else logging.getLogger()
+        target.addFilter(self)
+        for handler in target.handlers:
+            handler.addFilter(self)
+        return self
+
+
+# --- the ccxt client -----------------------------------------------------------------------------------
+
+
+def _ccxt_async() -> Any:
+    try:
+        import ccxt.async_support as ccxt_async
+    except ImportError:  # pragma: no cover - ccxt is installed with the [live] extra
+        raise ConfigError(
+            "ccxt is not installed", where="--exchange", fix="pip install 'self-learning-flow[live]'"
+        ) from None
+    return ccxt_async
+
+
+def _errors() -> Any:
+    """ccxt's exception classes (``ccxt.async_support`` exports them all)."""
+    return _ccxt_async()
+
+
+def _rebase(url: str, api_url: str) -> str:
+    base = urlsplit(api_url)
+    path = urlsplit(url).path
+    return f"{base.scheme}://{base.netloc}{base.path.rstrip('/')}{path}"
+
+
+def ccxt_client(
+    exchange_id: str,
+    *,
+    credentials: Credentials | None = None,
+    api_url: str | None = None,
+    testnet: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    options: Mapping[str, Any] | None = None,
+) -> Any:
+    """An async ccxt client for ``exchange_id``, spot markets only.
+
+    Args:
+        exchange_id: ccxt's id (``"binance"``).
+        credentials: API key and secret (public data needs none).
+        api_url: scheme and host replacing those of every REST base URL (testnets, local servers).
+        testnet: ccxt's sandbox mode.
+        timeout: seconds per request.
+        options: extra ccxt config entries (merged over this function's).
+    """
+    ccxt_async = _ccxt_async()
+    if exchange_id not in ccxt_async.exchanges:
+        raise ConfigError(
+            f"unknown exchange {exchange_id!r}{did_you_mean(exchange_id, ccxt_async.exchanges)}",
+            where="--exchange",
+            fix="give a ccxt exchange id such as 'binance'",
+        )
+    if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"timeout={timeout!r} must be > 0 seconds", where="timeout", fix="e.g. 10")
+    config: dict[str, Any] = {
+        "enableRateLimit": True,
+        "timeout": int(timeout * 1000),
+        # Spot only: no futures/margin market lists, no private currency list during load_markets.
+        "options": {
+            "defaultType": "spot",
+            "fetchMarkets": {"types": ["spot"]},
+            "fetchMargins": False,
+            "fetchCurrencies": False,
+        },
+    }
+    if credentials is not None:
+        config["apiKey"] = credentials.api_key
+        config["secret"] = credentials.secret
+    if options:
+        extra = dict(options)
+        config["options"].update(extra.pop("options", {}))
+        config.update(extra)
+    client = getattr(ccxt_async, exchange_id)(config)
+    if testnet:
+        client.set_sandbox_mode(True)
+    if api_url is not None:
+        parts = urlsplit(api_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(
+                f"api_url={api_url!r} is not an http(s) URL",
+                where="--api-url",
+                fix="e.g. https://testnet.binance.vision or http://127.0.0.1:8080",
+            )
+        api = client.urls.get("api")
+        if isinstance(api, str):
+            client.urls["api"] = _rebase(api, api_url)
+        elif isinstance(api, dict):
+            client.urls["api"] = {k: _rebase(v, api_url) if isinstance(v, str) else v for k, v in api.items()}
+    return client
+
+
+# --- the exchange's words ------------------------------------------------------------------------------
+
+
+class _Words:
+    """What the exchange said: HTTP status, its JSON code and message (when there was an answer)."""
+
+    __slots__ = ("code", "message", "status")
+
+    def __init__(self, status: int | None, code: str | None, message: str | None) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _json_of(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    match = _JSON_OBJECT.search(text)
+    if match is None:
+        return None
+    try:
+        body = json.loads(match.group(0))
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+class _Recorder:
+    """Keeps the last HTTP status and body a ccxt client received (ccxt keeps the body only)."""
+
+    def __init__(self, client: Any) -> None:
+        self.status: int | None = None
+        self.body: str | None = None
+        original = client.on_rest_response
+
+        def on_rest_response(
+            code: Any, reason: Any, url: Any, method: Any, headers: Any, body: Any, *a: Any
+        ) -> Any:
+            self.status = int(code) if code is not None else None
+            self.body = body if isinstance(body, str) else None
+            return original(code, reason, url, method, headers, body, *a)
+
+        client.on_rest_response = on_rest_response
+
+    def reset(self) -> None:
+        self.status = None
+        self.body = None
+
+    def words(self, exc: BaseException) -> _Words:
+        text = str(exc)
+        body = _json_of(text)
+        if body is None and self.body is not None:
+            recorded = _json_of(self.body)
+            msg = recorded.get("msg") if recorded else None
+            # ccxt quotes only the message when it matched the message text: take the recorded body's
+            # code when it is the body of this very error.
+            if isinstance(msg, str) and msg in text:
+                body = recorded
+        code = body.get("code") if body else None
+        msg = body.get("msg") if body else None
+        return _Words(
+            self.status,
+            None if code is None or isinstance(code, dict | list) else str(code),
+            msg if isinstance(msg, str) else None,
+        )
+
+
+# --- the broker ----------------------------------------------------------------------------------------
+
+
+class ExchangeBroker:
+    """Market orders on an exchange through ccxt's async client (an :class:`~envs.broker.AsyncBroker`).
+
+    Refusals map to the kinds :class:`~envs.broker.SimBroker` uses, with the exchange's message and code:
+
+    ===================================================  ===============================================
+    exchange / ccxt                                      result
+    ===================================================  ===============================================
+    ``-1013 Filter failure: LOT_SIZE`` (``InvalidOrder``)  REJECTED ``lot_size``
+    ``-1013 Filter failure: (MIN_)NOTIONAL`` (``BadRequest``)  REJECTED ``min_notional``
+    ``-2010 Account has insufficient balance ...``       REJECTED ``insufficient_balance``
+    (``InsufficientFunds``)
+    other ``InvalidOrder``/``BadRequest``                REJECTED ``invalid_order``
+    HTTP 429/418 (``DDoSProtection``/``RateLimitExceeded``)  ERRORED ``rate_limit``, code ``"429"``
+    HTTP 5xx, ``OnMaintenance``, ``ExchangeNotAvailable``  ERRORED ``maintenance``, code = HTTP status
+    ``RequestTimeout``, HTTP 504                          ERRORED ``timeout``, code ``"408"``/``"504"``
+    other ``NetworkError``/``OperationFailed``           ERRORED ``network``
+    ``AuthenticationError``, ``BadSymbol``               raises :class:`~envs.errors.BrokerError`
+    ===================================================  ===============================================
+
+    Transport faults carry their HTTP status as code (as SimBroker's injected faults do); rejections
+    carry the exchange's own code. Errors that leave the order's fate open (all but rate limits) are
+    settled with :meth:`known` first: a filled order is reported filled. ``-2010 Duplicate order sent.``
+    returns :meth:`known`'s answer for the id. An id submitted before in this process returns its first
+    result without a request (filled and rejected orders; an errored one may be sent again).
+
+    Binance only refuses a client order id already used by an *open* order; a market order is closed at
+    once, so after a restart the caller must ask :meth:`known` for ids it may have sent before resending.
+
+    Args:
+        exchange_id: ccxt's exchange id.
+        symbol: unified symbol (``"BTC/USDT"``).
+        credentials: the API key and secret.
+        api_url: scheme and host for every REST URL (testnet, local server); see :func:`ccxt_client`.
+        testnet: ccxt's sandbox mode.
+        timeout: seconds per request.
+        client: an already made ccxt async client (used as is; ``exchange_id``, ``credentials``,
+            ``api_url``, ``testnet`` and ``timeout`` are then ignored).
+        spec_overrides: :class:`~envs.market.MarketSpec` fields to set over the exchange's market
+            (e.g. ``slippage_bps``).
+        options: extra ccxt config (see :func:`ccxt_client`).
+    """
+
+    def __init__(
+        self,
+        exchange_id: str,
+        symbol: str,
+        credentials: Credentials | None,
+        *,
+        api_url: str | None = None,
+        testnet: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        client: Any = None,
+        spec_overrides: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        max_remembered: int = DEFAULT_MAX_REMEMBERED,
+    ) -> None:
+        self.exchange_id = exchange_id
+        self.symbol = symbol
+        self._credentials = credentials
+        self._client = (
+            client
+            if client is not None
+            else ccxt_client(
+                exchange_id,
+                credentials=credentials,
+                api_url=api_url,
+                testnet=testnet,
+                timeout=timeout,
+                options=options,
+            )
+        )
+        self._where = f"{exchange_id} {api_url}" if api_url else exchange_id
+        self._recorder = _Recorder(self._client)
+        self._overrides = dict(spec_overrides or {})
+        self._spec: MarketSpec | None = None
+        self._seen: OrderedDict[str, OrderResult] = OrderedDict()
+        self._max = max_remembered
+
+    @property
+    def client(self) -> Any:
+        """The ccxt client (tests and reconciliation code may read it; do not log its config)."""
+        return self._client
+
+    @property
+    def spec(self) -> MarketSpec:
+        if self._spec is None:
+            raise ConfigError("the broker has not started", where="ExchangeBroker", fix="await start() first")
+        return self._spec
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        raise TypeError("ExchangeBroker holds credentials and a connection: it is never pickled")
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    async def start(self) -> MarketSpec:
+        """Load the markets, build the symbol's :class:`MarketSpec` and check the credentials."""
+        errors = _errors()
+        try:
+            await self._client.load_markets()
+        except errors.NetworkError as exc:
+            raise RetryableBrokerError(
+                f"cannot reach the exchange: {exc}", where=self._where, fix="check --api-url and the network"
+            ) from None
+        except errors.ExchangeError as exc:
+            raise BrokerError(f"cannot load the markets: {exc}", where=self._where) from None
+        markets = self._client.markets or {}
+        if self.symbol not in markets:
+            raise BrokerError(
+                f"unknown symbol {self.symbol!r}{did_you_mean(self.symbol, list(markets))}",
+                where="--symbol",
+                fix=f"give a symbol {self.exchange_id} lists, written BASE/QUOTE (e.g. 'BTC/USDT')",
+            )
+        market = dict(markets[self.symbol])
+        mode = _PRECISION_MODES.get(getattr(self._client, "precisionMode", None))  # type: ignore[arg-type]
+        if mode is not None:
+            market.setdefault("precisionMode", mode)
+        self._spec = MarketSpec.from_ccxt(market, **self._overrides)
+        if self._credentials is not None:
+            await self.account()  # proves the key and secret before the first order
+        return self._spec
+
+    async def close(self) -> None:
+        """Release the connection (idempotent)."""
+        await self._client.close()
+
+    # --- account --------------------------------------------------------------------------------------
+    async def account(self) -> AccountSnapshot:
+        """Quote and base balances (free plus locked) as the exchange reports them."""
+        spec = self.spec
+        errors = _errors()
+        try:
+            balance = await self._client.fetch_balance()
+        except errors.AuthenticationError as exc:
+            self._auth_failed(exc)
+        except (errors.NetworkError, errors.OperationFailed) as exc:
+            raise RetryableBrokerError(f"cannot fetch the balance: {exc}", where=self._where) from None
+        except errors.ExchangeError as exc:
+            raise BrokerError(f"cannot fetch the balance: {exc}", where=self._where) from None
+        total = balance.get("total") or {}
+        stamp = balance.get("timestamp")
+        time_ms = int(stamp) if stamp is not None else int(self._client.milliseconds())
+        return AccountSnapshot(
+            time_ms * _NS_PER_MS, float(total.get(spec.quote) or 0.0), float(total.get(spec.base) or 0.0)
+        )
+
+    def _auth_failed(self, exc: BaseException) -> NoReturn:
+        names = Credentials.env_names(self.exchange_id)
+        source = self._credentials.source if self._credentials is not None else "no credentials"
+        raise BrokerError(
+            f"the exchange refused the API credentials ({source}): {_strip(str(exc))}",
+            where=self._where,
+            fix=f"check {names[0]}/{names[1]} (or {names[2]}/{names[3]}): key, secret, and the key's "
+            "trading permission",
+        ) from None
+
+    # --- orders ---------------------------------------------------------------------------------------
+    async def submit(self, order: OrderIntent, quote: Quote) -> OrderResult:
+        """Send ``order`` as a market order under its client order id; return what became of it."""
+        seen = self._seen.get(order.client_order_id)
+        if seen is not None:
+            return seen
+        spec = self.spec
+        qty = _on_step(order.qty, spec.qty_step)
+        if not (math.isfinite(qty) and qty > 0.0):
+            # Nothing left after the lot step: ccxt would refuse it before sending; the exchange's words.
+            return self._remember(
+                _refusal(order, quote, ErrorKind.LOT_SIZE, MSG_LOT_SIZE, "-1013", OrderStatus.REJECTED)
+            )
+        errors = _errors()
+        self._recorder.reset()
+        try:
+            raw = await self._client.create_order(
+                self.symbol,
+                "market",
+                str(order.side),
+                qty,
+                None,
+                {"clientOrderId": order.client_order_id},
+            )
+        except (errors.AuthenticationError, errors.BadSymbol) as exc:
+            if isinstance(exc, errors.BadSymbol):
+                raise BrokerError(f"the exchange refused the symbol: {exc}", where="--symbol") from None
+            self._auth_failed(exc)
+        except errors.BaseError as exc:
+            return self._remember(await self._from_error(order, quote, exc))
+        return self._remember(self._from_order(raw, order.client_order_id, quote, order.qty))
+
+    def _remember(self, result: OrderResult) -> OrderResult:
+        if result.status is not OrderStatus.ERRORED:
+            self._seen[result.order_id] = result
+            if len(self._seen) > self._max:
+                self._seen.popitem(last=False)
+        return result
+
+    async def _from_error(self, order: OrderIntent, quote: Quote, exc: BaseException) -> OrderResult:
+        errors = _errors()
+        words = self._recorder.words(exc)
+        status = words.status
+        text = words.message or _strip(str(exc))
+        ambiguous = True
+        kind: ErrorKind
+        code: str | None
+        if status in (418, 429) or isinstance(exc, errors.DDoSProtection | errors.RateLimitExceeded):
+            kind, message = ErrorKind.RATE_LIMIT, words.message or MSG_RATE_LIMIT
+            code = str(status) if status in (418, 429) else CODE_RATE_LIMIT
+            ambiguous = False
+        elif status == 504 or (status is None and isinstance(exc, errors.RequestTimeout)):
+            kind, message = ErrorKind.TIMEOUT, words.message or MSG_TIMEOUT
+            code = str(status) if status is not None else CODE_TIMEOUT
+        elif (status is not None and status >= 500) or isinstance(exc, errors.ExchangeNotAvailable):
+            kind, message = ErrorKind.MAINTENANCE, words.message or MSG_MAINTENANCE
+            code = str(status) if status is not None and status >= 500 else CODE_MAINTENANCE
+        elif isinstance(exc, errors.NetworkError | errors.OperationFailed):
+            kind, message, code = ErrorKind.NETWORK, text, (str(status) if status is not None else None)
+        else:
+            ambiguous = False
+            message = text
+            code = words.code
+            if message == MSG_DUPLICATE_ORDER:
+                first = await self._known_quietly(order.client_order_id)
+                if first is not None:
+                    return first
+                kind = ErrorKind.INVALID_ORDER
+            elif isinstance(exc, errors.InsufficientFunds) or message == MSG_INSUFFICIENT_BALANCE:
+                kind, code = ErrorKind.INSUFFICIENT_BALANCE, code or CODE_INSUFFICIENT_BALANCE
+            elif "LOT_SIZE" in message:
+                kind = ErrorKind.LOT_SIZE
+            elif "NOTIONAL" in message:
+                kind = ErrorKind.MIN_NOTIONAL
+            elif isinstance(exc, errors.InvalidOrder | errors.BadRequest):
+                kind = ErrorKind.INVALID_ORDER
+            else:
+                kind = ErrorKind.UNKNOWN
+        if ambiguous:
+            # The request may have reached the exchange: only its answer for the id settles it.
+            found = await self._known_quietly(order.client_order_id)
+            if found is not None and found.filled:
+                return found
+            log.warning(
+                "order %s: %s (%s %s); the exchange does not have it",
+                order.client_order_id,
+                kind.value,
+                code,
+                message,
+            )
+        status_out = OrderStatus.ERRORED if kind.retryable else OrderStatus.REJECTED
+        return _refusal(order, quote, kind, message, code, status_out)
+
+    async def _known_quietly(self, client_order_id: str) -> OrderResult | None:
+        try:
+            return await self.known(client_order_id)
+        except RetryableBrokerError as exc:
+            log.warning("cannot ask the exchange about order %s: %s", client_order_id, exc)
+            return None
+
+    async def known(self, client_order_id: str) -> OrderResult | None:
+        """What became of the order sent under ``client_order_id``; ``None`` if the exchange never had it.
+
+        Raises :class:`~envs.errors.RetryableBrokerError` when the exchange cannot be asked now.
+        """
+        if self._spec is None:
+            raise ConfigError("the broker has not started", where="ExchangeBroker", fix="await start() first")
+        errors = _errors()
+        try:
+            raw = await self._client.fetch_order("", self.symbol, {"origClientOrderId": client_order_id})
+        except errors.OrderNotFound:
+            return None
+        except errors.AuthenticationError as exc:
+            self._auth_failed(exc)
+        except errors.BaseError as exc:
+            raise RetryableBrokerError(
+                f"cannot ask for order {client_order_id}: {_strip(str(exc))}", where=self._where
+            ) from None
+        if not raw.get("fees") and float(raw.get("filled") or 0.0) > 0.0 and raw.get("id"):
+            try:
+                trades = await self._client.fetch_order_trades(raw["id"], self.symbol)
+            except errors.BaseError as exc:
+                log.warning("order %s: fees unknown (%s); estimated", client_order_id, _strip(str(exc)))
+            else:
+                raw = {**raw, "fees": [f for t in trades for f in (t.get("fees") or [t.get("fee")]) if f]}
+        stamp = raw.get("timestamp")
+        time_ns = int(stamp) * _NS_PER_MS if stamp is not None else 0
+        price = float(raw.get("average") or raw.get("price") or 0.0)
+        quote = Quote(time_ns, price, math.nan)
+        amount = float(raw.get("amount") or raw.get("filled") or 0.0)
+        return self._from_order(raw, client_order_id, quote, amount)
+
+    def _from_order(
+        self, raw: Mapping[str, Any], client_order_id: str, quote: Quote, requested: float
+    ) -> OrderResult:
+        spec = self.spec
+        side = Side(str(raw.get("side") or "buy").lower())
+        filled = float(raw.get("filled") or 0.0)
+        stamp = raw.get("timestamp")
+        time_ns = int(stamp) * _NS_PER_MS if stamp is not None else quote.time_ns
+        if filled <= 0.0:
+            state = raw.get("status") or "unknown"
+            return OrderResult(
+                client_order_id,
+                self.symbol,
+                side,
+                time_ns,
+                requested,
+                quote.price,
+                OrderStatus.REJECTED,
+                kind=ErrorKind.UNKNOWN,
+                message=f"order {state} without a fill",
+            )
+        average = raw.get("average")
+        if average is None and raw.get("cost") is not None:
+            average = float(raw["cost"]) / filled
+        price = float(average if average is not None else quote.price)
+        fee = _fee_in_quote(raw, spec, price)
+        if fee is None:
+            fee = filled * price * spec.taker_fee
+            log.warning("order %s: fee in another currency; estimated at the taker rate", client_order_id)
+        ref = quote.price if math.isfinite(quote.price) and quote.price > 0.0 else price
+        return OrderResult(
+            client_order_id,
+            self.symbol,
+            side,
+            time_ns,
+            requested,
+            price,
+            OrderStatus.FILLED,
+            filled,
+            fee,
+            filled * abs(price - ref),
+        )
+
+
+def _fee_in_quote(raw: Mapping[str, Any], spec: MarketSpec, price: float) -> float | None:
+    """Sum of the order's fees in quote currency; a base-currency fee is converted at the fill price."""
+    fees = raw.get("fees") or ([raw["fee"]] if raw.get("fee") else [])
+    total = 0.0
+    for fee in fees:
+        if not fee or fee.get("cost") is None:
+            continue
+        cost = float(fee["cost"])
+        currency = fee.get("currency")
+        if currency is None or currency == spec.quote:
+            total += cost
+        elif currency == spec.base:
+            total += cost * price
+        else:
+            return None
+    return total
+
+
+def _refusal(
+    order: OrderIntent, quote: Quote, kind: ErrorKind, message: str, code: str | None, status: OrderStatus
+) -> OrderResult:
+    return OrderResult(
+        order.client_order_id,
+        order.symbol,
+        order.side,
+        quote.time_ns,
+        order.qty,
+        quote.price,
+        status,
+        0.0,
+        0.0,
+        0.0,
+        kind,
+        message,
+        code,
+    )
+
+
+def _strip(text: str) -> str:
+    """ccxt's message without its leading exchange id."""
+    head, sep, rest = text.partition(" ")
+    return rest if sep and head.isidentifier() and head.islower() else text
+
+
+def _on_step(qty: float, step: float) -> float:
+    """``qty`` floored to the lot step and written with the step's decimals (no binary residue that
+    ccxt's truncation would turn into one step less)."""
+    if not math.isfinite(qty):
+        return qty
+    floored = floor_to_step(qty, step)
+    if step <= 0.0:
+        return floored
+    text = np.format_float_positional(step, unique=True, trim="-")
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    return round(floored, decimals)
+
+
+# --- the feed ------------------------------------------------------------------------------------------
+
+
+class CcxtFeed:
+    """Closed candles of one symbol polled through ccxt (implements :class:`~envs.live.BarFeed`).
+
+    ``await start()`` loads the markets and back-fills the last ``warmup`` closed candles
+    (:meth:`history`); :meth:`bars` then yields each candle once it has closed by the exchange's clock,
+    in time order, each once; after a pause (the runner busy, the network down) it yields every candle
+    that closed meanwhile, in order. :meth:`quote` is the open of the candle after the last one
+    yielded (the forming candle's open for the newest). Transient ccxt errors are logged and retried
+    with exponential back-off up to ``max_backoff``; authentication and symbol errors raise
+    :class:`~envs.errors.BrokerError`.
+
+    Market time is the candles' and the exchange's (``fetch_time``; the client's wall clock for
+    exchanges without one); the wall clock only paces the polling.
+
+    Args:
+        exchange_id: ccxt's exchange id.
+        symbol: unified symbol.
+        timeframe: ccxt timeframe (``"1m"``, ``"1h"`` ...).
+        warmup: closed candles back-filled at start.
+        poll_interval: seconds between polls while no candle closes.
+        api_url, testnet, timeout, options: see :func:`ccxt_client` (no credentials: public data only).
+        client: an already made ccxt async client (used as is).
+        page_limit: candles per ``fetch_ohlcv`` call.
+        max_backoff: longest wait between retries, seconds.
+    """
+
+    def __init__(
+        self,
+        exchange_id: str,
+        symbol: str,
+        timeframe: str = "1m",
+        *,
+        warmup: int,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        api_url: str | None = None,
+        testnet: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        client: Any = None,
+        options: Mapping[str, Any] | None = None,
+        page_limit: int = DEFAULT_PAGE_LIMIT,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
+    ) -> None:
+        for name, value, low in (("warmup", warmup, 0), ("page_limit", page_limit, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name}={value!r} must be an integer >= {low}", where=f"CcxtFeed.{name}")
+        for name, number in (("poll_interval", poll_interval), ("max_backoff", max_backoff)):
+            if not (isinstance(number, int | float) and math.isfinite(number) and number > 0):
+                raise ConfigError(f"{name}={number!r} must be > 0 seconds", where=f"CcxtFeed.{name}")
+        self.exchange_id = exchange_id
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.warmup = warmup
+        self.poll_interval = float(poll_interval)
+        self.max_backoff = float(max_backoff)
+        self.page_limit = page_limit
+        self._client = (
+            client
+            if client is not None
+            else ccxt_client(exchange_id, api_url=api_url, testnet=testnet, timeout=timeout, options=options)
+        )
+        self._where = f"{exchange_id} {api_url}" if api_url else exchange_id
+        self._tf_ms = 0
+        self._history: list[list[float]] | None = None
+        self._last_ms: int | None = None  # open time of the last candle handed out (history or bar)
+        self._pending: list[list[float]] = []  # closed candles fetched but not yet yielded
+        self._forming: list[float] | None = None
+        self._quote: Quote | None = None
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    @property
+    def timeframe_ms(self) -> int:
+        return self._tf_ms
+
+    async def start(self) -> CcxtFeed:
+        """Load the markets, check symbol and timeframe, back-fill the warm-up window."""
+        errors = _errors()
+        await self._retrying("load_markets", self._client.load_markets)
+        markets = self._client.markets or {}
+        if self.symbol not in markets:
+            raise BrokerError(
+                f"unknown symbol {self.symbol!r}{did_you_mean(self.symbol, list(markets))}",
+                where="--symbol",
+                fix=f"give a symbol {self.exchange_id} lists, written BASE/QUOTE (e.g. 'BTC/USDT')",
+            )
+        timeframes = self._client.timeframes or {}
+        if timeframes and self.timeframe not in timeframes:
+            raise ConfigError(
+                f"{self.exchange_id} has no timeframe {self.timeframe!r}"
+                f"{did_you_mean(self.timeframe, timeframes)}",
+                where="--timeframe",
+                fix=f"use one of {sorted(timeframes)}",
+            )
+        try:
+            self._tf_ms = int(self._client.parse_timeframe(self.timeframe) * 1000)
+        except (errors.BaseError, ValueError, TypeError, IndexError):
+            raise ConfigError(f"cannot read timeframe {self.timeframe!r}", where="--timeframe") from None
+        now = await self._now()
+        self._history = await self._backfill(now)
+        if self._history:
+            self._last_ms = int(self._history[-1][0])
+        else:
+            # No history (a new market): start with the candles that close from now on.
+            self._last_ms = now - now % self._tf_ms - self._tf_ms
+        return self
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def history(self) -> pd.DataFrame:
+        """The back-filled closed candles (OHLCV float64, UTC ``DatetimeIndex`` named ``timestamp``)."""
+        if self._history is None:
+            raise ConfigError("the feed has not started", where="CcxtFeed", fix="await feed.start() first")
+        return _frame(self._history, self.symbol)
+
+    def quote(self) -> Quote | None:
+        return self._quote
+
+    async def bars(self) -> AsyncIterator[Bar]:
+        if self._history is None:
+            raise ConfigError("the feed has not started", where="CcxtFeed", fix="await feed.start() first")
+        while True:
+            if not self._pending:
+                await self._poll()
+            if not self._pending:
+                await asyncio.sleep(self.poll_interval)
+                continue
+            candle = self._pending.pop(0)
+            self._last_ms = int(candle[0])
+            following = self._pending[0] if self._pending else self._forming
+            self._quote = (
+                Quote(int(following[0]) * _NS_PER_MS, float(following[1]), math.nan)
+                if following is not None
+                else None
+            )
+            yield Bar(
+                int(candle[0]) * _NS_PER_MS,
+                float(candle[1]),
+                float(candle[2]),
+                float(candle[3]),
+                float(candle[4]),
+                float(candle[5]) if candle[5] is not None else 0.0,
+            )
+
+    # --- polling --------------------------------------------------------------------------------------
+    async def _poll(self) -> None:
+        """Fetch the candles closed since the last one handed out (all of them, after a pause)."""
+        assert self._last_ms is not None
+        now = await self._now()
+        since = self._last_ms + self._tf_ms
+        if since + self._tf_ms > now:
+            return  # the next candle has not closed yet
+        closed, forming = await self._retrying("fetch_ohlcv", lambda: self._forward(since, now))
+        self._pending = [c for c in closed if int(c[0]) > self._last_ms]
+        self._forming = forming
+
+    async def _now(self) -> int:
+        if self._client.has.get("fetchTime"):
+            return int(await self._retrying("fetch_time", self._client.fetch_time))
+        return int(self._client.milliseconds())
+
+    async def _forward(
+        self, since: int, now: int, before: int | None = None
+    ) -> tuple[list[list[float]], list[float] | None]:
+        """Closed candles with ``since <= open`` (``< before``), paging forward; and the forming one."""
+        out: list[list[float]] = []
+        forming: list[float] | None = None
+        cursor = since
+        while True:
+            page = await self._client.fetch_ohlcv(self.symbol, self.timeframe, cursor, self.page_limit)
+            page = [c for c in page if int(c[0]) >= cursor]
+            if before is not None:
+                page = [c for c in page if int(c[0]) < before]
+            for c in page:
+                if int(c[0]) + self._tf_ms <= now:
+                    if not out or int(c[0]) > int(out[-1][0]):
+                        out.append(c)
+                elif forming is None:
+                    forming = c
+            if len(page) < self.page_limit or forming is not None or not page:
+                return out, forming
+            cursor = int(page[-1][0]) + self._tf_ms
+
+    async def _backfill(self, now: int) -> list[list[float]]:
+        """The last ``warmup`` closed candles before ``now`` (reaching further back over data gaps)."""
+        if self.warmup == 0:
+            _, forming = await self._retrying("fetch_ohlcv", lambda: self._forward(now, now))
+            self._forming = forming
+            return []
+        tf = self._tf_ms
+        since = now - now % tf - self.warmup * tf
+        got, forming = await self._retrying("fetch_ohlcv", lambda: self._forward(since, now))
+        self._forming = forming
+        span = self.warmup * tf
+        empty = 0
+        while len(got) < self.warmup and empty < 3:
+            start = since - span
+            earlier, _ = await self._retrying(
+                "fetch_ohlcv",
+                lambda s=start, b=since: self._forward(s, now, before=b),  # type: ignore[misc]
+            )
+            empty = 0 if earlier else empty + 1
+            got = earlier + got
+            since = start
+            span *= 2
+        return got[-self.warmup :]
+
+    async def _retrying(self, what: str, call: Any) -> Any:
+        """``await call()``, retrying transient ccxt errors with exponential back-off (never giving up)."""
+        errors = _errors()
+        delay = self.poll_interval
+        while True:
+            try:
+                return await call()
+            except errors.AuthenticationError as exc:
+                raise BrokerError(
+                    f"{what}: the exchange refused the credentials: {exc}", where=self._where
+                ) from None
+            except (errors.BadSymbol, errors.NotSupported, errors.ArgumentsRequired) as exc:
+                raise BrokerError(f"{what}: {_strip(str(exc))}", where=self._where) from None
+            except errors.BaseError as exc:
+                log.warning("%s failed (%s); retrying in %.3g s", what, _strip(str(exc)), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2.0, self.max_backoff)
+
+
+def _frame(candles: list[list[float]], symbol: str) -> pd.DataFrame:
+    """Candles as :func:`envs.data.load_ohlcv` returns bars."""
+    import pandas as pd
+
+    times = np.asarray([int(c[0]) for c in candles], dtype=np.int64) * _NS_PER_MS
+    index = pd.DatetimeIndex(times.view("datetime64[ns]"), name="timestamp").tz_localize("UTC").as_unit("ns")
+    values = np.asarray(
+        [[float(x) if x is not None else 0.0 for x in c[1:6]] for c in candles], dtype=np.float64
+    ).reshape(len(candles), 5)
+    frame = pd.DataFrame(values, index=index, columns=["open", "high", "low", "close", "volume"])
+    if symbol:
+        frame.attrs["symbol"] = symbol
+    return frame

@@ -1,0 +1,623 @@
+"""``envs.exchange`` with ccxt's real binance client against a local Binance spot server (fake_binance):
+signed orders, the exchange's refusals in SimBroker's words, ambiguous answers settled by client order
+id, credentials that never leak, and a closed-candle feed whose features equal the replay's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import io
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from envs.broker import (
+    MSG_INSUFFICIENT_BALANCE,
+    MSG_LOT_SIZE,
+    MSG_MAINTENANCE,
+    MSG_NOTIONAL,
+    AsyncBroker,
+    OrderIntent,
+    Quote,
+    SimBroker,
+)
+from envs.data import load_ohlcv
+from envs.data.datasets import load_dataset
+from envs.errors import BrokerError, ConfigError
+from envs.events import ErrorKind, OrderResult, OrderStatus, Side
+from envs.exchange import CcxtFeed, Credentials, ExchangeBroker, RedactingFilter
+from envs.features import FeatureConfig, compute_features, min_rows
+from envs.live import BarFeed
+from envs.market import MarketSpec
+from tests.envs.fake_binance import BODY_RATE_LIMIT, DEFAULT_KEY, DEFAULT_SECRET, FakeBinance
+
+T = TypeVar("T")
+SYMBOL = "BTC/USDT"
+KEYS = Credentials(DEFAULT_KEY, DEFAULT_SECRET, source="test")
+NO_LIMIT = {"enableRateLimit": False}  # ccxt's client-side throttle only slows the tests down
+FAKE_SCRIPT = Path(__file__).with_name("fake_binance.py")
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 0.4  # the broker's request timeout in the timeout tests
+NOW_ROW = 1500  # the fake's clock starts when this bar has just closed
+
+
+@functools.cache
+def _btc() -> pd.DataFrame:
+    return load_dataset("synth_btcusdt_1m").iloc[:2500].copy()
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(asyncio.wait_for(scenario(), 20.0))
+
+
+@contextlib.asynccontextmanager
+async def exchange(**kw: Any) -> AsyncIterator[FakeBinance]:
+    bars = kw.pop("bars", None)
+    bars = _btc() if bars is None else bars
+    fake = FakeBinance(bars, **kw)
+    fake.set_time(fake.close_time_of(NOW_ROW))
+    async with fake:
+        yield fake
+
+
+@contextlib.asynccontextmanager
+async def broker(
+    fake: FakeBinance, credentials: Credentials = KEYS, **kw: Any
+) -> AsyncIterator[ExchangeBroker]:
+    b = ExchangeBroker("binance", SYMBOL, credentials, api_url=fake.url, options=NO_LIMIT, **kw)
+    try:
+        await b.start()
+        yield b
+    finally:
+        await b.close()
+
+
+def _order(oid: str, qty: float, side: Side = Side.BUY) -> OrderIntent:
+    return OrderIntent(oid, SYMBOL, side, qty, 0)
+
+
+def _quote(fake: FakeBinance) -> Quote:
+    return Quote(fake.now_ms() * 1_000_000, fake.market_price(), float("nan"))
+
+
+class _Account:
+    def __init__(self, ok: bool) -> None:
+        self.ok = ok
+
+    def can_fill(self, side: Side, qty: float, price: float, fee: float) -> bool:
+        return self.ok
+
+
+def _words(r: OrderResult) -> tuple[Any, ...]:
+    return (r.status, r.kind, r.message, r.code)
+
+
+# --- orders ------------------------------------------------------------------------------------------
+
+
+def test_a_signed_market_order_fills_under_its_client_order_id() -> None:
+    async def scenario() -> None:
+        async with exchange() as fake, broker(fake) as b:
+            assert isinstance(b, AsyncBroker)
+            price = fake.market_price()
+            result = await b.submit(_order("live-BTC/USDT-1-0", 0.0123456), _quote(fake))
+            assert result.status is OrderStatus.FILLED
+            assert result.filled_qty == pytest.approx(0.01234)  # floored to the 0.00001 lot step
+            assert result.price == price
+            # Binance charges a buy's commission in the base asset: converted to quote at the fill price.
+            commission_btc = float(fake.orders[-1]["fills"][0]["commission"])
+            assert fake.orders[-1]["fills"][0]["commissionAsset"] == "BTC"
+            assert result.fee == pytest.approx(commission_btc * price, rel=1e-12)
+            assert result.fee == pytest.approx(0.01234 * price * 0.001)
+            assert [o["clientOrderId"] for o in fake.orders] == ["live-BTC/USDT-1-0"]
+            assert fake.orders[0]["side"] == "BUY"
+            assert fake.orders[0]["origQty"] == "0.01234"
+            # A sell pays its commission in quote.
+            sold = await b.submit(_order("s-1", 0.005, Side.SELL), _quote(fake))
+            assert sold.filled
+            assert sold.fee == pytest.approx(0.005 * price * 0.001)
+
+    run(scenario)
+
+
+def test_a_wrong_secret_is_refused_with_a_clear_broker_error() -> None:
+    async def scenario() -> None:
+        async with exchange() as fake:
+            bad = Credentials(DEFAULT_KEY, "not-the-secret", source="test")
+            with pytest.raises(BrokerError, match=r"Signature for this request is not valid") as err:
+                async with broker(fake, bad):
+                    pass
+            assert "SLF_BINANCE_API_KEY" in str(err.value)
+            assert "SLF_API_KEY" in str(err.value)
+            assert "not-the-secret" not in str(err.value)
+            unknown = Credentials("another-key", DEFAULT_SECRET, source="test")
+            with pytest.raises(BrokerError, match="Invalid API-key"):
+                async with broker(fake, unknown):
+                    pass
+            assert fake.orders == []
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("qty", "ok", "kind", "message", "code"),
+    [
+        (0.002, True, ErrorKind.MIN_NOTIONAL, MSG_NOTIONAL, "-1013"),  # 0.002 BTC ~ 82 USDT < 100
+        (0.0005, True, ErrorKind.LOT_SIZE, MSG_LOT_SIZE, "-1013"),  # below minQty 0.001
+        (0.0000004, True, ErrorKind.LOT_SIZE, MSG_LOT_SIZE, "-1013"),  # nothing left after the step
+        (1.0, False, ErrorKind.INSUFFICIENT_BALANCE, MSG_INSUFFICIENT_BALANCE, "-2010"),  # 41k > 10k
+    ],
+    ids=["notional", "lot_size", "below_step", "balance"],
+)
+def test_the_exchanges_refusals_read_exactly_like_simbrokers(
+    qty: float, ok: bool, kind: ErrorKind, message: str, code: str
+) -> None:
+    async def scenario() -> None:
+        async with exchange(min_qty=0.001, min_notional=100.0) as fake, broker(fake) as b:
+            quote = _quote(fake)
+            live = await b.submit(_order("r-1", qty), quote)
+            sim = SimBroker(b.spec, _Account(ok)).submit(_order("r-1", qty), quote)
+            assert _words(live) == (OrderStatus.REJECTED, kind, message, code)
+            assert _words(live) == _words(sim)
+            assert live.requested_qty == qty
+            assert live.filled_qty == 0.0
+            assert live.fee == 0.0
+            assert fake.orders == []
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("failure", "kind", "message", "code"),
+    [
+        ("notional", ErrorKind.MIN_NOTIONAL, MSG_NOTIONAL, "-1013"),
+        ("lot_size", ErrorKind.LOT_SIZE, MSG_LOT_SIZE, "-1013"),
+        ("balance", ErrorKind.INSUFFICIENT_BALANCE, MSG_INSUFFICIENT_BALANCE, "-2010"),
+    ],
+)
+def test_scripted_filter_and_balance_answers_are_rejections(
+    failure: str, kind: ErrorKind, message: str, code: str
+) -> None:
+    async def scenario() -> None:
+        async with exchange() as fake, broker(fake) as b:
+            fake.fail_next(failure)
+            result = await b.submit(_order("f-1", 0.01), _quote(fake))
+            assert _words(result) == (OrderStatus.REJECTED, kind, message, code)
+            assert not kind.retryable
+            # A rejection is final for its id: sending it again returns it without a request.
+            sent = len(fake.requests)
+            assert await b.submit(_order("f-1", 0.01), _quote(fake)) == result
+            assert len(fake.requests) == sent
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("failure", "kind", "message", "code"),
+    [
+        ("429", ErrorKind.RATE_LIMIT, BODY_RATE_LIMIT["msg"], "429"),
+        (
+            "500",
+            ErrorKind.MAINTENANCE,
+            "Internal error; unable to process your request. Please try again.",
+            "500",
+        ),
+        ("503", ErrorKind.MAINTENANCE, MSG_MAINTENANCE, "503"),
+    ],
+)
+def test_rate_limits_and_server_errors_are_retryable_errors(
+    failure: str, kind: ErrorKind, message: str, code: str
+) -> None:
+    async def scenario() -> None:
+        async with exchange() as fake, broker(fake) as b:
+            fake.fail_next(failure)
+            result = await b.submit(_order("e-1", 0.01), _quote(fake))
+            assert _words(result) == (OrderStatus.ERRORED, kind, message, code)
+            assert result.kind is not None
+            assert result.kind.retryable
+            assert fake.orders == []
+            # The same id may be sent again once the exchange answers: it fills, once.
+            again = await b.submit(_order("e-1", 0.01), _quote(fake))
+            assert again.filled
+            assert len(fake.orders) == 1
+
+    run(scenario)
+
+
+def test_a_duplicate_client_order_id_never_trades_twice() -> None:
+    async def scenario() -> None:
+        async with exchange() as fake:
+            async with broker(fake) as first:
+                filled = await first.submit(_order("dup-1", 0.01), _quote(fake))
+            assert filled.filled
+            fake.price = fake.market_price() * 1.1  # a resend would fill elsewhere
+            async with broker(fake) as restarted:  # a fresh process: no memory of dup-1
+                again = await restarted.submit(_order("dup-1", 0.02), _quote(fake))
+            assert fake.duplicates == 1  # the exchange refused the resend (-2010 Duplicate order sent.)
+            assert len(fake.orders) == 1
+            assert again.filled
+            assert (again.order_id, again.filled_qty, again.price) == ("dup-1", 0.01, filled.price)
+            assert again.fee == pytest.approx(filled.fee)
+
+    run(scenario)
+
+
+def test_a_timed_out_order_is_settled_by_asking_the_exchange() -> None:
+    async def scenario() -> None:
+        async with exchange() as fake, broker(fake, timeout=TIMEOUT_S) as b:
+            fake.fail_next("timeout_filled", delay=3 * TIMEOUT_S)  # executed, answer too late
+            result = await b.submit(_order("t-1", 0.01), _quote(fake))
+            assert result.filled
+            assert result.filled_qty == pytest.approx(0.01)
+            assert len(fake.orders) == 1
+            fake.fail_next("timeout", delay=3 * TIMEOUT_S)  # never executed
+            lost = await b.submit(_order("t-2", 0.01), _quote(fake))
+            assert _words(lost) == (OrderStatus.ERRORED, ErrorKind.TIMEOUT, "Request timed out", "408")
+            assert len(fake.orders) == 1
+
+    run(scenario)
+
+
+def test_known_answers_by_client_order_id() -> None:
+    async def scenario() -> None:
+        async with exchange() as fake, broker(fake) as b:
+            assert await b.known("never-sent") is None
+            sent = await b.submit(_order("k-1", 0.01), _quote(fake))
+            found = await b.known("k-1")
+            assert found is not None
+            assert found.filled
+            assert (found.order_id, found.side, found.filled_qty) == ("k-1", Side.BUY, sent.filled_qty)
+            assert found.price == pytest.approx(sent.price)
+            assert found.fee == pytest.approx(sent.fee)  # read from the order's trades
+            assert found.time_ns == sent.time_ns
+
+    run(scenario)
+
+
+def test_account_snapshot_reports_the_exchanges_balances() -> None:
+    async def scenario() -> None:
+        async with exchange(cash=5_000.0, base_qty=0.5) as fake, broker(fake) as b:
+            before = await b.account()
+            assert (before.cash, before.qty) == (5_000.0, 0.5)
+            assert before.time_ns == fake.now_ms() * 1_000_000
+            await b.submit(_order("a-1", 0.01), _quote(fake))
+            after = await b.account()
+            assert after.cash == pytest.approx(fake.balances["USDT"])
+            assert after.qty == pytest.approx(fake.balances["BTC"])
+            assert after.qty == pytest.approx(0.5 + 0.01 * (1 - 0.001))  # commission taken in BTC
+
+    run(scenario)
+
+
+def test_start_builds_the_market_spec_and_refuses_unknown_symbols() -> None:
+    async def scenario() -> None:
+        async with exchange(min_notional=10.0, step_size=0.0001, min_qty=0.0001, tick_size=0.1) as fake:
+            async with broker(fake, spec_overrides={"slippage_bps": 2.0}) as b:
+                spec = b.spec
+            assert isinstance(spec, MarketSpec)
+            assert (spec.min_notional, spec.qty_step, spec.min_qty, spec.price_tick) == (
+                10.0,
+                1e-4,
+                1e-4,
+                0.1,
+            )
+            assert (spec.base, spec.quote, spec.taker_fee, spec.slippage_bps) == ("BTC", "USDT", 0.001, 2.0)
+            b2 = ExchangeBroker("binance", "BTC/USD", KEYS, api_url=fake.url, options=NO_LIMIT)
+            try:
+                with pytest.raises(
+                    BrokerError, match=r"unknown symbol 'BTC/USD' \(did you mean 'BTC/USDT'\?\)"
+                ):
+                    await b2.start()
+            finally:
+                await b2.close()
+
+    run(scenario)
+
+
+def test_api_url_routes_every_rest_endpoint_to_the_given_host() -> None:
+    async def scenario() -> None:
+        default = ExchangeBroker("binance", SYMBOL, None)
+        try:
+            assert default.client.urls["api"]["public"] == "https://api.binance.com/api/v3"
+        finally:
+            await default.close()
+        async with exchange() as fake, broker(fake) as b:
+            api = b.client.urls["api"]
+            assert api["public"] == api["private"] == f"{fake.url}/api/v3"
+            assert api["sapi"] == f"{fake.url}/sapi/v1"
+            assert api["v1"] == f"{fake.url}/api/v1"
+            assert all(url.startswith(fake.url) for url in api.values() if isinstance(url, str))
+            assert ("GET", "/api/v3/exchangeInfo") in fake.requests
+            assert ("GET", "/api/v3/account") in fake.requests  # start() proves the credentials
+            assert not any(path.startswith(("/sapi", "/fapi", "/dapi")) for _, path in fake.requests)
+        with pytest.raises(ConfigError, match="--api-url"):
+            ExchangeBroker("binance", SYMBOL, None, api_url="127.0.0.1:9")
+        with pytest.raises(ConfigError, match="did you mean 'binance'"):
+            ExchangeBroker("binanse", SYMBOL, None)
+
+    run(scenario)
+
+
+# --- credentials -------------------------------------------------------------------------------------
+
+
+def test_credentials_come_from_the_environment_exchange_specific_first() -> None:
+    env = {"SLF_API_KEY": "generic-key", "SLF_API_SECRET": "generic-secret"}
+    found = Credentials.from_env("binance", env)
+    assert found is not None
+    assert (found.api_key, found.secret) == ("generic-key", "generic-secret")
+    env |= {"SLF_BINANCE_API_KEY": "bn-key", "SLF_BINANCE_API_SECRET": "bn-secret"}
+    found = Credentials.load("binance", environ=env)
+    assert (found.api_key, found.secret) == ("bn-key", "bn-secret")
+    assert Credentials.from_env("binance", {}) is None
+    with pytest.raises(ConfigError, match="SLF_API_SECRET is not set"):
+        Credentials.from_env("binance", {"SLF_API_KEY": "k"})
+    with pytest.raises(ConfigError, match="export SLF_BINANCE_API_KEY and SLF_BINANCE_API_SECRET"):
+        Credentials.load("binance", environ={})
+
+
+def test_a_key_file_must_be_private(tmp_path: Path) -> None:
+    path = tmp_path / "binance.key"
+    path.write_text("# exchange keys\napi_key = file-key\nsecret = file-secret\n", encoding="utf-8")
+    path.chmod(0o600)
+    found = Credentials.load("binance", key_file=path, environ={"SLF_API_KEY": "x", "SLF_API_SECRET": "y"})
+    assert (found.api_key, found.secret) == ("file-key", "file-secret")
+    path.chmod(0o644)
+    with pytest.raises(
+        ConfigError, match=rf"{path}: the key file is readable by others \(mode 0644\)"
+    ) as err:
+        Credentials.from_file(path)
+    assert f"chmod 600 {path}" in str(err.value)
+    bare = tmp_path / "bare.key"
+    bare.write_text("bare-key\nbare-secret\n", encoding="utf-8")
+    bare.chmod(0o600)
+    assert Credentials.from_file(bare) == Credentials("bare-key", "bare-secret")
+    with pytest.raises(ConfigError, match="cannot read the key file"):
+        Credentials.from_file(tmp_path / "missing.key")
+
+
+def test_credentials_never_show_or_pickle() -> None:
+    creds = Credentials("visible-key-123", "very-secret-456", source="environment SLF_API_KEY/SLF_API_SECRET")
+    for text in (repr(creds), str(creds), f"{creds}", repr([creds])):
+        assert "visible-key-123" not in text
+        assert "very-secret-456" not in text
+        assert "<redacted>" in text
+    with pytest.raises(TypeError, match="never pickled"):
+        pickle.dumps(creds)
+    import copy
+
+    with pytest.raises(TypeError, match="never pickled"):
+        copy.deepcopy(creds)
+
+
+def test_the_log_filter_redacts_key_and_secret_from_every_logger() -> None:
+    creds = Credentials("visible-key-123", "very-secret-456")
+    root = logging.getLogger()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root.addHandler(handler)
+    redactor = creds.redactor()
+    try:
+        redactor.install()
+        child = logging.getLogger("envs.exchange.test_child")
+        child.warning("headers %s", {"X-MBX-APIKEY": "visible-key-123"})
+        child.warning("secret=very-secret-456 in the message itself")
+        try:
+            raise RuntimeError("boom with very-secret-456")
+        except RuntimeError:
+            child.exception("failed")
+    finally:
+        root.removeHandler(handler)
+        root.removeFilter(redactor)
+    text = stream.getvalue()
+    assert "visible-key-123" not in text
+    assert "very-secret-456" not in text
+    assert "RuntimeError: boom with <redacted>" in text
+    assert "headers {'X-MBX-APIKEY': '<redacted>'}" in text
+    assert RedactingFilter(["ab"]).redact("tab") == "tab"  # too short to be a secret: left alone
+
+
+# --- the feed ----------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def feed_of(fake: FakeBinance, symbol: str = SYMBOL, **kw: Any) -> AsyncIterator[CcxtFeed]:
+    feed = CcxtFeed("binance", symbol, kw.pop("timeframe", "1m"), api_url=fake.url, options=NO_LIMIT, **kw)
+    try:
+        yield feed
+    finally:
+        await feed.close()
+
+
+async def _consume(feed: CcxtFeed, queue: asyncio.Queue[Any]) -> None:
+    async for bar in feed.bars():
+        await queue.put((bar, feed.quote()))
+
+
+def _ns(frame: pd.DataFrame, row: int) -> int:
+    return int(frame.index[row].value)
+
+
+def test_the_feed_back_fills_the_warm_up_window_like_load_ohlcv() -> None:
+    async def scenario() -> None:
+        bars = _btc()
+        async with exchange() as fake, feed_of(fake, warmup=250, page_limit=100) as feed:
+            assert isinstance(feed, BarFeed)
+            await feed.start()
+            history = feed.history()
+            klines = sum(1 for _, path in fake.requests if path == "/api/v3/klines")
+            assert klines >= 3  # paginated
+        expected = load_ohlcv(bars.iloc[NOW_ROW - 249 : NOW_ROW + 1], symbol=SYMBOL)
+        pd.testing.assert_frame_equal(history, expected, check_exact=True)
+        assert history.index.unit == "ns"
+        assert history.index.name == "timestamp"
+        assert history.attrs["symbol"] == SYMBOL
+
+    run(scenario)
+
+
+def test_the_feed_yields_closed_candles_only_in_order_and_back_fills_a_pause() -> None:
+    async def scenario() -> None:
+        bars = _btc()
+        async with exchange() as fake, feed_of(fake, warmup=10, poll_interval=0.01) as feed:
+            await feed.start()
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            task = asyncio.create_task(_consume(feed, queue))
+            try:
+                fake.advance(30_000)  # half way through bar NOW_ROW + 1: nothing has closed
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(queue.get(), 0.3)
+                fake.set_time(fake.close_time_of(NOW_ROW + 1))
+                bar, quote = await asyncio.wait_for(queue.get(), 2.0)
+                row = NOW_ROW + 1
+                assert bar.time_ns == _ns(bars, row)
+                assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == tuple(
+                    bars.iloc[row][["open", "high", "low", "close", "volume"]]
+                )  # the full candle, not the forming one's partial values
+                assert quote == Quote(_ns(bars, row + 1), float(bars["open"].iloc[row + 1]), quote.volume)
+                # A pause: five candles close before the next poll; all come, in order, once.
+                fake.set_time(fake.close_time_of(NOW_ROW + 6) + 20_000)
+                got = [await asyncio.wait_for(queue.get(), 2.0) for _ in range(5)]
+                assert [b.time_ns for b, _ in got] == [_ns(bars, r) for r in range(NOW_ROW + 2, NOW_ROW + 7)]
+                assert [q.time_ns for _, q in got] == [_ns(bars, r) for r in range(NOW_ROW + 3, NOW_ROW + 8)]
+                assert [q.price for _, q in got] == list(bars["open"].iloc[NOW_ROW + 3 : NOW_ROW + 8])
+                with pytest.raises(TimeoutError):  # no duplicate, no forming candle
+                    await asyncio.wait_for(queue.get(), 0.3)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    run(scenario)
+
+
+def test_the_feed_rides_out_transient_errors() -> None:
+    async def scenario() -> None:
+        bars = _btc()
+        async with exchange() as fake, feed_of(fake, warmup=5, poll_interval=0.01, max_backoff=0.05) as feed:
+            await feed.start()
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            task = asyncio.create_task(_consume(feed, queue))
+            try:
+                fake.fail_next("500", n=2, scope="any")
+                fake.fail_next("429", n=2, scope="any")
+                fake.fail_next("timeout", n=1, scope="any", delay=0.2)
+                fake.set_time(fake.close_time_of(NOW_ROW + 2))
+                got = [await asyncio.wait_for(queue.get(), 5.0) for _ in range(2)]
+                assert [b.time_ns for b, _ in got] == [_ns(bars, NOW_ROW + 1), _ns(bars, NOW_ROW + 2)]
+                assert not task.done()
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    run(scenario)
+
+
+def test_features_from_the_live_feed_equal_the_replays_bit_for_bit() -> None:
+    """eurusd_1h has weekend gaps: the warm-up reaches back over them; each live bar's features,
+    computed over the feed's bounded history as the runner does, equal the replay's row."""
+
+    async def scenario() -> None:
+        data = load_dataset("eurusd_1h")
+        start, live = 1200, 24
+        window = 3 * min_rows(FeatureConfig())  # the runner's HISTORY_FACTOR x min_rows
+        full = compute_features(data.iloc[: start + live], FeatureConfig()).values
+        fake = FakeBinance(data, symbol="EUR/USD", min_notional=0.0, step_size=1.0, min_qty=1.0)
+        fake.set_time(fake.close_time_of(start - 1))
+        async with fake, feed_of(fake, "EUR/USD", timeframe="1h", warmup=window, poll_interval=0.01) as feed:
+            await feed.start()
+            history = feed.history()
+            assert len(history) == window
+            assert history.index[-1] == data.index[start - 1]
+            frame = history
+            it = feed.bars().__aiter__()
+            for t in range(start, start + live):
+                fake.set_time(fake.close_time_of(t))
+                bar = await asyncio.wait_for(anext(it), 2.0)
+                assert bar.time_ns == _ns(data, t)
+                row = pd.DataFrame(
+                    [[bar.open, bar.high, bar.low, bar.close, bar.volume]],
+                    index=pd.DatetimeIndex([pd.Timestamp(bar.time_ns, tz="UTC")], name="timestamp").as_unit(
+                        "ns"
+                    ),
+                    columns=["open", "high", "low", "close", "volume"],
+                )
+                frame = pd.concat([frame, row]).iloc[-window:]
+                got = compute_features(frame, FeatureConfig()).values[-1]
+                np.testing.assert_array_equal(got, full[t], err_msg=f"bar {t}")
+
+    run(scenario)
+
+
+# --- the fake exchange as a separate process -----------------------------------------------------------
+
+
+def test_fake_binance_runs_as_a_subprocess_with_persistent_state(tmp_path: Path) -> None:
+    data = tmp_path / "bars.csv"
+    _btc().iloc[:1600].to_csv(data)
+    state = tmp_path / "state.json"
+
+    def start() -> tuple[subprocess.Popen[str], str]:
+        proc = subprocess.Popen(
+            [sys.executable, str(FAKE_SCRIPT), "--port", "0", "--data", str(data), "--state", str(state),
+             "--symbol", SYMBOL, "--start", str(NOW_ROW)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("READY http://127.0.0.1:"), line + (proc.stderr.read() if proc.stderr else "")
+        return proc, line.split()[1]
+
+    def stop(proc: subprocess.Popen[str]) -> None:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+    async def trade(url: str, oid: str) -> OrderResult:
+        b = ExchangeBroker("binance", SYMBOL, KEYS, api_url=url, options=NO_LIMIT)
+        try:
+            await b.start()
+            return await b.submit(_order(oid, 0.01), Quote(0, 40_000.0, float("nan")))
+        finally:
+            await b.close()
+
+    proc, url = start()
+    try:
+        first = asyncio.run(trade(url, "p-1"))
+        assert first.filled
+        assert first.time_ns == _ns(_btc(), NOW_ROW) + 60_000_000_000  # the clock: bar NOW_ROW has closed
+    finally:
+        stop(proc)
+    assert proc.returncode == 0
+    proc, url = start()  # restarted on the same state: the order is still there
+    try:
+        again = asyncio.run(trade(url, "p-1"))
+        assert again.filled
+        assert again.filled_qty == first.filled_qty
+        assert again.price == first.price
+    finally:
+        stop(proc)
+    import json
+
+    saved = json.loads(state.read_text(encoding="utf-8"))
+    assert [o["clientOrderId"] for o in saved["orders"]] == ["p-1"]
+    assert saved["duplicates"] == 1

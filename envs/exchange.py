@@ -91,6 +91,8 @@ DEFAULT_MAX_BACKOFF: Final = 60.0
 DEFAULT_PAGE_LIMIT: Final = 1000
 """Candles asked for per ``fetch_ohlcv`` call (Binance's maximum)."""
 DEFAULT_MAX_REMEMBERED: Final = 100_000
+DEFAULT_START_ATTEMPTS: Final = 5
+"""Tries of each request while a feed starts before it gives up (polling retries for ever)."""
 
 _REDACTED: Final = "<redacted>"
 _MIN_SECRET_LEN: Final = 4  # shorter strings would blank out ordinary words
@@ -870,6 +872,8 @@ class CcxtFeed:
         client: an already made ccxt async client (used as is).
         page_limit: candles per ``fetch_ohlcv`` call.
         max_backoff: longest wait between retries, seconds.
+        start_attempts: tries of each request during :meth:`start` before it raises
+            :class:`~envs.errors.RetryableBrokerError` (polling retries for ever).
     """
 
     def __init__(
@@ -887,8 +891,13 @@ class CcxtFeed:
         options: Mapping[str, Any] | None = None,
         page_limit: int = DEFAULT_PAGE_LIMIT,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
+        start_attempts: int = DEFAULT_START_ATTEMPTS,
     ) -> None:
-        for name, value, low in (("warmup", warmup, 0), ("page_limit", page_limit, 1)):
+        for name, value, low in (
+            ("warmup", warmup, 0),
+            ("page_limit", page_limit, 1),
+            ("start_attempts", start_attempts, 1),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name}={value!r} must be an integer >= {low}", where=f"CcxtFeed.{name}")
         for name, number in (("poll_interval", poll_interval), ("max_backoff", max_backoff)):
@@ -901,6 +910,8 @@ class CcxtFeed:
         self.poll_interval = float(poll_interval)
         self.max_backoff = float(max_backoff)
         self.page_limit = page_limit
+        self.start_attempts = start_attempts
+        self._starting = False
         self._client = (
             client
             if client is not None
@@ -924,6 +935,13 @@ class CcxtFeed:
 
     async def start(self) -> CcxtFeed:
         """Load the markets, check symbol and timeframe, back-fill the warm-up window."""
+        self._starting = True
+        try:
+            return await self._start()
+        finally:
+            self._starting = False
+
+    async def _start(self) -> CcxtFeed:
         errors = _errors()
         await self._retrying("load_markets", self._client.load_markets)
         markets = self._client.markets or {}
@@ -947,6 +965,11 @@ class CcxtFeed:
             raise ConfigError(f"cannot read timeframe {self.timeframe!r}", where="--timeframe") from None
         now = await self._now()
         self._history = await self._backfill(now)
+        if len(self._history) < self.warmup:
+            log.warning(
+                "%s %s: only %d of the %d warm-up candles exist", self.symbol, self.timeframe,
+                len(self._history), self.warmup,
+            )  # fmt: skip
         if self._history:
             self._last_ms = int(self._history[-1][0])
         else:
@@ -966,6 +989,12 @@ class CcxtFeed:
     def quote(self) -> Quote | None:
         return self._quote
 
+    @property
+    def backlog(self) -> int:
+        """Closed candles fetched but not yet yielded (> 0 while catching up after a pause: the bar just
+        yielded is not the newest, and its quote is the next candle's open, not the market now)."""
+        return len(self._pending)
+
     async def bars(self) -> AsyncIterator[Bar]:
         if self._history is None:
             raise ConfigError("the feed has not started", where="CcxtFeed", fix="await feed.start() first")
@@ -978,11 +1007,10 @@ class CcxtFeed:
             candle = self._pending.pop(0)
             self._last_ms = int(candle[0])
             following = self._pending[0] if self._pending else self._forming
-            self._quote = (
-                Quote(int(following[0]) * _NS_PER_MS, float(following[1]), math.nan)
-                if following is not None
-                else None
-            )
+            if following is not None:
+                self._quote = Quote(int(following[0]) * _NS_PER_MS, float(following[1]), math.nan)
+            else:  # the exchange shows no forming candle yet: the last close, when the bar closed
+                self._quote = Quote((int(candle[0]) + self._tf_ms) * _NS_PER_MS, float(candle[4]), math.nan)
             yield Bar(
                 int(candle[0]) * _NS_PER_MS,
                 float(candle[1]),
@@ -1056,10 +1084,13 @@ class CcxtFeed:
         return got[-self.warmup :]
 
     async def _retrying(self, what: str, call: Any) -> Any:
-        """``await call()``, retrying transient ccxt errors with exponential back-off (never giving up)."""
+        """``await call()``, retrying transient ccxt errors with exponential back-off: for ever while
+        polling, ``start_attempts`` times during :meth:`start` (then :class:`RetryableBrokerError`)."""
         errors = _errors()
         delay = self.poll_interval
+        tries = 0
         while True:
+            tries += 1
             try:
                 return await call()
             except errors.AuthenticationError as exc:
@@ -1069,6 +1100,12 @@ class CcxtFeed:
             except (errors.BadSymbol, errors.NotSupported, errors.ArgumentsRequired) as exc:
                 raise BrokerError(f"{what}: {_strip(str(exc))}", where=self._where) from None
             except errors.BaseError as exc:
+                if self._starting and tries >= self.start_attempts:
+                    raise RetryableBrokerError(
+                        f"{what} failed {tries} times: {_strip(str(exc))}",
+                        where=self._where,
+                        fix="check --api-url, the network and the exchange's status, then start again",
+                    ) from None
                 log.warning("%s failed (%s); retrying in %.3g s", what, _strip(str(exc)), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2.0, self.max_backoff)

@@ -12,6 +12,7 @@ import logging
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,7 +35,7 @@ from envs.broker import (
 )
 from envs.data import load_ohlcv
 from envs.data.datasets import load_dataset
-from envs.errors import BrokerError, ConfigError
+from envs.errors import BrokerError, ConfigError, RetryableBrokerError
 from envs.events import ErrorKind, OrderResult, OrderStatus, Side
 from envs.exchange import CcxtFeed, Credentials, ExchangeBroker, RedactingFilter
 from envs.features import FeatureConfig, compute_features, min_rows
@@ -442,7 +443,7 @@ async def feed_of(fake: FakeBinance, symbol: str = SYMBOL, **kw: Any) -> AsyncIt
 
 async def _consume(feed: CcxtFeed, queue: asyncio.Queue[Any]) -> None:
     async for bar in feed.bars():
-        await queue.put((bar, feed.quote()))
+        await queue.put((bar, feed.quote(), feed.backlog))
 
 
 def _ns(frame: pd.DataFrame, row: int) -> int:
@@ -479,7 +480,8 @@ def test_the_feed_yields_closed_candles_only_in_order_and_back_fills_a_pause() -
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(queue.get(), 0.3)
                 fake.set_time(fake.close_time_of(NOW_ROW + 1))
-                bar, quote = await asyncio.wait_for(queue.get(), 2.0)
+                bar, quote, backlog = await asyncio.wait_for(queue.get(), 2.0)
+                assert backlog == 0
                 row = NOW_ROW + 1
                 assert bar.time_ns == _ns(bars, row)
                 assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == tuple(
@@ -489,9 +491,14 @@ def test_the_feed_yields_closed_candles_only_in_order_and_back_fills_a_pause() -
                 # A pause: five candles close before the next poll; all come, in order, once.
                 fake.set_time(fake.close_time_of(NOW_ROW + 6) + 20_000)
                 got = [await asyncio.wait_for(queue.get(), 2.0) for _ in range(5)]
-                assert [b.time_ns for b, _ in got] == [_ns(bars, r) for r in range(NOW_ROW + 2, NOW_ROW + 7)]
-                assert [q.time_ns for _, q in got] == [_ns(bars, r) for r in range(NOW_ROW + 3, NOW_ROW + 8)]
-                assert [q.price for _, q in got] == list(bars["open"].iloc[NOW_ROW + 3 : NOW_ROW + 8])
+                assert [b.time_ns for b, _, _ in got] == [
+                    _ns(bars, r) for r in range(NOW_ROW + 2, NOW_ROW + 7)
+                ]
+                assert [q.time_ns for _, q, _ in got] == [
+                    _ns(bars, r) for r in range(NOW_ROW + 3, NOW_ROW + 8)
+                ]
+                assert [q.price for _, q, _ in got] == list(bars["open"].iloc[NOW_ROW + 3 : NOW_ROW + 8])
+                assert [n for _, _, n in got] == [4, 3, 2, 1, 0]  # catching up, then at the newest
                 with pytest.raises(TimeoutError):  # no duplicate, no forming candle
                     await asyncio.wait_for(queue.get(), 0.3)
             finally:
@@ -515,12 +522,34 @@ def test_the_feed_rides_out_transient_errors() -> None:
                 fake.fail_next("timeout", n=1, scope="any", delay=0.2)
                 fake.set_time(fake.close_time_of(NOW_ROW + 2))
                 got = [await asyncio.wait_for(queue.get(), 5.0) for _ in range(2)]
-                assert [b.time_ns for b, _ in got] == [_ns(bars, NOW_ROW + 1), _ns(bars, NOW_ROW + 2)]
+                assert [b.time_ns for b, _, _ in got] == [_ns(bars, NOW_ROW + 1), _ns(bars, NOW_ROW + 2)]
                 assert not task.done()
             finally:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    run(scenario)
+
+
+def test_an_unreachable_exchange_fails_start_with_a_retryable_error() -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    async def scenario() -> None:
+        feed = CcxtFeed("binance", SYMBOL, warmup=5, api_url=url, poll_interval=0.01, start_attempts=2)
+        try:
+            with pytest.raises(RetryableBrokerError, match="load_markets failed 2 times"):
+                await feed.start()
+        finally:
+            await feed.close()
+        b = ExchangeBroker("binance", SYMBOL, KEYS, api_url=url)
+        try:
+            with pytest.raises(RetryableBrokerError, match="cannot reach the exchange"):
+                await b.start()
+        finally:
+            await b.close()
 
     run(scenario)
 

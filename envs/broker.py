@@ -34,7 +34,7 @@ import numpy as np
 
 from envs.errors import ConfigError, did_you_mean
 from envs.events import ErrorKind, OrderResult, OrderStatus, Side
-from envs.market import MarketSpec
+from envs.market import BPS, MAX_PARTICIPATION, TICK_TOLERANCE, MarketSpec, SlippageModel
 
 __all__ = [
     "CODE_FILTER_FAILURE",
@@ -83,6 +83,9 @@ _DRAW_BLOCK = 256
 _FILLED = OrderStatus.FILLED
 _REJECTED = OrderStatus.REJECTED
 _ERRORED = OrderStatus.ERRORED
+_BUY = Side.BUY
+_FIXED = SlippageModel.FIXED
+_new_record = tuple.__new__
 
 
 class OrderIntent(NamedTuple):
@@ -334,7 +337,23 @@ class SimBroker:
             return self._refuse(order, quote, ErrorKind.MIN_NOTIONAL, MSG_NOTIONAL, CODE_FILTER_FAILURE)
 
         side = order.side
-        price = spec.fill_price(side, ref, qty, quote.volume)
+        # MarketSpec.fill_price() inlined, same arithmetic (see there).
+        slippage = spec.slippage_bps
+        impact = spec.impact_bps
+        if impact != 0.0 and spec.slippage_model is not _FIXED:
+            volume = quote.volume
+            participation = MAX_PARTICIPATION if not volume > 0.0 else min(qty / volume, MAX_PARTICIPATION)
+            slippage = slippage + impact * math.sqrt(participation)
+        move = ref * ((0.5 * spec.spread_bps + slippage) * BPS)
+        tick = spec.price_tick
+        if side is _BUY:
+            price = ref + move
+            if tick > 0.0:
+                price = math.ceil(price / tick - TICK_TOLERANCE) * tick
+        else:
+            price = ref - move
+            if tick > 0.0:
+                price = math.floor(price / tick + TICK_TOLERANCE) * tick
         fee = qty * price * spec.taker_fee
         if not self._account.can_fill(side, qty, price, fee):
             return self._refuse(
@@ -344,17 +363,25 @@ class SimBroker:
                 MSG_INSUFFICIENT_BALANCE,
                 CODE_INSUFFICIENT_BALANCE,
             )
-        return OrderResult(
-            order.client_order_id,
-            order.symbol,
-            side,
-            quote.time_ns,
-            requested,
-            price,
-            _FILLED,
-            qty,
-            fee,
-            qty * abs(price - ref),
+        # tuple.__new__: the NamedTuple's own constructor costs ~70% more (a Python-level function with
+        # defaults); every field is given, in order.
+        return _new_record(
+            OrderResult,
+            (
+                order.client_order_id,
+                order.symbol,
+                side,
+                quote.time_ns,
+                requested,
+                price,
+                _FILLED,
+                qty,
+                fee,
+                qty * abs(price - ref),
+                None,
+                "",
+                None,
+            ),
         )
 
     @staticmethod
@@ -367,19 +394,21 @@ class SimBroker:
         *,
         status: OrderStatus = _REJECTED,
     ) -> OrderResult:
-        # Positional: keyword arguments cost measurably on the per-order path.
-        return OrderResult(
-            order.client_order_id,
-            order.symbol,
-            order.side,
-            quote.time_ns,
-            order.qty,
-            quote.price,
-            status,
-            0.0,
-            0.0,
-            0.0,
-            kind,
-            message,
-            code,
+        return _new_record(
+            OrderResult,
+            (
+                order.client_order_id,
+                order.symbol,
+                order.side,
+                quote.time_ns,
+                order.qty,
+                quote.price,
+                status,
+                0.0,
+                0.0,
+                0.0,
+                kind,
+                message,
+                code,
+            ),
         )

@@ -19,6 +19,7 @@ from envs.events import Side
 __all__ = [
     "BPS",
     "MAX_PARTICIPATION",
+    "TICK_TOLERANCE",
     "MarketSpec",
     "SlippageModel",
     "ceil_to_tick",
@@ -34,8 +35,9 @@ MAX_PARTICIPATION = 1.0
 """Cap on the order's share of bar volume fed to the impact model, so impact stays finite. A bar with no
 recorded volume (0 or NaN) counts as full participation: no liquidity evidence means the worst case."""
 
-# Relative tolerance for tick rounding, so a price already on the tick is not pushed one tick further.
-_TICK_TOLERANCE = 1e-9
+TICK_TOLERANCE = 1e-9
+"""Tolerance (in ticks) of tick rounding, so a price already on the tick is not pushed one tick further."""
+_TICK_TOLERANCE = TICK_TOLERANCE
 
 
 class SlippageModel(StrEnum):

@@ -207,6 +207,7 @@ class _OpenTrade:
 
 
 _NO_TRADES: tuple[TradeResult, ...] = ()
+_new_record = tuple.__new__
 _STATE_VERSION = 1
 _TRADE_FIELDS = _OpenTrade.__slots__
 
@@ -462,23 +463,27 @@ class Portfolio:
             volume = snap.get("volume_profile") or {}
         else:
             signals, conditions, alignment, volume = {}, {}, {}, {}
-        # Positional, in TradeResult's field order: this runs for every closed trade.
-        return TradeResult(
-            f"{t.trade_id}:{t.slices}",
-            self.symbol,
-            _LONG if t.side > 0 else _SHORT,
-            t.entry_time_ns,
-            time_ns,
-            t.avg_price,
-            price,
-            qty,
-            fees,
-            pnl,
-            pnl / notional if notional > 0.0 else 0.0,
-            bar - t.entry_bar,
-            reason,
-            signals,
-            conditions,
-            alignment,
-            volume,
+        # Every field, in TradeResult's order, through tuple.__new__ (its __new__ only fills in empty
+        # mappings, which are given here): this runs for every closed trade.
+        return _new_record(
+            TradeResult,
+            (
+                f"{t.trade_id}:{t.slices}",
+                self.symbol,
+                _LONG if t.side > 0 else _SHORT,
+                t.entry_time_ns,
+                time_ns,
+                t.avg_price,
+                price,
+                qty,
+                fees,
+                pnl,
+                pnl / notional if notional > 0.0 else 0.0,
+                bar - t.entry_bar,
+                reason,
+                signals,
+                conditions,
+                alignment,
+                volume,
+            ),
         )

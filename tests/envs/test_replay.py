@@ -19,12 +19,19 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs.registration  # noqa: F401 - registers slf/MarketReplay-v0
 from envs.broker import MSG_INSUFFICIENT_BALANCE, MSG_LOT_SIZE, MSG_NOTIONAL
-from envs.core import OrderProposal
+from envs.core import OrderProposal, StepResult
 from envs.errors import ConfigError, DataError
 from envs.events import ErrorKind, OrderStatus, PositionSide
 from envs.features import FeatureMatrix, NormalizationStats, compute_features
 from envs.market import MarketSpec
-from envs.replay import ENV_ID, STATE_FEATURES, DifferentialSharpe, MarketReplayEnv
+from envs.replay import (
+    ENV_ID,
+    STATE_FEATURES,
+    DifferentialSharpe,
+    MarketReplayEnv,
+    build_observation,
+    step_info,
+)
 
 N_BARS = 900
 WINDOW = 8
@@ -415,6 +422,76 @@ def test_many_envs_share_one_read_only_matrix_and_resets_do_not_copy(bars: pd.Da
     assert a._flat is b._flat
     obs, _ = a.reset(seed=0)
     assert not np.shares_memory(obs, a._flat)  # observations are copies the user may keep
+
+
+def _expected_observation(env: MarketReplayEnv, normalized: np.ndarray) -> np.ndarray:
+    """The observation at ``env.row`` worked out from the normalized matrix and the account."""
+    t = env.row
+    window = np.clip(normalized[t - env.window + 1 : t + 1], -10, 10).reshape(-1)
+    book = env.core.portfolio
+    equity = book.cash + book.qty * book.last_price
+    if book.qty == 0.0 or equity <= 0.0:
+        state = [0.0, 0.0, 0.0]
+    else:
+        state = [
+            min(max(book.qty * book.last_price / equity, -10.0), 10.0),
+            min(max((book.last_price - book.avg_price) * book.qty / equity, -10.0), 10.0),
+            min(math.log1p(env.core.bars_in_trade()), 10.0),
+        ]
+    return np.concatenate([window, np.asarray(state, dtype=np.float32)])
+
+
+def test_observations_are_new_arrays_that_later_steps_leave_alone(bars: pd.DataFrame) -> None:
+    # Runs to the last bar of the data, where the window ends at the matrix's last row.
+    env = make_env(bars, faults=FAULTS)
+    env.action_space.seed(4)
+    obs, _ = env.reset(seed=4)
+    normalized = env.normalization.apply(env.market_data.features).values
+    kept = [(obs, obs.copy())]
+    truncated = False
+    while not truncated:
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert not terminated
+        np.testing.assert_array_equal(obs, _expected_observation(env, normalized))
+        assert obs.flags.writeable
+        assert obs.flags.owndata
+        kept.append((obs, obs.copy()))
+    assert env.row == len(bars) - 1
+    for returned, copy in kept:
+        np.testing.assert_array_equal(returned, copy)  # later steps did not write into it
+    assert len({id(o) for o, _ in kept}) == len(kept)
+    assert any(o[-3] != 0.0 for o, _ in kept)  # the account state was really written
+
+
+def test_public_builders_give_exactly_what_the_env_returns(bars: pd.DataFrame) -> None:
+    env = make_env(bars, faults=FAULTS, episode_length=120)
+    env.action_space.seed(8)
+    obs, info = env.reset(seed=8)
+    k = len(env.market_data.features.columns)
+    flat, _ = env.market_data.observations(env.normalization, (0, 1), 10.0)
+    book = env.core.portfolio
+    assert data_equivalence(step_info(book, info["time_ns"], 0, None), info, exact=True)
+    seen_orders = 0
+    for _ in range(120):
+        obs, _, terminated, truncated, info = env.step(env.action_space.sample())
+        built = build_observation(flat, env.row, k, env.window, env.core)
+        assert built.dtype == np.float32
+        assert built.tobytes() == obs.tobytes()
+        result = StepResult(info["orders"], info["trades"], info["errors"], info["vetoed"], info["bar"])
+        assert data_equivalence(step_info(book, info["time_ns"], info["step"], result), info, exact=True)
+        seen_orders += len(info["orders"])
+        if terminated or truncated:
+            break
+    assert seen_orders > 10
+
+
+def test_trade_snapshots_are_new_dicts_equal_to_the_feature_matrix_snapshot(bars: pd.DataFrame) -> None:
+    md = make_env(bars).market_data
+    for row in (md.features.warmup, len(md) // 2, len(md) - 1):
+        first, second = md.snapshot(row), md.snapshot(row)
+        assert first == md.features.snapshot(row)
+        assert all(type(v) is float for group in first.values() for v in group.values())
+        assert all(first[g] is not second[g] for g in first)
 
 
 def test_continuous_long_only_treats_negative_targets_as_flat(bars: pd.DataFrame) -> None:

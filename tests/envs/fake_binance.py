@@ -83,6 +83,7 @@ __all__ = [
     "FAILURES",
     "FakeBinance",
     "market_id",
+    "read_bars",
 ]
 
 DEFAULT_KEY = "fake-api-key-0123456789"
@@ -728,7 +729,7 @@ def _json(body: Any, status: int = 200) -> web.Response:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="A fake Binance spot REST server on 127.0.0.1 (tests only).")
     p.add_argument("--port", type=int, default=0, help="port to listen on (0: a free port)")
-    p.add_argument("--data", required=True, help="OHLCV bars (CSV or Parquet, as envs.data.load_ohlcv reads)")
+    p.add_argument("--data", required=True, help="OHLCV bars (CSV or Parquet; see read_bars)")
     p.add_argument("--state", required=True, help="JSON state file (created, updated, read back at start)")
     p.add_argument("--symbol", default=None, help="unified symbol (default: the data's, else BTC/USDT)")
     p.add_argument("--key", default=DEFAULT_KEY)
@@ -742,10 +743,33 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    from envs.data import load_ohlcv
+def read_bars(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """OHLCV bars from a CSV or Parquet file as :func:`envs.data.load_ohlcv` writes and reads them
+    (time in the index or in a ``timestamp``/``datetime``/``date``/``time`` column; ISO text or epoch
+    ms). Read with pandas alone, so the server process starts without importing the project."""
+    p = Path(path)
+    table = pd.read_parquet(p) if p.suffix in (".parquet", ".pq") else pd.read_csv(p)
+    table.columns = [str(c).lower() for c in table.columns]
+    label = next((c for c in ("timestamp", "datetime", "date", "time") if c in table.columns), None)
+    if label is not None:
+        table = table.set_index(label)
+    raw = table.index
+    if pd.api.types.is_numeric_dtype(raw):
+        index = pd.to_datetime(np.asarray(raw, dtype=np.int64), unit="ms", utc=True)
+    else:
+        index = pd.to_datetime(raw, utc=True)
+    frame = pd.DataFrame(
+        table[["open", "high", "low", "close", "volume"]].to_numpy(np.float64),
+        index=pd.DatetimeIndex(index, name="timestamp").as_unit("ns"),
+        columns=["open", "high", "low", "close", "volume"],
+    )
+    if "symbol" in table.columns and len(table):
+        frame.attrs["symbol"] = str(table["symbol"].iloc[0])
+    return frame
 
-    bars = load_ohlcv(args.data, symbol=args.symbol)
+
+async def _serve(args: argparse.Namespace) -> None:
+    bars = read_bars(args.data)
     probe = FakeBinance(bars, symbol=args.symbol)
     fake = FakeBinance(
         bars,

@@ -35,6 +35,7 @@ from envs.broker import (
 )
 from envs.data import load_ohlcv
 from envs.data.datasets import load_dataset
+from envs.data.synthetic import generate_synthetic
 from envs.errors import BrokerError, ConfigError, RetryableBrokerError
 from envs.events import ErrorKind, OrderResult, OrderStatus, Side
 from envs.exchange import CcxtFeed, Credentials, ExchangeBroker, RedactingFilter
@@ -49,13 +50,14 @@ KEYS = Credentials(DEFAULT_KEY, DEFAULT_SECRET, source="test")
 NO_LIMIT = {"enableRateLimit": False}  # ccxt's client-side throttle only slows the tests down
 FAKE_SCRIPT = Path(__file__).with_name("fake_binance.py")
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 0.4  # the broker's request timeout in the timeout tests
+TIMEOUT_S = 0.25  # the broker's request timeout in the timeout tests
 NOW_ROW = 1500  # the fake's clock starts when this bar has just closed
 
 
 @functools.cache
 def _btc() -> pd.DataFrame:
-    return load_dataset("synth_btcusdt_1m").iloc[:2500].copy()
+    """Synthetic BTC/USDT minute bars (prices 40k-45k)."""
+    return generate_synthetic([SYMBOL], 2500, 7).frames[SYMBOL]
 
 
 def run(scenario: Callable[[], Awaitable[T]]) -> T:

@@ -35,7 +35,7 @@ import numpy as np
 from envs.broker import Broker, FaultConfig, OrderIntent, Quote, SimBroker
 from envs.errors import ConfigError
 from envs.events import BarEvent, ErrorEvent, OrderResult, OrderStatus, Side, TradeResult
-from envs.market import MarketSpec
+from envs.market import BPS, MAX_PARTICIPATION, TICK_TOLERANCE, MarketSpec, SlippageModel
 from envs.portfolio import EXIT_SIGNAL, Portfolio, PortfolioConfig, SnapshotProvider, Transition, classify
 
 __all__ = [
@@ -59,6 +59,7 @@ _BUY = Side.BUY
 _SELL = Side.SELL
 _FILLED = OrderStatus.FILLED
 _HOLD = Transition.HOLD
+_FIXED = SlippageModel.FIXED
 # Records built on every bar: tuple.__new__ with every field skips the NamedTuple's Python-level __new__.
 _new_record = tuple.__new__
 
@@ -244,15 +245,49 @@ class TradingCore:
         if delta == 0.0:
             return q
         spec = self.spec
-        s, side = (1.0, _BUY) if delta > 0.0 else (-1.0, _SELL)
-        # _solve_target() inlined (this runs for nearly every order): q1 at the fill price `fill`.
+        buy = delta > 0.0
+        s = 1.0 if buy else -1.0
+        # _solve_target() and MarketSpec.fill_price() inlined, same arithmetic (this runs for nearly
+        # every order): q1 at the fill price `fill`, first without market impact (qty 0).
         cash = book.cash
         phi = spec.taker_fee
-        fill = spec.fill_price(side, price, 0.0, volume)
+        half_spread = 0.5 * spec.spread_bps
+        slippage = spec.slippage_bps
+        impact = spec.impact_bps if spec.slippage_model is not _FIXED else 0.0
+        tick = spec.price_tick
+        if impact != 0.0 and not volume > 0.0:  # unknown volume: full participation even at qty 0
+            slippage = slippage + impact * math.sqrt(MAX_PARTICIPATION)
+        elif impact != 0.0:
+            slippage = slippage + impact * math.sqrt(min(0.0 / volume, MAX_PARTICIPATION))
+        move = price * ((half_spread + slippage) * BPS)
+        if buy:
+            fill = price + move
+            if tick > 0.0:
+                fill = math.ceil(fill / tick - TICK_TOLERANCE) * tick
+        else:
+            fill = price - move
+            if tick > 0.0:
+                fill = math.floor(fill / tick + TICK_TOLERANCE) * tick
         e = cash + q * fill
         q1 = f * (e + s * q * fill * phi) / (fill * (1.0 + f * s * phi)) if e > 0.0 else q
         if spec.impact_bps > 0.0:
-            fill = spec.fill_price(side, price, abs(delta), volume)
+            # ... then with the impact of the naive change |delta|.
+            slippage = spec.slippage_bps
+            if impact != 0.0:
+                size = delta if buy else -delta
+                participation = (
+                    MAX_PARTICIPATION if not volume > 0.0 else min(size / volume, MAX_PARTICIPATION)
+                )
+                slippage = slippage + impact * math.sqrt(participation)
+            move = price * ((half_spread + slippage) * BPS)
+            if buy:
+                fill = price + move
+                if tick > 0.0:
+                    fill = math.ceil(fill / tick - TICK_TOLERANCE) * tick
+            else:
+                fill = price - move
+                if tick > 0.0:
+                    fill = math.floor(fill / tick + TICK_TOLERANCE) * tick
             e = cash + q * fill
             other = f * (e + s * q * fill * phi) / (fill * (1.0 + f * s * phi)) if e > 0.0 else q
             q1 = other if (other - q) * s < (q1 - q) * s else q1

@@ -355,14 +355,19 @@ class Portfolio:
         """Whether a fill fits the account: no short unless allowed; leverage cap on increases."""
         q0 = self.qty
         q1 = q0 + (qty if side is _BUY else -qty)
-        eps = _QTY_EPS * max(abs(q0), qty)
-        if not self.config.allow_short and q1 < -eps:
+        # abs() and max() as conditional expressions (this runs for every order); a signed zero from
+        # `-q` compares and multiplies like abs()'s 0.0 here.
+        a0 = q0 if q0 >= 0.0 else -q0
+        a1 = q1 if q1 >= 0.0 else -q1
+        eps = _QTY_EPS * (a0 if a0 > qty else qty)
+        config = self.config
+        if not config.allow_short and q1 < -eps:
             return False  # spot: cannot sell what you do not hold
-        if abs(q1) <= abs(q0) + eps and q0 * q1 >= 0.0:
+        if a1 <= a0 + eps and q0 * q1 >= 0.0:
             return True  # reduces exposure: always accepted
         cash1 = self.cash - (q1 - q0) * price - fee
         equity1 = cash1 + q1 * price
-        return equity1 > 0.0 and abs(q1) * price <= self.config.leverage * equity1 * (1.0 + _CAP_SLACK)
+        return equity1 > 0.0 and a1 * price <= config.leverage * equity1 * (1.0 + _CAP_SLACK)
 
     # --- updates ---------------------------------------------------------------------------------
     def mark(self, price: float) -> float:

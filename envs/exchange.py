@@ -483,8 +483,11 @@ class ExchangeBroker:
     returns :meth:`known`'s answer for the id. An id submitted before in this process returns its first
     result without a request (filled and rejected orders; an errored one may be sent again).
 
-    Binance only refuses a client order id already used by an *open* order; a market order is closed at
-    once, so after a restart the caller must ask :meth:`known` for ids it may have sent before resending.
+    Binance refuses a client order id again only while its order is *open*, and a market order closes at
+    once: so before sending an id it has not sent itself, the broker asks the exchange for it
+    (``verify_ids``, one query per new order) and returns the earlier order's result if there is one. A
+    failed query leaves the order unsent (an errored, retryable result). Requests are made one at a
+    time: do not call the broker's coroutines concurrently.
 
     Args:
         exchange_id: ccxt's exchange id.
@@ -498,6 +501,8 @@ class ExchangeBroker:
         spec_overrides: :class:`~envs.market.MarketSpec` fields to set over the exchange's market
             (e.g. ``slippage_bps``).
         options: extra ccxt config (see :func:`ccxt_client`).
+        max_remembered: results kept per client order id for resends within this process.
+        verify_ids: ask the exchange for a new client order id before sending it (see above).
     """
 
     def __init__(
@@ -513,8 +518,10 @@ class ExchangeBroker:
         spec_overrides: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
         max_remembered: int = DEFAULT_MAX_REMEMBERED,
+        verify_ids: bool = True,
     ) -> None:
         self.exchange_id = exchange_id
+        self.verify_ids = verify_ids
         self.symbol = symbol
         self._credentials = credentials
         self._client = (
@@ -626,6 +633,18 @@ class ExchangeBroker:
                 _refusal(order, quote, ErrorKind.LOT_SIZE, MSG_LOT_SIZE, "-1013", OrderStatus.REJECTED)
             )
         errors = _errors()
+        if self.verify_ids:
+            # Binance refuses a client order id again only while its order is open, and a market order
+            # closes at once: ask before sending an id this process has not sent.
+            self._recorder.reset()
+            try:
+                prior = await self._lookup(order.client_order_id)
+            except errors.AuthenticationError as exc:
+                self._auth_failed(exc)
+            except errors.BaseError as exc:
+                return await self._from_error(order, quote, exc, sent=False)
+            if prior is not None:
+                return self._remember(prior)
         self._recorder.reset()
         try:
             raw = await self._client.create_order(
@@ -651,12 +670,15 @@ class ExchangeBroker:
                 self._seen.popitem(last=False)
         return result
 
-    async def _from_error(self, order: OrderIntent, quote: Quote, exc: BaseException) -> OrderResult:
+    async def _from_error(
+        self, order: OrderIntent, quote: Quote, exc: BaseException, *, sent: bool = True
+    ) -> OrderResult:
+        """The result for a failed request (``sent``: the order itself, else the check before it)."""
         errors = _errors()
         words = self._recorder.words(exc)
         status = words.status
         text = words.message or _strip(str(exc))
-        ambiguous = True
+        ambiguous = sent
         kind: ErrorKind
         code: str | None
         if status in (418, 429) or isinstance(exc, errors.DDoSProtection | errors.RateLimitExceeded):
@@ -721,15 +743,21 @@ class ExchangeBroker:
             raise ConfigError("the broker has not started", where="ExchangeBroker", fix="await start() first")
         errors = _errors()
         try:
-            raw = await self._client.fetch_order("", self.symbol, {"origClientOrderId": client_order_id})
-        except errors.OrderNotFound:
-            return None
+            return await self._lookup(client_order_id)
         except errors.AuthenticationError as exc:
             self._auth_failed(exc)
         except errors.BaseError as exc:
             raise RetryableBrokerError(
                 f"cannot ask for order {client_order_id}: {_strip(str(exc))}", where=self._where
             ) from None
+
+    async def _lookup(self, client_order_id: str) -> OrderResult | None:
+        """:meth:`known`, letting ccxt's errors through."""
+        errors = _errors()
+        try:
+            raw = await self._client.fetch_order("", self.symbol, {"origClientOrderId": client_order_id})
+        except errors.OrderNotFound:
+            return None
         if not raw.get("fees") and float(raw.get("filled") or 0.0) > 0.0 and raw.get("id"):
             try:
                 trades = await self._client.fetch_order_trades(raw["id"], self.symbol)

@@ -11,7 +11,8 @@ and error codes, and a clock the test controls:
 ``GET /api/v3/klines``     candles of the data that have opened by the server clock (``startTime``,
                            ``endTime``, ``limit``); the forming candle shows only its open
 ``GET /api/v3/account``    signed; the balances
-``POST /api/v3/order``     signed; MARKET orders only; ``newClientOrderId`` deduplicated (``-2010
+``POST /api/v3/order``     signed; MARKET orders only; ``newClientOrderId`` checked against Binance's
+                           pattern (``-1100``, at most 36 characters) and deduplicated (``-2010
                            Duplicate order sent.``); filters and balance checked in Binance's order
                            and wording; fills at :attr:`FakeBinance.price` (or the forming candle's open)
 ``GET /api/v3/order``      signed; by ``origClientOrderId`` or ``orderId`` (``-2013 Order does not exist.``)
@@ -38,7 +39,8 @@ In-process (an asyncio test)::
 As a separate process (e.g. a runner in a subprocess trading against it)::
 
     python tests/envs/fake_binance.py --port P --data BARS.csv --state STATE.json \\
-        [--symbol BTC/USDT] [--key K --secret S] [--start ROW] [--speed X] [--cash 10000]
+        [--symbol BTC/USDT] [--key K --secret S] [--start ROW] [--speed X] [--cash 10000] \\
+        [--dedupe all|open] [--min-notional 5] [--step-size 0.00001] [--tick-size 0.01]
 
 It prints ``READY http://127.0.0.1:P`` on stdout once it listens (``--port 0`` picks a free port) and
 stops on SIGTERM/SIGINT. ``--state`` holds balances, orders, the clock and the price as JSON, written
@@ -63,6 +65,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -102,6 +105,11 @@ BODY_NO_QUANTITY = {
     "code": -1102,
     "msg": "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.",
 }
+BODY_BAD_CLIENT_ID = {
+    "code": -1100,
+    "msg": "Illegal characters found in parameter 'newClientOrderId'; "
+    "legal range is '^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.",
+}
 BODY_BAD_SYMBOL = {"code": -1121, "msg": "Invalid symbol."}
 BODY_RATE_LIMIT = {
     "code": -1003,
@@ -125,6 +133,7 @@ make the client time out."""
 TIMEOUT_KINDS = ("timeout", "timeout_filled")
 
 _ORDER_PATH = "/api/v3/order"
+_CLIENT_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 _SECOND_SYMBOL = ("ETHBTC", "ETH", "BTC")
 
 
@@ -166,6 +175,9 @@ class FakeBinance:
         notional_filter: ``"NOTIONAL"`` (current Binance) or ``"MIN_NOTIONAL"`` (older symbols).
         state_path: JSON file for persistent state (read at start if it exists).
         host, port: where to listen (port 0: a free port).
+        dedupe: ``"all"``: a client order id ever accepted is refused again (``-2010 Duplicate order
+            sent.``); ``"open"``: Binance's own rule, only ids of open orders are refused, and market
+            orders never stay open, so a resent id trades again (``orders`` then shows it twice).
     """
 
     def __init__(
@@ -188,7 +200,11 @@ class FakeBinance:
         state_path: str | os.PathLike[str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        dedupe: str = "all",
     ) -> None:
+        if dedupe not in ("all", "open"):
+            raise ValueError(f"dedupe={dedupe!r}: use 'all' or 'open'")
+        self.dedupe = dedupe
         self.symbol = symbol or str(bars.attrs.get("symbol") or "BTC/USDT")
         self.id = market_id(self.symbol)
         base, _, quote = self.symbol.partition("/")
@@ -412,7 +428,8 @@ class FakeBinance:
     def _check_signed(self, request: web.Request, body: str) -> web.Response | None:
         if request.headers.get("X-MBX-APIKEY") != self.key:
             return _json(BODY_BAD_KEY, status=401)
-        query, sig_q = self._split_signature(request.query_string)
+        # The raw query string, as sent (aiohttp's query_string is percent-decoded): that is what is signed.
+        query, sig_q = self._split_signature(request.raw_path.partition("?")[2])
         payload, sig_b = self._split_signature(body)
         signature = sig_q or sig_b
         total = query + payload  # Binance signs the query string followed by the body
@@ -442,7 +459,9 @@ class FakeBinance:
         if side not in ("BUY", "SELL"):
             return 400, {"code": -1117, "msg": "Invalid side."}
         cid = params.get("newClientOrderId") or f"fake-{len(self.orders) + 1}"
-        if any(o["clientOrderId"] == cid for o in self.orders):
+        if not _CLIENT_ID.fullmatch(cid):
+            return 400, BODY_BAD_CLIENT_ID
+        if self.dedupe == "all" and any(o["clientOrderId"] == cid for o in self.orders):
             self.duplicates += 1
             self._save_state()
             return 400, BODY_DUPLICATE
@@ -740,6 +759,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--min-notional", type=float, default=5.0)
     p.add_argument("--step-size", type=float, default=0.00001)
     p.add_argument("--tick-size", type=float, default=0.01)
+    p.add_argument(
+        "--dedupe",
+        choices=("all", "open"),
+        default="all",
+        help="refuse every reused client order id (all) or, as Binance does, only those of open orders",
+    )
     return p.parse_args(argv)
 
 
@@ -785,6 +810,7 @@ async def _serve(args: argparse.Namespace) -> None:
         tick_size=args.tick_size,
         state_path=args.state,
         port=args.port,
+        dedupe=args.dedupe,
     )
     await fake.start()
     fake._save_state()

@@ -42,7 +42,13 @@ from envs.exchange import CcxtFeed, Credentials, ExchangeBroker, RedactingFilter
 from envs.features import FeatureConfig, compute_features, min_rows
 from envs.live import BarFeed
 from envs.market import MarketSpec
-from tests.envs.fake_binance import BODY_RATE_LIMIT, DEFAULT_KEY, DEFAULT_SECRET, FakeBinance
+from tests.envs.fake_binance import (
+    BODY_BAD_CLIENT_ID,
+    BODY_RATE_LIMIT,
+    DEFAULT_KEY,
+    DEFAULT_SECRET,
+    FakeBinance,
+)
 
 T = TypeVar("T")
 SYMBOL = "BTC/USDT"
@@ -238,20 +244,74 @@ def test_rate_limits_and_server_errors_are_retryable_errors(
     run(scenario)
 
 
-def test_a_duplicate_client_order_id_never_trades_twice() -> None:
+@pytest.mark.parametrize(
+    ("dedupe", "verify_ids", "refused"),
+    [
+        ("open", True, 0),  # Binance's rule: the broker asks before sending an id it has not sent
+        ("all", False, 1),  # the exchange refuses the id: -2010 Duplicate order sent. -> the first order
+    ],
+)
+def test_a_resent_client_order_id_never_trades_twice(dedupe: str, verify_ids: bool, refused: int) -> None:
     async def scenario() -> None:
-        async with exchange() as fake:
+        async with exchange(dedupe=dedupe) as fake:
             async with broker(fake) as first:
                 filled = await first.submit(_order("dup-1", 0.01), _quote(fake))
             assert filled.filled
             fake.price = fake.market_price() * 1.1  # a resend would fill elsewhere
-            async with broker(fake) as restarted:  # a fresh process: no memory of dup-1
+            async with broker(fake, verify_ids=verify_ids) as restarted:  # no memory of dup-1
                 again = await restarted.submit(_order("dup-1", 0.02), _quote(fake))
-            assert fake.duplicates == 1  # the exchange refused the resend (-2010 Duplicate order sent.)
+            assert fake.duplicates == refused
             assert len(fake.orders) == 1
             assert again.filled
             assert (again.order_id, again.filled_qty, again.price) == ("dup-1", 0.01, filled.price)
             assert again.fee == pytest.approx(filled.fee)
+
+    run(scenario)
+
+
+def test_without_verification_binances_rule_lets_a_resend_trade_again() -> None:
+    """Why ``verify_ids`` is on: Binance only refuses ids of open orders, and market orders close at once."""
+
+    async def scenario() -> None:
+        async with exchange(dedupe="open") as fake:
+            for _ in range(2):
+                async with broker(fake, verify_ids=False) as b:
+                    assert (await b.submit(_order("dup-2", 0.01), _quote(fake))).filled
+            assert [o["clientOrderId"] for o in fake.orders] == ["dup-2", "dup-2"]
+
+    run(scenario)
+
+
+def test_an_illegal_client_order_id_is_refused_in_binances_words() -> None:
+    async def scenario() -> None:
+        async with exchange() as fake, broker(fake) as b:
+            long_id = "live-BTC/USDT-1704187260000-0-" + "x" * 10  # 41 > 36 characters
+            result = await b.submit(_order(long_id, 0.01), _quote(fake))
+            assert _words(result) == (
+                OrderStatus.REJECTED,
+                ErrorKind.INVALID_ORDER,
+                BODY_BAD_CLIENT_ID["msg"],
+                "-1100",
+            )
+            assert fake.orders == []
+
+    run(scenario)
+
+
+def test_a_failed_check_before_sending_leaves_the_order_unsent() -> None:
+    async def scenario() -> None:
+        async with exchange() as fake, broker(fake) as b:
+            fake.fail_next("429", scope="any")  # the GET asking for the id is refused
+            result = await b.submit(_order("c-1", 0.01), _quote(fake))
+            assert _words(result) == (
+                OrderStatus.ERRORED,
+                ErrorKind.RATE_LIMIT,
+                BODY_RATE_LIMIT["msg"],
+                "429",
+            )
+            assert fake.requests[-1] == ("GET", "/api/v3/order")
+            assert fake.orders == []
+            assert (await b.submit(_order("c-1", 0.01), _quote(fake))).filled
 
     run(scenario)
 
@@ -651,4 +711,4 @@ def test_fake_binance_runs_as_a_subprocess_with_persistent_state(tmp_path: Path)
 
     saved = json.loads(state.read_text(encoding="utf-8"))
     assert [o["clientOrderId"] for o in saved["orders"]] == ["p-1"]
-    assert saved["duplicates"] == 1
+    assert saved["duplicates"] == 0  # the restarted broker asked first and never resent it

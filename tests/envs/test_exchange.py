@@ -53,7 +53,8 @@ from tests.envs.fake_binance import (
 T = TypeVar("T")
 SYMBOL = "BTC/USDT"
 KEYS = Credentials(DEFAULT_KEY, DEFAULT_SECRET, source="test")
-NO_LIMIT = {"enableRateLimit": False}  # ccxt's client-side throttle only slows the tests down
+# ccxt's client-side throttle and its 250 ms wait at close (for TLS shutdowns) only slow the tests down.
+NO_LIMIT = {"enableRateLimit": False, "timeout_on_exit": 0}
 FAKE_SCRIPT = Path(__file__).with_name("fake_binance.py")
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 0.25  # the broker's request timeout in the timeout tests
@@ -390,7 +391,7 @@ def test_start_builds_the_market_spec_and_refuses_unknown_symbols() -> None:
 
 def test_api_url_routes_every_rest_endpoint_to_the_given_host() -> None:
     async def scenario() -> None:
-        default = ExchangeBroker("binance", SYMBOL, None)
+        default = ExchangeBroker("binance", SYMBOL, None, options=NO_LIMIT)
         try:
             assert default.client.urls["api"]["public"] == "https://api.binance.com/api/v3"
         finally:
@@ -600,13 +601,15 @@ def test_an_unreachable_exchange_fails_start_with_a_retryable_error() -> None:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
 
     async def scenario() -> None:
-        feed = CcxtFeed("binance", SYMBOL, warmup=5, api_url=url, poll_interval=0.01, start_attempts=2)
+        feed = CcxtFeed(
+            "binance", SYMBOL, warmup=5, api_url=url, poll_interval=0.01, start_attempts=2, options=NO_LIMIT
+        )
         try:
             with pytest.raises(RetryableBrokerError, match="load_markets failed 2 times"):
                 await feed.start()
         finally:
             await feed.close()
-        b = ExchangeBroker("binance", SYMBOL, KEYS, api_url=url)
+        b = ExchangeBroker("binance", SYMBOL, KEYS, api_url=url, options=NO_LIMIT)
         try:
             with pytest.raises(RetryableBrokerError, match="cannot reach the exchange"):
                 await b.start()

@@ -462,20 +462,17 @@ class ExchangeBroker:
 
     Refusals map to the kinds :class:`~envs.broker.SimBroker` uses, with the exchange's message and code:
 
-    ===================================================  ===============================================
-    exchange / ccxt                                      result
-    ===================================================  ===============================================
-    ``-1013 Filter failure: LOT_SIZE`` (``InvalidOrder``)  REJECTED ``lot_size``
-    ``-1013 Filter failure: (MIN_)NOTIONAL`` (``BadRequest``)  REJECTED ``min_notional``
-    ``-2010 Account has insufficient balance ...``       REJECTED ``insufficient_balance``
-    (``InsufficientFunds``)
-    other ``InvalidOrder``/``BadRequest``                REJECTED ``invalid_order``
-    HTTP 429/418 (``DDoSProtection``/``RateLimitExceeded``)  ERRORED ``rate_limit``, code ``"429"``
-    HTTP 5xx, ``OnMaintenance``, ``ExchangeNotAvailable``  ERRORED ``maintenance``, code = HTTP status
-    ``RequestTimeout``, HTTP 504                          ERRORED ``timeout``, code ``"408"``/``"504"``
-    other ``NetworkError``/``OperationFailed``           ERRORED ``network``
-    ``AuthenticationError``, ``BadSymbol``               raises :class:`~envs.errors.BrokerError`
-    ===================================================  ===============================================
+    * ``-1013 Filter failure: LOT_SIZE`` (ccxt ``InvalidOrder``): REJECTED ``lot_size``;
+    * ``-1013 Filter failure: NOTIONAL`` / ``MIN_NOTIONAL`` (``BadRequest``): REJECTED ``min_notional``;
+    * ``-2010 Account has insufficient balance for requested action.`` (``InsufficientFunds``):
+      REJECTED ``insufficient_balance``;
+    * any other ``InvalidOrder``/``BadRequest``: REJECTED ``invalid_order``; other exchange errors:
+      REJECTED ``unknown``;
+    * HTTP 429/418 (``DDoSProtection``/``RateLimitExceeded``): ERRORED ``rate_limit``;
+    * HTTP 5xx, ``OnMaintenance``, ``ExchangeNotAvailable``: ERRORED ``maintenance``;
+    * ``RequestTimeout`` or HTTP 504: ERRORED ``timeout``;
+    * other ``NetworkError``/``OperationFailed``: ERRORED ``network``;
+    * ``AuthenticationError``, ``BadSymbol``: :class:`~envs.errors.BrokerError` is raised.
 
     Transport faults carry their HTTP status as code (as SimBroker's injected faults do); rejections
     carry the exchange's own code. Errors that leave the order's fate open (all but rate limits) are
@@ -488,6 +485,11 @@ class ExchangeBroker:
     (``verify_ids``, one query per new order) and returns the earlier order's result if there is one. A
     failed query leaves the order unsent (an errored, retryable result). Requests are made one at a
     time: do not call the broker's coroutines concurrently.
+
+    Fees are reported in quote currency; a fee charged in the base asset (Binance's buys without BNB)
+    is converted at the fill price, and one in a third currency is estimated at the taker rate. A
+    base-asset fee leaves the account holding ``filled_qty`` minus the fee: :meth:`account` tells the
+    balances as they are.
 
     Args:
         exchange_id: ccxt's exchange id.

@@ -413,6 +413,22 @@ def test_api_url_routes_every_rest_endpoint_to_the_given_host() -> None:
     run(scenario)
 
 
+def test_testnet_uses_the_exchanges_sandbox_and_api_url_still_wins() -> None:
+    async def scenario() -> None:
+        sandbox = ExchangeBroker("binance", SYMBOL, None, testnet=True, options=NO_LIMIT)
+        local = ExchangeBroker(
+            "binance", SYMBOL, None, testnet=True, api_url="http://127.0.0.1:9", options=NO_LIMIT
+        )
+        try:
+            assert sandbox.client.urls["api"]["public"] == "https://testnet.binance.vision/api/v3"
+            assert local.client.urls["api"]["private"] == "http://127.0.0.1:9/api/v3"
+        finally:
+            await sandbox.close()
+            await local.close()
+
+    run(scenario)
+
+
 # --- credentials -------------------------------------------------------------------------------------
 
 

@@ -183,7 +183,8 @@ class Credentials:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Credentials:
         """Read a key file: ``api_key=...`` and ``secret=...`` lines (the environment variable names are
-        accepted too), or the key on the first line and the secret on the second. ``#`` starts a comment.
+        accepted too), or the key on the first line and the secret on the second. Lines starting with ``#``
+        are comments.
 
         The file must be readable by its owner only (``chmod 600``); anything wider is refused.
         """
@@ -196,12 +197,12 @@ class Credentials:
             ) from None
         if stat.S_IMODE(st.st_mode) & 0o077:
             raise ConfigError(
-                f"the key file is readable by others (mode {stat.S_IMODE(st.st_mode):04o})",
+                f"the key file is open to other users (mode {stat.S_IMODE(st.st_mode):04o}, not 0600)",
                 where=str(p),
                 fix=f"chmod 600 {p}",
             )
-        lines = [line.split("#", 1)[0].strip() for line in p.read_text(encoding="utf-8").splitlines()]
-        lines = [line for line in lines if line]
+        lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+        lines = [line for line in lines if line and not line.startswith("#")]
         named: dict[str, str] = {}
         bare: list[str] = []
         for line in lines:
@@ -296,6 +297,13 @@ class RedactingFilter(logging.Filter):
         for handler in target.handlers:
             handler.addFilter(self)
         return self
+
+    def uninstall(self, logger: logging.Logger | None = None) -> None:
+        """Undo :meth:`install`."""
+        target = logger if logger is not None else logging.getLogger()
+        target.removeFilter(self)
+        for handler in target.handlers:
+            handler.removeFilter(self)
 
 
 # --- the ccxt client -----------------------------------------------------------------------------------

@@ -449,13 +449,13 @@ def test_credentials_come_from_the_environment_exchange_specific_first() -> None
 
 def test_a_key_file_must_be_private(tmp_path: Path) -> None:
     path = tmp_path / "binance.key"
-    path.write_text("# exchange keys\napi_key = file-key\nsecret = file-secret\n", encoding="utf-8")
+    path.write_text("# exchange keys\napi_key = file-key\nsecret = file#secret\n", encoding="utf-8")
     path.chmod(0o600)
     found = Credentials.load("binance", key_file=path, environ={"SLF_API_KEY": "x", "SLF_API_SECRET": "y"})
-    assert (found.api_key, found.secret) == ("file-key", "file-secret")
+    assert (found.api_key, found.secret) == ("file-key", "file#secret")
     path.chmod(0o644)
     with pytest.raises(
-        ConfigError, match=rf"{path}: the key file is readable by others \(mode 0644\)"
+        ConfigError, match=rf"{path}: the key file is open to other users \(mode 0644, not 0600\)"
     ) as err:
         Credentials.from_file(path)
     assert f"chmod 600 {path}" in str(err.value)
@@ -479,6 +479,12 @@ def test_credentials_never_show_or_pickle() -> None:
 
     with pytest.raises(TypeError, match="never pickled"):
         copy.deepcopy(creds)
+    holder = ExchangeBroker("binance", SYMBOL, creds, options=NO_LIMIT)
+    try:
+        with pytest.raises(TypeError, match="never pickled"):
+            pickle.dumps(holder)
+    finally:
+        asyncio.run(holder.close())
 
 
 def test_the_log_filter_redacts_key_and_secret_from_every_logger() -> None:
@@ -498,8 +504,10 @@ def test_the_log_filter_redacts_key_and_secret_from_every_logger() -> None:
         except RuntimeError:
             child.exception("failed")
     finally:
+        redactor.uninstall()
         root.removeHandler(handler)
-        root.removeFilter(redactor)
+    assert redactor not in root.filters
+    assert not any(redactor in h.filters for h in root.handlers)
     text = stream.getvalue()
     assert "visible-key-123" not in text
     assert "very-secret-456" not in text

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import functools
 import io
+import json
 import logging
 import os
 import pickle
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import numpy as np
 import pandas as pd
 import pytest
@@ -111,6 +113,30 @@ class _Account:
 
 def _words(r: OrderResult) -> tuple[Any, ...]:
     return (r.status, r.kind, r.message, r.code)
+
+
+def test_ccxt_raises_the_exception_classes_the_issue_names_for_binances_bodies() -> None:
+    """The facts the broker's mapping rests on: ccxt's binance client on Binance's real error bodies."""
+    import ccxt.async_support as ccxt_async
+
+    async def scenario() -> None:
+        async with exchange() as fake, broker(fake) as b:
+            expected = {
+                "notional": ccxt_async.BadRequest,
+                "lot_size": ccxt_async.InvalidOrder,
+                "balance": ccxt_async.InsufficientFunds,
+                "429": ccxt_async.DDoSProtection,
+                "503": ccxt_async.OnMaintenance,
+                "500": ccxt_async.OperationFailed,
+            }
+            for failure, cls in expected.items():
+                fake.fail_next(failure)
+                with pytest.raises(cls):
+                    await b.client.create_order(
+                        SYMBOL, "market", "buy", 0.01, None, {"clientOrderId": failure}
+                    )
+
+    run(scenario)
 
 
 # --- orders ------------------------------------------------------------------------------------------
@@ -718,6 +744,19 @@ def test_fake_binance_runs_as_a_subprocess_with_persistent_state(tmp_path: Path)
         finally:
             await b.close()
 
+    async def drive(url: str) -> tuple[OrderResult, OrderResult, list[dict[str, Any]]]:
+        """The control endpoints a test uses to script a server in another process."""
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{url}/fake/fail", json={"kind": "notional"}) as r:
+                assert r.status == 200
+            refused = await trade(url, "p-2")
+            async with http.post(f"{url}/fake/time", json={"advance_ms": 120_000}) as r:
+                assert r.status == 200
+            moved = await trade(url, "p-3")
+            async with http.get(f"{url}/fake/orders") as r:
+                orders = await r.json()
+        return refused, moved, orders
+
     proc, url = start()
     try:
         first = asyncio.run(trade(url, "p-1"))
@@ -732,10 +771,14 @@ def test_fake_binance_runs_as_a_subprocess_with_persistent_state(tmp_path: Path)
         assert again.filled
         assert again.filled_qty == first.filled_qty
         assert again.price == first.price
+        control = asyncio.run(drive(url))
     finally:
         stop(proc)
-    import json
-
+    refused, moved, orders = control
+    assert _words(refused) == (OrderStatus.REJECTED, ErrorKind.MIN_NOTIONAL, MSG_NOTIONAL, "-1013")
+    assert moved.filled
+    assert moved.time_ns == first.time_ns + 120_000_000_000  # the clock moved two bars over HTTP
+    assert [o["clientOrderId"] for o in orders] == ["p-1", "p-3"]
     saved = json.loads(state.read_text(encoding="utf-8"))
-    assert [o["clientOrderId"] for o in saved["orders"]] == ["p-1"]
+    assert [o["clientOrderId"] for o in saved["orders"]] == ["p-1", "p-3"]
     assert saved["duplicates"] == 0  # the restarted broker asked first and never resent it

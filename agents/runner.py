@@ -34,23 +34,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import shutil
 import signal
+import sys
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from agents.bundle import EnvSettings
 from agents.callbacks import LearningCallback
+from agents.experience_clock import ExperiencedMarketClock
 from agents.hooks import (
     DEFAULT_BACKOFF_BARS,
     DEFAULT_REDUCE_FACTOR,
@@ -58,18 +61,20 @@ from agents.hooks import (
     HookEvent,
     LearnedOrderHook,
 )
+from agents.runner_state import SENT, RunnerStore, SentOrder, decode_record, encode_record
 from agents.switches import LearningSwitches
 from agents.wrappers import INFO_CONDITIONS, INFO_EVENTS, INFO_VERSION
-from envs.broker import Broker
+from envs.broker import AccountSnapshot, AsyncBroker, Broker, OrderIntent, Quote
 from envs.clock import DAY_NS
 from envs.core import Execution, StepResult, TradingCore
-from envs.errors import ConfigError
-from envs.events import OrderStatus
+from envs.errors import ConfigError, StateError
+from envs.events import ErrorEvent, ErrorKind, OrderResult, OrderStatus
 from envs.features import DEFAULT_CLIP, FeatureConfig, NormalizationStats, compute_features, min_rows
 from envs.live import Bar, BarFeed, PaperBroker
 from envs.market import MarketSpec
-from envs.portfolio import Portfolio, PortfolioConfig
+from envs.portfolio import EXIT_SIGNAL, Portfolio, PortfolioConfig
 from envs.replay import CONTINUOUS, STATE_FEATURES, MarketData
+from learning.error_patterns import Resolution
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,8 +86,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_HISTORY",
     "EXIT_RISK_LIMIT",
+    "INFO_RETRIES",
     "LiveRunner",
     "Policy",
+    "RetryPolicy",
     "RiskLimits",
     "RunnerState",
     "observation_row",
@@ -96,6 +103,13 @@ DEFAULT_MAX_HISTORY: Final = 4096
 HISTORY_FACTOR: Final = 3
 """``max_history`` must be at least this many times :func:`envs.features.min_rows` of the features."""
 EXIT_RISK_LIMIT: Final = "risk_limit"
+INFO_RETRIES: Final = "retries"
+"""``info`` key of the failed attempts retried within the previous decision (already fed to the learner)."""
+_EXCHANGE_RULES: Final = ("min_qty", "qty_step", "min_notional", "price_tick")
+# Row keys of snapshots restored from a checkpoint (no bar's row ever reaches them): the open trade's
+# entry, and the last processed bar (the decision an order booked at restart was made on).
+_RESTORED_ROW: Final = 2**62
+_RESTORED_DECISION_ROW: Final = 2**62 + 1
 _MAX_TRADE_BARS: Final = math.expm1(DEFAULT_CLIP)
 _SET_STATE: Final = "set_learned_state"
 _APPLY_RESOLUTION: Final = "apply_resolution"
@@ -294,11 +308,80 @@ class _CallbackHost:
 # --- the runner ----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """In-bar retries of orders an asynchronous broker reports as transiently failed (rate limit,
+    timeout, maintenance or 5xx, network).
+
+    Attributes:
+        max_attempts: attempts per order, the first included (1: never retry).
+        backoff_seconds: wall time waited before the first retry, doubled before each further one (a
+            network wait: it never enters trading or learning logic).
+        max_backoff_seconds: cap on one wait.
+    """
+
+    max_attempts: int = 3
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 8.0
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
+            raise ConfigError(
+                f"max_attempts={self.max_attempts!r} must be an integer >= 1", where="retry", fix="e.g. 3"
+            )
+        for name in ("backoff_seconds", "max_backoff_seconds"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0.0):
+                raise ConfigError(f"{name}={value!r} must be >= 0", where="retry", fix="e.g. 0.5")
+
+    def wait(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first)."""
+        return float(min(self.backoff_seconds * 2.0 ** (retry - 1), self.max_backoff_seconds))
+
+
+class _Decision(NamedTuple):
+    """A closed bar the policy decides on: the bar, its row and its observation."""
+
+    bar: Bar
+    row: int
+    obs: npt.NDArray[np.float32]
+    first: bool
+
+
+class _AwaitedBroker:
+    """Stands in the trading core for an asynchronous broker, which the runner awaits itself."""
+
+    def submit(self, order: OrderIntent, quote: Quote) -> OrderResult:
+        raise ConfigError(
+            "an asynchronous broker was called synchronously", where="LiveRunner", fix="report a bug"
+        )
+
+
+def _feed_bookkeeping(callback: LearningCallback) -> tuple[Any, Any]:
+    """The learning feed's per-environment bookkeeping (pending resolution outcome and veto
+    counterfactuals) and the module defining its records, for checkpoints.
+
+    The feed has no public state API yet; this one function reads and restores its private fields,
+    wherever the feed lives (the callback itself or a feeder object it delegates to).
+    """
+    feed: Any = getattr(callback, "feeder", callback)
+    return feed, sys.modules[type(feed).__module__]
+
+
+def _merge(a: Execution, b: Execution) -> Execution:
+    return Execution(a.orders + b.orders, a.trades + b.trades, a.errors + b.errors, a.vetoed + b.vetoed)
+
+
 class LiveRunner:
     """Trades one symbol from a bar feed with a policy, the learned state and the learning manager.
 
     Args:
-        feed: the closed-bar feed (its back-fill warms the features up).
+        feed: the closed-bar feed (its back-fill warms the features up; a feed with an ``async start()``
+            is started by :meth:`connect`).
         policy: the decision maker (an SB3 model; ``predict(obs, deterministic=True)``).
         spec: the market's rules and costs.
         features: the feature config the policy was trained on.
@@ -307,11 +390,16 @@ class LiveRunner:
         switches: the learning switches (``observation_features`` is not supported live yet).
         manager: the learning manager, for ``switches.online`` (the runner does not close it).
         state: the learned snapshot to apply frozen when ``switches.online`` is false.
-        broker: where orders go (default: a :class:`~envs.live.PaperBroker` over the runner's account).
+        broker: where orders go: a :class:`~envs.broker.Broker` (default: a
+            :class:`~envs.live.PaperBroker` over the runner's account) or an
+            :class:`~envs.broker.AsyncBroker` (an exchange).
         risk: live risk limits.
         id_prefix: first part of the client order ids (deterministic: ``<prefix>-<symbol>-<ms>-<n>``).
         max_history: bars the features are computed over.
         status_every: log the status line every this many bars (0: never).
+        state_dir: where the checkpoint and the order log go (see :mod:`agents.runner_state`); ``None``
+            runs without them (not restart-safe).
+        retry: in-bar retries of transient failures (asynchronous brokers).
     """
 
     def __init__(
@@ -326,11 +414,13 @@ class LiveRunner:
         switches: LearningSwitches | None = None,
         manager: UniversalLearningManager | None = None,
         state: LearnedState | None = None,
-        broker: Broker | None = None,
+        broker: Broker | AsyncBroker | None = None,
         risk: RiskLimits | None = None,
         id_prefix: str = "live",
         max_history: int = DEFAULT_MAX_HISTORY,
         status_every: int = 0,
+        state_dir: Path | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         need = HISTORY_FACTOR * min_rows(features)
         if isinstance(max_history, bool) or not isinstance(max_history, int) or max_history < need:
@@ -351,9 +441,11 @@ class LiveRunner:
         self.id_prefix = id_prefix
         self.max_history = max_history
         self.status_every = status_every
+        self.state_dir = None if state_dir is None else Path(state_dir)
+        self.retry = retry or RetryPolicy()
         self._given_state = state
         self._given_broker = broker
-        self._owned: list[Any] = []  # closed by stop() (a manager opened by from_bundle)
+        self._owned: list[Any] = []  # closed by stop() (a manager opened by from_bundle, the runner store)
         self._lifecycle = RunnerState.NEW
         self._stop_event: asyncio.Event | None = None
         self.infos: list[dict[str, Any]] = []
@@ -375,6 +467,7 @@ class LiveRunner:
 
         With online learning the manager's store lives in ``state_dir`` (required then); it starts as a
         copy of the bundle's store when ``state_dir`` has none, so the bundle itself is never written.
+        The runner's checkpoint and order log go to ``state_dir`` too.
         """
         from learning.manager import UniversalLearningManager
         from learning.store import STORE_DIRNAME, STORE_FILENAME
@@ -398,18 +491,24 @@ class LiveRunner:
             )
         elif switches.enabled:
             state = bundle.learned_state()
-        runner = cls(
-            feed,
-            policy if policy is not None else cast("Policy", bundle.load_model()),
-            spec=bundle.spec,
-            features=bundle.feature_config,
-            normalization=bundle.normalization,
-            env=bundle.env,
-            switches=switches,
-            manager=manager,
-            state=state,
-            **kwargs,
-        )
+        try:
+            runner = cls(
+                feed,
+                policy if policy is not None else cast("Policy", bundle.load_model()),
+                spec=bundle.spec,
+                features=bundle.feature_config,
+                normalization=bundle.normalization,
+                env=bundle.env,
+                switches=switches,
+                manager=manager,
+                state=state,
+                state_dir=state_dir,
+                **kwargs,
+            )
+        except BaseException:
+            if manager is not None:
+                manager.close()
+            raise
         if manager is not None:
             runner._owned.append(manager)
         return runner
@@ -427,8 +526,14 @@ class LiveRunner:
                 fix=fix,
             )
 
+    @property
+    def is_async(self) -> bool:
+        """Whether orders go to an :class:`~envs.broker.AsyncBroker` (awaited, with in-bar retries)."""
+        return self._async
+
     def build(self) -> LiveRunner:
-        """Make the account, broker, core, hook and learning feed; check the feed against the bundle."""
+        """Make the account, broker, core, hook and learning feed; check the feed against the bundle;
+        restore the checkpoint of ``state_dir`` when there is one."""
         self._expect("build", RunnerState.NEW, fix="build() once, then run(), then stop()")
         spec = self.spec
         if self.feed.symbol and self.feed.symbol != spec.symbol:
@@ -446,19 +551,36 @@ class LiveRunner:
             )
         s = self.settings
         self._table = _ActionTable(s)
-        self.book = Portfolio(
-            spec.symbol,
-            PortfolioConfig(
-                initial_cash=s.initial_cash,
-                allow_short=s.allow_short,
-                leverage=s.leverage,
-                borrow_rate=s.borrow_rate,
-            ),
-            snapshot=self._snapshot_of,
+        self._portfolio_config = PortfolioConfig(
+            initial_cash=s.initial_cash,
+            allow_short=s.allow_short,
+            leverage=s.leverage,
+            borrow_rate=s.borrow_rate,
         )
-        self.broker: Broker = (
-            self._given_broker if self._given_broker is not None else PaperBroker(spec, self.book)
-        )
+        self._callback: LearningCallback | None = None
+        feeding = switches.enabled and switches.online and self.manager is not None
+        self._store: RunnerStore | None = None
+        if self.state_dir is not None:
+            if feeding:
+                self._store = RunnerStore.with_learning(cast("UniversalLearningManager", self.manager))
+            else:
+                self._store = RunnerStore.open(self.state_dir)
+                self._owned.append(self._store)
+        checkpoint = self._store.load_checkpoint() if self._store is not None else None
+        if checkpoint is not None and checkpoint.get("symbol") != spec.symbol:
+            raise StateError(
+                f"the state directory holds a runner of {checkpoint.get('symbol')!r}, not {spec.symbol!r}",
+                where=str(self.state_dir),
+                fix="give each symbol its own --state-dir",
+            )
+        self._snapshots: OrderedDict[int, dict[str, dict[str, float]]] = OrderedDict()
+        if checkpoint is None:
+            self.book = Portfolio(spec.symbol, self._portfolio_config, snapshot=self._snapshot_of)
+        else:
+            self.book = self._restore_book(checkpoint)
+        broker = self._given_broker
+        self._async = isinstance(broker, AsyncBroker)
+        self.broker: Broker | AsyncBroker = broker if broker is not None else PaperBroker(spec, self.book)
         self.hook: LearnedOrderHook | None = None
         if switches.enabled:
             cost = spec.taker_fee + (spec.spread_bps / 2.0 + spec.slippage_bps) / 1e4
@@ -468,12 +590,11 @@ class LiveRunner:
         self.core = TradingCore(
             spec,
             self.book,
-            self.broker,
+            _AwaitedBroker() if self._async else cast("Broker", self.broker),
             rebalance_band=s.rebalance_band,
             order_hook=self.hook,
             id_prefix=self.id_prefix,
         )
-        self._callback: LearningCallback | None = None
         if switches.enabled:
             self._vec = _LiveVecEnv(self)
             self._host = _CallbackHost(self._vec)
@@ -489,31 +610,73 @@ class LiveRunner:
         self._rows = 0  # bars seen (back-fill included): the next bar's row
         self._first_row = 0  # row of self._times[0]
         self._groups: dict[str, dict[str, float]] = {}
-        self._snapshots: OrderedDict[int, dict[str, dict[str, float]]] = OrderedDict()
         self._schema_checked = False
         self._started = False
         self._pending = _NOTHING
+        self._retries: tuple[OrderResult, ...] = ()
         self._step = 0
         self._policy_state: Any = None
         self._halted = False
         self._day = -1
         self._day_equity = s.initial_cash
+        self._initial_equity: float | None = s.initial_cash
+        self._done_ns = -1  # the last bar processed (restart: bars up to it only extend the history)
+        self._decided_ns = -1  # the last bar whose decision is complete
+        self._connected = False
+        self._row_map: dict[int, int] = {}  # rows of the checkpoint -> rows of this process
         self.last_decision = "none yet"
         self.last_rules: tuple[str, ...] = ()
         self.last_time_ns = 0
         self.bars = 0
-
-        history = self.feed.history()
-        self._append_frame(history)
-        if len(history) >= min_rows(self.feature_config):
-            self._check_schema(compute_features(self._frame(), self.feature_config))
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        if not self._async and self._store is not None:
+            for logged in self._store.unbooked():
+                self._reconcile_sync(logged)
+        if not callable(getattr(self.feed, "start", None)):
+            self._load_history()
         self._lifecycle = RunnerState.BUILT
+        if not self._async:
+            decision = self._resume_at_start()
+            if decision is not None:
+                self._decide(decision)
         return self
+
+    async def connect(self) -> None:
+        """Start the feed (back-fill) and the broker (market rules, order and balance reconciliation).
+
+        :meth:`run` calls it; call it yourself only to drive :meth:`process` by hand. With an
+        :class:`~envs.broker.AsyncBroker`: the exchange's lot step, minimum quantity, minimum notional
+        and price tick replace the bundle's where they differ (a warning names them); orders logged as
+        sent but never booked are looked up by client order id and booked when the exchange has them;
+        then the exchange's balances are adopted (a warning shows any difference from the checkpoint).
+        """
+        self._expect("connect", RunnerState.BUILT, RunnerState.RUNNING, fix="build() the runner first")
+        if self._connected:
+            return
+        start = getattr(self.feed, "start", None)
+        if callable(start):
+            await start()
+            self._load_history()
+        if self._async:
+            broker = cast("AsyncBroker", self.broker)
+            self._use_exchange_rules(await broker.start())
+            if self._store is not None:
+                for logged in self._store.unbooked():
+                    found = await broker.known(logged.sent_id)
+                    if found is not None:
+                        self._book_logged(logged, found)
+            self._adopt(await broker.account())
+        self._connected = True
+        if self._async:
+            decision = self._resume_at_start()
+            if decision is not None:
+                await self._decide_async(decision)
 
     async def run(self) -> None:
         """Trade every closed bar of the feed until it ends, :meth:`stop` is called, or SIGINT/SIGTERM.
 
-        Always ends with :meth:`stop` (learning state flushed).
+        Always ends with :meth:`stop` (learning state flushed; the broker's connection closed).
         """
         self._expect("run", RunnerState.BUILT, fix="call build() first; a stopped runner cannot run again")
         self._lifecycle = RunnerState.RUNNING
@@ -524,9 +687,10 @@ class LiveRunner:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.request_stop, sig.name)
                 handled.append(sig)
-        bars = self.feed.bars().__aiter__()
         stop_wait = asyncio.ensure_future(self._stop_event.wait())
         try:
+            await self.connect()
+            bars = self.feed.bars().__aiter__()
             while not self._stop_event.is_set():
                 next_bar = asyncio.ensure_future(anext(bars))
                 done, _ = await asyncio.wait({next_bar, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -539,7 +703,7 @@ class LiveRunner:
                     bar = next_bar.result()
                 except StopAsyncIteration:
                     break
-                self.on_bar(bar)
+                await self.process(bar)
                 if bar.last:
                     break
         finally:
@@ -548,7 +712,18 @@ class LiveRunner:
                 await stop_wait
             for sig in handled:
                 loop.remove_signal_handler(sig)
-            self.stop()
+            try:
+                await self._close_connections()
+            finally:
+                self.stop()
+
+    async def _close_connections(self) -> None:
+        for owner in (self.broker if self._async else None, self.feed):
+            close = getattr(owner, "close", None)
+            if callable(close):
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
 
     def request_stop(self, reason: str = "requested") -> None:
         """Ask :meth:`run` to stop after the current bar (what SIGINT/SIGTERM do)."""
@@ -600,6 +775,12 @@ class LiveRunner:
         return None if self.hook is None else self.hook.state
 
     # --- history and features -----------------------------------------------------------------------
+    def _load_history(self) -> None:
+        history = self.feed.history()
+        self._append_frame(history)
+        if len(history) >= min_rows(self.feature_config):
+            self._check_schema(compute_features(self._frame(), self.feature_config))
+
     def _append_frame(self, frame: pd.DataFrame) -> None:
         if not len(frame):
             return
@@ -677,8 +858,43 @@ class LiveRunner:
 
     # --- one bar --------------------------------------------------------------------------------------
     def on_bar(self, bar: Bar) -> dict[str, Any] | None:
-        """Process one closed bar (``run`` calls it; tests may too). Returns the step's ``info``."""
+        """Process one closed bar with a synchronous broker (``run`` calls :meth:`process`; tests may
+        call this). Returns the step's ``info`` (``None`` for warm-up bars and bars already processed
+        before a restart)."""
         self._expect("on_bar", RunnerState.BUILT, RunnerState.RUNNING, fix="build() the runner first")
+        if self._async:
+            raise ConfigError(
+                "on_bar() drives synchronous brokers only",
+                where="LiveRunner.on_bar",
+                fix="await runner.process(bar) after await runner.connect(), or run() the runner",
+            )
+        info, decision = self._process(bar)
+        if decision is not None:
+            self._decide(decision)
+        return info
+
+    async def process(self, bar: Bar) -> dict[str, Any] | None:
+        """Process one closed bar (what :meth:`run` does per bar); returns the step's ``info``."""
+        self._expect("process", RunnerState.BUILT, RunnerState.RUNNING, fix="build() the runner first")
+        if not self._connected:
+            await self.connect()
+        info, decision = self._process(bar)
+        if decision is not None:
+            if self._async:
+                await self._decide_async(decision)
+            else:
+                self._decide(decision)
+        return info
+
+    def _process(self, bar: Bar) -> tuple[dict[str, Any] | None, _Decision | None]:
+        if bar.time_ns <= self._done_ns:
+            # Processed before the restart: it only extends the history (and may resume its decision).
+            self._append(bar)
+            if bar.time_ns == self._done_ns and self._decided_ns < self._done_ns:
+                return None, self._resume_decision(bar)
+            return None, None
+        if self._decided_ns < self._done_ns:
+            self._abandon_decision()
         self._append(bar)
         row = self._rows - 1
         self.bars += 1
@@ -690,11 +906,12 @@ class LiveRunner:
             result = StepResult(p.orders, p.trades, p.errors, p.vetoed, bar_event)
             self._pending = _NOTHING
             self._step += 1
+        retries, self._retries = self._retries, ()
         market = self._market()
         if market is None:
             if self._started:  # pragma: no cover - features stay ready once they are
                 raise ConfigError("features stopped being ready", where="LiveRunner", fix="report a bug")
-            return None
+            return None, None
         md, local = market
         groups = md.snapshot(local)
         self._groups = groups
@@ -705,6 +922,8 @@ class LiveRunner:
         if first:
             # MarketReplayEnv.reset: all cash, marked at the first decision bar's close.
             self.book.mark(bar.close)
+            if self._initial_equity is None:
+                self._initial_equity = self.book.equity
             obs = self._observation(md, local)
             if hook is not None:
                 hook.new_episode()
@@ -718,6 +937,8 @@ class LiveRunner:
             info[INFO_EVENTS] = events
             info[INFO_CONDITIONS] = hook.conditions
             info[INFO_VERSION] = -1 if hook.state is None else hook.state.version
+        if retries:
+            info[INFO_RETRIES] = retries
         self.last_rules = tuple(
             f"{e.reason.value}{'(' + ','.join(e.rule_ids) + ')' if e.rule_ids else ''}" for e in events
         )
@@ -725,7 +946,9 @@ class LiveRunner:
             o = result.orders[-1]
             state = "filled" if o.filled else f"{o.status.value}: {o.message}"
             self.last_decision = f"{o.side.value} {o.requested_qty:g} @ {o.price:.6g} {state}"
-        self._learn(info, first=first, done=bar.last)
+        store = self._store
+        if store is None:
+            self._learn(info, first=first, done=bar.last)
         if self.keep_infos and not first:
             self.infos.append(info)
         self._snapshots[row] = groups
@@ -734,11 +957,21 @@ class LiveRunner:
             for old in [r for r in self._snapshots if r != row]:
                 del self._snapshots[old]
         self._started = True
+        self._done_ns = bar.time_ns
+        if bar.last:
+            self._decided_ns = bar.time_ns
+        if store is not None:
+            # The bar's learning and the checkpoint that says it was learned commit together.
+            with store.transaction():
+                self._learn(info, first=first, done=bar.last)
+                if self._callback is not None and self._callback.feeding and self.manager is not None:
+                    self.manager.flush()
+                self._save_checkpoint()
         if self.status_every and self.bars % self.status_every == 0:
             log.info("%s", self.status())
-        if not bar.last:
-            self._decide(bar, row, cast("npt.NDArray[np.float32]", obs), first=first)
-        return info
+        if bar.last:
+            return info, None
+        return info, _Decision(bar, row, cast("npt.NDArray[np.float32]", obs), first)
 
     def _learn(self, info: dict[str, Any], *, first: bool, done: bool) -> None:
         callback = self._callback
@@ -752,11 +985,10 @@ class LiveRunner:
         callback.update_locals({"infos": [info], "dones": np.array([done])})
         callback.on_step()
 
-    def _decide(self, bar: Bar, row: int, obs: npt.NDArray[np.float32], *, first: bool) -> None:
-        quote = self.feed.quote()
-        self._check_daily_loss(bar, quote)
+    # --- deciding -------------------------------------------------------------------------------------
+    def _target(self, d: _Decision) -> float:
         action, self._policy_state = self.policy.predict(
-            obs, state=self._policy_state, episode_start=np.array([first]), deterministic=True
+            d.obs, state=self._policy_state, episode_start=np.array([d.first]), deterministic=True
         )
         target = self._table.target_of(action)
         limit = self.risk.max_position
@@ -764,34 +996,90 @@ class LiveRunner:
             target = min(max(target, -limit), limit)
         if self._halted:
             target = 0.0
+        return target
+
+    def _close_intent(self, quote: Quote, decision_ns: int) -> OrderIntent | None:
+        """The kill switch's reduce-only close, as :meth:`TradingCore.close_position` builds it."""
+        intent, _ = self.core.plan(0.0, quote.time_ns, quote.price, quote.volume, decision_ns)
+        return None if intent is None else intent._replace(reduce_only=True)
+
+    def _decide(self, d: _Decision) -> None:
+        bar = d.bar
+        quote = self.feed.quote()
+        store = self._store
+        if self._daily_loss_fires(bar) and quote is not None:
+            if store is None:
+                self._pending = self.core.close_position(
+                    EXIT_RISK_LIMIT,
+                    time_ns=quote.time_ns,
+                    price=quote.price,
+                    volume=quote.volume,
+                    decision_time_ns=bar.time_ns,
+                )
+            else:
+                close = self._close_intent(quote, bar.time_ns)
+                if close is not None:
+                    self._send_sync(close, quote, -1, EXIT_RISK_LIMIT)
+        target = self._target(d)
         if quote is None:
             log.warning("no quote after the bar at %s: decision not sent", _iso(bar.time_ns))
+            self._decided(bar.time_ns)
             return
-        ex = self.core.execute(
-            target,
-            time_ns=quote.time_ns,
-            price=quote.price,
-            volume=quote.volume,
-            decision_time_ns=bar.time_ns,
-            decision_row=row,
-        )
-        p = self._pending
-        self._pending = Execution(
-            p.orders + ex.orders, p.trades + ex.trades, p.errors + ex.errors, p.vetoed + ex.vetoed
-        )
+        if store is None:
+            ex = self.core.execute(
+                target,
+                time_ns=quote.time_ns,
+                price=quote.price,
+                volume=quote.volume,
+                decision_time_ns=bar.time_ns,
+                decision_row=d.row,
+            )
+            self._pending = _merge(self._pending, ex)
+            return
+        intent, vetoed = self.core.plan(target, quote.time_ns, quote.price, quote.volume, bar.time_ns)
+        if intent is not None:
+            self._send_sync(intent, quote, d.row, EXIT_SIGNAL)
+        elif vetoed is not None:
+            self._pending = _merge(self._pending, Execution((), (), (), (vetoed,)))
+        self._decided(bar.time_ns)
 
-    def _check_daily_loss(self, bar: Bar, quote: Any) -> None:
+    async def _decide_async(self, d: _Decision) -> None:
+        bar = d.bar
+        quote = self.feed.quote()
+        if self._daily_loss_fires(bar) and quote is not None:
+            close = self._close_intent(quote, bar.time_ns)
+            if close is not None:
+                await self._send_async(close, quote, -1, EXIT_RISK_LIMIT)
+        target = self._target(d)
+        if quote is None:
+            log.warning("no quote after the bar at %s: decision not sent", _iso(bar.time_ns))
+            self._decided(bar.time_ns)
+            return
+        intent, vetoed = self.core.plan(target, quote.time_ns, quote.price, quote.volume, bar.time_ns)
+        if intent is not None:
+            await self._send_async(intent, quote, d.row, EXIT_SIGNAL)
+        elif vetoed is not None:
+            self._pending = _merge(self._pending, Execution((), (), (), (vetoed,)))
+        self._decided(bar.time_ns)
+
+    def _decided(self, decision_ns: int) -> None:
+        self._decided_ns = decision_ns
+        if self._store is not None:
+            self._save_checkpoint()
+
+    def _daily_loss_fires(self, bar: Bar) -> bool:
+        """The daily-loss kill switch (checked at every decision): whether it fires now."""
         limit = self.risk.daily_loss
         if limit is None or self._halted:
-            return
+            return False
         day = bar.time_ns // DAY_NS
         equity = self.book.equity
         if day != self._day:
             self._day = day
             self._day_equity = equity
-            return
+            return False
         if equity >= self._day_equity * (1.0 - limit):
-            return
+            return False
         self._halted = True
         log.warning(
             "kill switch: equity %.2f is %.1f%% below the day's start %.2f; closing, no more orders",
@@ -799,14 +1087,483 @@ class LiveRunner:
             100.0 * (1.0 - equity / self._day_equity),
             self._day_equity,
         )
-        if quote is not None:
-            self._pending = self.core.close_position(
-                EXIT_RISK_LIMIT,
-                time_ns=quote.time_ns,
-                price=quote.price,
-                volume=quote.volume,
-                decision_time_ns=bar.time_ns,
+        return True
+
+    # --- sending, with the order log --------------------------------------------------------------------
+    def _send_sync(self, intent: OrderIntent, quote: Quote, row: int, reason: str) -> None:
+        """Log, send to the synchronous broker, book (a logged-and-booked id is not sent again)."""
+        store = cast("RunnerStore", self._store)
+        logged = store.get(intent.client_order_id)
+        if logged is not None and logged.status != SENT:
+            log.info(
+                "order %s was %s before the restart; not sent again", intent.client_order_id, logged.status
             )
+            return
+        store.record_sent(intent, quote, row, reason)  # committed before the order leaves
+        result = cast("Broker", self.broker).submit(intent, quote)
+        self._book(intent.client_order_id, result, row, reason, intent.decision_time_ns)
+
+    async def _send_async(self, intent: OrderIntent, quote: Quote, row: int, reason: str) -> None:
+        """Log, send to the exchange with in-bar retries, book (see :meth:`_submit_with_retries`)."""
+        store = self._store
+        cid = intent.client_order_id
+        logged = store.get(cid) if store is not None else None
+        if logged is not None and logged.status != SENT:
+            log.info("order %s was %s before the restart; not sent again", cid, logged.status)
+            return
+        if store is not None and logged is None:
+            store.record_sent(intent, quote, row, reason)  # committed before the order leaves
+        result, retries, fed = await self._submit_with_retries(intent, quote, logged)
+        self._retries += retries
+        self._book(cid, result, row, reason, intent.decision_time_ns, withhold_error=fed)
+
+    def _book(
+        self,
+        client_order_id: str,
+        result: OrderResult,
+        row: int,
+        reason: str,
+        decision_ns: int,
+        *,
+        withhold_error: bool = False,
+    ) -> None:
+        """Book the broker's answer into the account and the next step's events; checkpoint with it."""
+        ex = self.core.book(result, decision_row=row, exit_reason=reason)
+        if withhold_error:
+            # The runner fed this error to the learner when it chose the retry resolution.
+            ex = ex._replace(errors=())
+        self._pending = _merge(self._pending, ex)
+        store = self._store
+        if store is None:
+            return
+        if reason == EXIT_SIGNAL:
+            self._decided_ns = max(self._decided_ns, decision_ns)
+        with store.transaction():
+            store.mark_booked(client_order_id, result)
+            self._save_checkpoint()
+
+    async def _submit_with_retries(
+        self, intent: OrderIntent, quote: Quote, logged: SentOrder | None
+    ) -> tuple[OrderResult, tuple[OrderResult, ...], bool]:
+        """Send ``intent``; retry transient failures within the bar as the learned resolution says.
+
+        Every failed transient attempt is fed to the error learner (with online learning), which
+        suggests a resolution: ``retry_with_backoff`` and ``resize_to_learned_minimum`` retry the same
+        size, ``reduce_size`` retries with ``DEFAULT_REDUCE_FACTOR`` of it, ``skip_symbol`` and ``halt``
+        stop retrying and pause entries through the hook. Before a retry the runner waits
+        :meth:`RetryPolicy.wait` seconds of wall time (a network wait) and, unless the exchange refused
+        the attempt outright (rate limit), asks whether it arrived after all (a timeout may have
+        filled); each retry goes out under ``<client order id>-r<k>`` at the feed's fresh quote and is
+        logged, with the resolution that chose it, before it is sent. The outcome of each retry is
+        reported as the success or failure of that resolution; a resolution that stops retrying is
+        reported on the next order, as in replay. ``logged`` resumes an order logged before a restart
+        whose last attempt never reached the exchange (it is sent again under the same id).
+
+        Returns the final result, the failed attempts retried before it, and whether the final result's
+        error was already fed to the learner.
+        """
+        broker = cast("AsyncBroker", self.broker)
+        store = self._store
+        cid = intent.client_order_id
+        policy = self.retry
+        manager = self.manager if self._callback is not None and self._callback.feeding else None
+        choose = manager is not None and self.switches.error_resolutions
+        current = intent
+        retries: list[OrderResult] = []
+        chosen: tuple[str, Resolution] | None = None
+        if logged is not None:
+            current = intent._replace(client_order_id=logged.sent_id, qty=logged.intent.qty)
+            retries = list(logged.retries)
+            if logged.chosen is not None and choose:
+                chosen = (logged.chosen[0], Resolution(logged.chosen[1]))
+        while True:
+            result = await broker.submit(current, quote)
+            kind = result.kind
+            transient = not result.filled and kind is not None and kind.retryable
+            if manager is not None and chosen is not None:
+                with self._transaction():
+                    manager.record_resolution(chosen[0], chosen[1], result.filled, result.time_ns)
+                chosen = None
+            if not transient:
+                return result, tuple(retries), False
+            attempt = len(retries) + 1
+            resolution = Resolution.RETRY_WITH_BACKOFF
+            signature = ""
+            if manager is not None:
+                book = self.book
+                error = ErrorEvent.from_order(
+                    result, position_qty=book.qty, equity=book.equity_at(result.price)
+                )
+                with self._transaction():
+                    match = manager.learn_from_error(error)
+                signature = match.signature
+                if choose:
+                    resolution = match.suggestion
+            exhausted = attempt >= policy.max_attempts
+            if exhausted or resolution in (Resolution.SKIP_SYMBOL, Resolution.HALT):
+                log.warning(
+                    "order %s failed (%s: %s); not retried (%s)",
+                    current.client_order_id,
+                    kind,
+                    result.message,
+                    "attempts exhausted" if exhausted else resolution.value,
+                )
+                if choose:
+                    self.apply_resolution(str(resolution))
+                    self._callback_pending_resolution(signature, resolution)
+                return result, tuple(retries), manager is not None
+            retries.append(result)
+            if choose:
+                chosen = (signature, resolution)
+            wait = policy.wait(attempt)
+            log.info(
+                "order %s failed (%s: %s); %s, retry %d in %.1fs",
+                current.client_order_id,
+                kind,
+                result.message,
+                resolution.value,
+                attempt,
+                wait,
+            )
+            if wait > 0.0:
+                await asyncio.sleep(wait)
+            if kind is not ErrorKind.RATE_LIMIT:
+                found = await broker.known(current.client_order_id)
+                if found is not None and found.filled:
+                    log.info("order %s reached the exchange after all", current.client_order_id)
+                    if manager is not None and chosen is not None:
+                        with self._transaction():
+                            manager.record_resolution(chosen[0], chosen[1], True, found.time_ns)
+                    return found, tuple(retries[:-1]), False
+            qty = current.qty * DEFAULT_REDUCE_FACTOR if resolution is Resolution.REDUCE_SIZE else current.qty
+            current = current._replace(client_order_id=f"{cid}-r{attempt}", qty=qty)
+            quote = self.feed.quote() or quote
+            if store is not None:
+                store.record_retry(
+                    cid,
+                    current.client_order_id,
+                    qty,
+                    quote,
+                    result,
+                    None if chosen is None else (chosen[0], str(chosen[1])),
+                )
+
+    def _transaction(self) -> contextlib.AbstractContextManager[Any]:
+        return self._store.transaction() if self._store is not None else contextlib.nullcontext()
+
+    def _callback_pending_resolution(self, signature: str, resolution: Resolution) -> None:
+        """Have the learning callback report ``resolution``'s outcome on the next order (as it does for
+        the errors it feeds itself)."""
+        if self._callback is not None:
+            feed, records = _feed_bookkeeping(self._callback)
+            if feed._pending_res:
+                feed._pending_res[0] = records._PendingResolution(signature, resolution)
+
+    # --- exchange start: rules, orders, balances ----------------------------------------------------------
+    def _use_exchange_rules(self, exchange: MarketSpec) -> None:
+        mine = self.spec
+        if exchange.symbol != mine.symbol:
+            raise ConfigError(
+                f"the exchange answered for {exchange.symbol!r}, not {mine.symbol!r}",
+                where="--symbol",
+                fix=f"run the bundle on {mine.symbol!r}",
+            )
+        changed = {
+            name: getattr(exchange, name)
+            for name in _EXCHANGE_RULES
+            if getattr(exchange, name) != getattr(mine, name)
+        }
+        if not changed:
+            return
+        log.warning(
+            "the exchange's rules for %s differ from the bundle's (%s); trading with the exchange's",
+            mine.symbol,
+            ", ".join(f"{k} {getattr(mine, k):g} -> {v:g}" for k, v in changed.items()),
+        )
+        self.spec = dataclasses.replace(mine, **changed)
+        self.core.spec = self.spec
+        if self.hook is not None:
+            self.hook.qty_step = self.spec.qty_step
+        manager = self.manager
+        if self._callback is not None and self._callback.feeding and manager is not None:
+            with self._transaction():
+                manager.seed_minimums([self.spec])
+
+    def _adopt(self, account: AccountSnapshot) -> None:
+        """Take the exchange's balances as the account's (the exchange is the truth)."""
+        book = self.book
+        price = book.last_price
+        if price <= 0.0:
+            quote = self.feed.quote()
+            price = quote.price if quote is not None else (self._ohlcv[3][-1] if self._times else 0.0)
+        spec = self.spec
+        qty = account.qty
+        if abs(qty) < max(spec.min_qty, spec.qty_step):
+            qty = 0.0  # dust the exchange would not let us trade
+        same_cash = math.isclose(book.cash, account.cash, rel_tol=1e-9, abs_tol=1e-9)
+        same_qty = math.isclose(book.qty, qty, rel_tol=1e-9, abs_tol=1e-12)
+        fresh = not self._started
+        if same_cash and same_qty:
+            log.info(
+                "account reconciled with the exchange: cash %.8g, %s %.8g", book.cash, spec.symbol, book.qty
+            )
+            return
+        (log.info if fresh else log.warning)(
+            "%s: the exchange holds cash %.8g and position %.8g; the runner %s cash %.8g and position %.8g "
+            "(difference cash %+.8g, position %+.8g): adopting the exchange's balances",
+            spec.symbol,
+            account.cash,
+            qty,
+            "starts with" if fresh else "had",
+            book.cash,
+            book.qty,
+            account.cash - book.cash,
+            qty - book.qty,
+        )
+        state = book.to_state()
+        state["cash"] = float(account.cash)
+        state["qty"] = float(qty)
+        trade = state["trade"]
+        if qty == 0.0:
+            if trade is not None:
+                log.warning(
+                    "the open trade %s was closed outside the runner: no trade recorded", trade["trade_id"]
+                )
+            state["trade"] = None
+        elif trade is not None and (trade["side"] > 0) is (qty > 0.0):
+            trade["qty"] = abs(qty)
+        else:
+            when = self.feed.quote()
+            time_ns = when.time_ns if when is not None else (self._times[-1] if self._times else 0)
+            state["trade"] = {
+                "trade_id": f"{self.id_prefix}-adopted-{time_ns // 1_000_000}",
+                "side": 1 if qty > 0.0 else -1,
+                "entry_time_ns": time_ns,
+                "entry_bar": self.core.bar_index,
+                "entry_ref": -1,
+                "qty": abs(qty),
+                "avg_price": price,
+                "fees": 0.0,
+                "borrow": 0.0,
+                "slices": 0,
+            }
+            if price <= 0.0:
+                log.warning("no price known yet: the adopted position's entry price is 0")
+        if book.last_price <= 0.0:
+            state["last_price"] = price
+        self.book = Portfolio.from_state(state, self._portfolio_config, snapshot=self._snapshot_of)
+        self.core.portfolio = self.book
+        if fresh:
+            self._initial_equity = None  # measured at the first bar's close
+            self._day_equity = self.book.equity
+        if self._store is not None:
+            self._save_checkpoint()
+
+    # --- restart ------------------------------------------------------------------------------------------
+    def _reconcile_sync(self, logged: SentOrder) -> None:
+        known = getattr(self.broker, "known", None)
+        found = known(logged.sent_id) if callable(known) else None
+        if found is not None:
+            self._book_logged(logged, found)
+
+    def _book_logged(self, logged: SentOrder, result: OrderResult) -> None:
+        log.info(
+            "order %s, sent before the restart, is known to the broker: booking it (%s)",
+            logged.sent_id,
+            result.status.value,
+        )
+        manager = self.manager if self._callback is not None and self._callback.feeding else None
+        if manager is not None and logged.chosen is not None and self.switches.error_resolutions:
+            with self._transaction():
+                manager.record_resolution(
+                    logged.chosen[0], Resolution(logged.chosen[1]), result.filled, result.time_ns
+                )
+        self._retries += logged.retries
+        self._book(
+            logged.intent.client_order_id,
+            result,
+            self._row_map.get(logged.decision_row, -1),
+            logged.exit_reason,
+            logged.intent.decision_time_ns,
+        )
+
+    def _resume_at_start(self) -> _Decision | None:
+        """The interrupted decision of the checkpoint's last bar, if that bar is the newest one known."""
+        if self._decided_ns >= self._done_ns or not self._times:
+            return None
+        newest = self._times[-1]
+        if newest < self._done_ns:
+            return None  # a replayed feed will yield the bar again
+        if newest > self._done_ns:
+            self._abandon_decision()
+            return None
+        i = len(self._times) - 1
+        o, h, lo, c, v = (values[i] for values in self._ohlcv)
+        return self._resume_decision(Bar(newest, o, h, lo, c, v))
+
+    def _resume_decision(self, bar: Bar) -> _Decision | None:
+        """Decide the checkpoint's last bar again (same features, observation and order ids)."""
+        market = self._market()
+        if market is None:
+            self._abandon_decision()
+            return None
+        md, local = market
+        groups = md.snapshot(local)
+        self._groups = groups
+        row = self._rows - 1
+        self._snapshots[row] = groups
+        if self.hook is not None:
+            self.hook.prepare(groups)
+        log.info("resuming the decision of the bar at %s, interrupted by the restart", _iso(bar.time_ns))
+        return _Decision(bar, row, self._observation(md, local), False)
+
+    def _abandon_decision(self) -> None:
+        """A newer bar closed before the interrupted decision could be resumed: its unsent orders are void."""
+        store = self._store
+        if store is not None:
+            for logged in store.unbooked():
+                log.warning(
+                    "order %s never reached the exchange and its bar has passed: void, not sent",
+                    logged.sent_id,
+                )
+                store.mark_void(logged.intent.client_order_id)
+        self._decided(self._done_ns)
+
+    def _save_checkpoint(self) -> None:
+        store = cast("RunnerStore", self._store)
+        book = self.book.to_state()
+        trade = book["trade"]
+        entry = None
+        if trade is not None and trade["entry_ref"] >= 0:
+            entry = self._snapshots.get(trade["entry_ref"])
+        p = self._pending
+        callback = self._callback
+        cb: dict[str, Any] | None = None
+        feed = None if callback is None else _feed_bookkeeping(callback)[0]
+        if callback is not None and feed is not None and feed._pending_res:
+            res = feed._pending_res[0]
+            cb = {
+                "pending_resolution": None if res is None else [res.signature, str(res.resolution)],
+                "pending_vetoes": [
+                    [list(v.rule_ids), v.direction, v.price, v.cost, v.bars_left]
+                    for v in feed._pending_vetoes[0]
+                ],
+                "counts": dict(callback.counts),
+                "clock_ns": feed.clock.now_ns(),
+                "num_timesteps": self._host.num_timesteps,
+            }
+        hook = self.hook
+        store.save_checkpoint(
+            {
+                "symbol": self.spec.symbol,
+                "done_ns": self._done_ns,
+                "decided_ns": self._decided_ns,
+                "bars": self.bars,
+                "step": self._step,
+                "book": book,
+                "entry_snapshot": entry,
+                "last_row": self._rows - 1,
+                "last_groups": self._groups,
+                "core": {
+                    "bar_index": self.core.bar_index,
+                    # The order-id sequence of the decision in progress (see TradingCore._next_order_id).
+                    "seq": self.core._seq,
+                    "last_decision_ns": self.core._last_decision_ns,
+                },
+                "pending": {
+                    "orders": [encode_record(r) for r in p.orders],
+                    "trades": [encode_record(r) for r in p.trades],
+                    "errors": [encode_record(r) for r in p.errors],
+                    "vetoed": [encode_record(r) for r in p.vetoed],
+                    "retries": [encode_record(r) for r in self._retries],
+                },
+                "risk": {"day": self._day, "day_equity": self._day_equity, "halted": self._halted},
+                "hook": None
+                if hook is None
+                else {
+                    "pause_bars": hook.pause_bars,
+                    "size_factor": hook.size_factor,
+                    "events": [encode_record(e) for e in hook.events],
+                },
+                "callback": cb,
+                "status": {
+                    "initial_equity": self._initial_equity,
+                    "last_decision": self.last_decision,
+                    "last_time_ns": self.last_time_ns,
+                },
+            }
+        )
+
+    def _restore_book(self, checkpoint: Mapping[str, Any]) -> Portfolio:
+        state = dict(checkpoint["book"])
+        trade = state.get("trade")
+        entry = checkpoint.get("entry_snapshot")
+        if trade is not None and entry is not None:
+            # Rows are renumbered after a restart (the back-fill may differ): the entry snapshot gets a
+            # row of its own that no new bar can reach.
+            state["trade"] = {**trade, "entry_ref": _RESTORED_ROW}
+            self._snapshots[_RESTORED_ROW] = entry
+        return Portfolio.from_state(state, self._portfolio_config, snapshot=self._snapshot_of)
+
+    def _restore(self, checkpoint: Mapping[str, Any]) -> None:
+        self._snapshots[_RESTORED_DECISION_ROW] = checkpoint["last_groups"]
+        self._row_map = {int(checkpoint["last_row"]): _RESTORED_DECISION_ROW}
+        self._done_ns = int(checkpoint["done_ns"])
+        self._decided_ns = int(checkpoint["decided_ns"])
+        self.bars = int(checkpoint["bars"])
+        self._step = int(checkpoint["step"])
+        self._started = True
+        core = checkpoint["core"]
+        self.core._bar = int(core["bar_index"])
+        self.core._seq = int(core["seq"])
+        self.core._last_decision_ns = int(core["last_decision_ns"])
+        pending = checkpoint["pending"]
+        self._pending = Execution(
+            *(tuple(decode_record(r) for r in pending[k]) for k in ("orders", "trades", "errors", "vetoed"))
+        )
+        self._retries = tuple(decode_record(r) for r in pending["retries"])
+        risk = checkpoint["risk"]
+        self._day = int(risk["day"])
+        self._day_equity = float(risk["day_equity"])
+        self._halted = bool(risk["halted"])
+        status = checkpoint["status"]
+        self._initial_equity = status["initial_equity"]
+        self.last_decision = str(status["last_decision"])
+        self.last_time_ns = int(status["last_time_ns"])
+        hook = self.hook
+        if hook is not None and checkpoint.get("hook") is not None:
+            hook.new_episode()
+            hook.pause_bars = int(checkpoint["hook"]["pause_bars"])
+            hook.size_factor = float(checkpoint["hook"]["size_factor"])
+            hook.events.extend(decode_record(e) for e in checkpoint["hook"]["events"])
+        callback = self._callback
+        if callback is not None:
+            self._vec.reset_infos = [{"time_ns": self._done_ns, "equity": self.book.equity}]
+            callback.on_training_start({}, {})
+            cb = checkpoint.get("callback")
+            if cb is not None:
+                feed, records = _feed_bookkeeping(callback)
+                # The feed's market time continues where it was (the manager's own clock may be ahead:
+                # it also follows event times).
+                feed.clock = ExperiencedMarketClock(int(cb["clock_ns"]))
+                feed.clock.observe(self._done_ns)
+                res = cb["pending_resolution"]
+                feed._pending_res[0] = (
+                    None if res is None else records._PendingResolution(str(res[0]), Resolution(res[1]))
+                )
+                feed._pending_vetoes[0] = [
+                    records._PendingVeto(tuple(v[0]), int(v[1]), float(v[2]), float(v[3]), int(v[4]))
+                    for v in cb["pending_vetoes"]
+                ]
+                callback.counts.update(cb["counts"])
+                self._host.num_timesteps = int(cb["num_timesteps"])
+        log.info(
+            "restarted from the checkpoint of the bar at %s: %d bars, position %g, cash %.8g",
+            _iso(self._done_ns),
+            self.bars,
+            self.book.qty,
+            self.book.cash,
+        )
 
     # --- status -------------------------------------------------------------------------------------------
     @property
@@ -814,13 +1571,18 @@ class LiveRunner:
         """The daily-loss kill switch fired."""
         return self._halted
 
+    @property
+    def store(self) -> RunnerStore | None:
+        """The checkpoint and order log (``None`` without a state directory)."""
+        return self._store if self._lifecycle is not RunnerState.NEW else None
+
     def status(self) -> str:
         """One line: time, position, equity and PnL, the last decision and the learned rules applied."""
         if self._lifecycle is RunnerState.NEW:
             return "live runner not built"
         book = self.book
         equity = book.equity
-        initial = self.settings.initial_cash
+        initial = self._initial_equity if self._initial_equity else self.settings.initial_cash
         pnl = equity - initial
         rules = ", ".join(self.last_rules) or "none"
         when = _iso(self.last_time_ns) if self.last_time_ns else "-"

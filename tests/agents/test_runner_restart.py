@@ -1,0 +1,410 @@
+"""A crash-safe ``LiveRunner``: checkpoint after every bar, orders logged before they are sent, restart.
+
+In-process crashes (the runner dropped without ``stop()``, the learning manager without closing it) at a
+bar boundary and between an order's log record and its booking, with the paper broker and with an
+exchange-like asynchronous broker; then a real SIGKILL of a runner process. Every restarted run must end
+with the orders, fills, trades and learned state of an uninterrupted run on the same bars.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agents.bundle import EnvSettings
+from agents.runner import INFO_RETRIES, LiveRunner, RetryPolicy
+from agents.runner_state import RUNNER_DIRNAME, RUNNER_FILENAME, RunnerStore
+from agents.switches import LearningSwitches
+from agents.wrappers import INFO_EVENTS
+from envs.broker import AccountSnapshot, OrderIntent, Quote, SimBroker
+from envs.data import load_dataset
+from envs.events import ErrorKind, OrderResult, OrderStatus
+from envs.features import FeatureConfig, NormalizationStats, compute_features
+from envs.live import ReplayFeed
+from envs.market import MarketSpec
+from envs.portfolio import Portfolio, PortfolioConfig
+from learning.config import LearningConfig
+from learning.manager import UniversalLearningManager
+from learning.store import STORE_DIRNAME, STORE_FILENAME
+
+REPO = Path(__file__).resolve().parents[2]
+START = 1000
+END = 1260
+WINDOW = 8
+ACTIONS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+CASH = 100_000.0
+# As in the parity test: half-size orders fail the minimum notional, so errors and learned minimums
+# take part.
+SPEC = MarketSpec(
+    "EUR/USD", taker_fee=0.0002, spread_bps=1.0, slippage_bps=0.5, min_qty=1000.0, qty_step=1000.0,
+    min_notional=60_000.0, price_tick=1e-05,
+)  # fmt: skip
+SETTINGS = EnvSettings(window=WINDOW, actions=ACTIONS, allow_short=True, initial_cash=CASH)
+NO_WAIT = RetryPolicy(max_attempts=3, backoff_seconds=0.0)
+
+
+class MomentumPolicy:
+    """A deterministic policy of the observation: the last bar's normalized momentum, bucketed."""
+
+    def __init__(self, k: int) -> None:
+        self.column = (WINDOW - 1) * k + 5  # momentum_pct of the newest row
+
+    def predict(
+        self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[Any, Any]:
+        x = float(np.asarray(observation).reshape(-1)[self.column])
+        return np.int64(int(np.digitize(x, [-0.6, -0.2, 0.2, 0.6]))), state
+
+
+def _bars() -> pd.DataFrame:
+    return load_dataset("eurusd_1h").iloc[:END]
+
+
+def _normalization(bars: pd.DataFrame) -> NormalizationStats:
+    return NormalizationStats.fit(compute_features(bars, FeatureConfig()), 0, START)
+
+
+@pytest.fixture(scope="module")
+def bars() -> pd.DataFrame:
+    return _bars()
+
+
+@pytest.fixture(scope="module")
+def normalization(bars: pd.DataFrame) -> NormalizationStats:
+    return _normalization(bars)
+
+
+# --- an exchange that outlives the runner ---------------------------------------------------------------
+
+
+class FakeExchange:
+    """The exchange's side: its own account and order book keyed by client order id (deduplicating),
+    the simulated exchange's rules, and a deterministic rate limit on the first attempt of every
+    ``rate_limit_every``-th order."""
+
+    def __init__(self, rate_limit_every: int = 0) -> None:
+        self.account = Portfolio(SPEC.symbol, PortfolioConfig(initial_cash=CASH, allow_short=True))
+        self.sim = SimBroker(SPEC, self.account)
+        self.orders: dict[str, OrderResult] = {}
+        self.received: list[str] = []  # every client order id that reached it, duplicates included
+        self.rate_limit_every = rate_limit_every
+        self.fresh = 0
+
+    def submit(self, order: OrderIntent, quote: Quote) -> OrderResult:
+        self.received.append(order.client_order_id)
+        seen = self.orders.get(order.client_order_id)
+        if seen is not None:
+            return seen
+        self.fresh += 1
+        if self.rate_limit_every and self.fresh % self.rate_limit_every == 0 and "-r" not in order.client_order_id:
+            return OrderResult(
+                order.client_order_id, order.symbol, order.side, quote.time_ns, order.qty, quote.price,
+                OrderStatus.ERRORED, kind=ErrorKind.RATE_LIMIT, message="Too many requests.", code="429",
+            )  # fmt: skip
+        result = self.sim.submit(order, quote)
+        if result.filled:
+            self.account.apply_fill(result, bar_index=0)
+        self.orders[order.client_order_id] = result
+        return result
+
+    def fills(self) -> list[OrderResult]:
+        return [r for r in self.orders.values() if r.filled]
+
+
+class Crash(BaseException):
+    """The process dies (not an error the runner could handle)."""
+
+
+class ExchangeBroker:
+    """An :class:`~envs.broker.AsyncBroker` over a :class:`FakeExchange`; ``crash_after`` makes the
+    n-th order reach the exchange and then kills the caller before the answer arrives."""
+
+    def __init__(self, exchange: FakeExchange, crash_after: int = 0) -> None:
+        self.exchange = exchange
+        self.crash_after = crash_after
+        self.sent = 0
+
+    async def start(self) -> MarketSpec:
+        return SPEC
+
+    async def account(self) -> AccountSnapshot:
+        return AccountSnapshot(0, self.exchange.account.cash, self.exchange.account.qty)
+
+    async def submit(self, order: OrderIntent, quote: Quote) -> OrderResult:
+        await asyncio.sleep(0)
+        result = self.exchange.submit(order, quote)
+        self.sent += 1
+        if self.sent == self.crash_after:
+            raise Crash
+        return result
+
+    async def known(self, client_order_id: str) -> OrderResult | None:
+        return self.exchange.orders.get(client_order_id)
+
+    async def close(self) -> None:
+        return None
+
+
+# --- driving runners -------------------------------------------------------------------------------------
+
+
+def _manager(root: Path) -> UniversalLearningManager:
+    return UniversalLearningManager(root, config=LearningConfig(), market_specs=[SPEC])
+
+
+def _runner(
+    bars: pd.DataFrame, normalization: NormalizationStats, root: Path, manager: UniversalLearningManager,
+    **kwargs: Any,
+) -> tuple[LiveRunner, ReplayFeed]:  # fmt: skip
+    feed = ReplayFeed(bars, start=START)
+    runner = LiveRunner(
+        feed, MomentumPolicy(len(normalization.columns)), spec=SPEC, features=FeatureConfig(),
+        normalization=normalization, env=SETTINGS, switches=LearningSwitches(), manager=manager,
+        state_dir=root, id_prefix="live", **kwargs,
+    )  # fmt: skip
+    return runner.build(), feed
+
+
+async def _drive(runner: LiveRunner, feed: ReplayFeed, stop_after: int | None = None) -> None:
+    """Feed bars until the feed ends or ``stop_after`` bars were yielded (then return without stop())."""
+    n = 0
+    async for bar in feed.bars():
+        await runner.process(bar)
+        n += 1
+        if stop_after is not None and n >= stop_after:
+            return
+    runner.stop()
+
+
+def _crash(runner: LiveRunner, manager: UniversalLearningManager) -> None:
+    """Forget the runner and the manager without stopping or closing them (nothing is flushed)."""
+    del runner, manager
+    gc.collect()
+
+
+def _events(info: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "time_ns": info["time_ns"],
+        "orders": list(info["orders"]),
+        "trades": list(info["trades"]),
+        "errors": list(info["errors"]),
+        "vetoed": list(info["vetoed"]),
+        "bar": info["bar"],
+        "learned": [tuple(e) for e in info.get(INFO_EVENTS, ())],
+        "retries": list(info.get(INFO_RETRIES, ())),
+    }
+
+
+def _learned(root: Path) -> dict[str, Any]:
+    """The learned state as the store holds it (what a crash cannot take away)."""
+    with _manager(root) as manager:
+        return {
+            "describe": manager.describe(),
+            "snapshot": manager.snapshot().to_dict(),
+            "patterns": manager.patterns(),
+            "minimums": manager.minimums(),
+            "errors": manager.error_patterns(),
+            "orders": RunnerStore.with_learning(manager).orders(),
+        }
+
+
+def _reference(
+    bars: pd.DataFrame, normalization: NormalizationStats, root: Path, **kwargs: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[Any]]:
+    manager = _manager(root)
+    runner, feed = _runner(bars, normalization, root, manager, **kwargs)
+    asyncio.run(_drive(runner, feed))
+    manager.close()
+    learned = _learned(root)
+    return [_events(i) for i in runner.infos], learned, learned["orders"]
+
+
+# --- in-process crashes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("crash_at", [37, 120])
+def test_paper_runner_restarted_after_a_crash_ends_like_an_uninterrupted_run(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path, crash_at: int
+) -> None:
+    infos, learned, orders = _reference(bars, normalization, tmp_path / "reference")
+    assert sum(len(i["trades"]) for i in infos) > 5
+    assert sum(len(i["errors"]) for i in infos) > 0
+
+    root = tmp_path / "crashed"
+    manager = _manager(root)
+    runner, feed = _runner(bars, normalization, root, manager)
+    asyncio.run(_drive(runner, feed, stop_after=crash_at))
+    before = [_events(i) for i in runner.infos]
+    _crash(runner, manager)
+
+    manager = _manager(root)
+    runner, feed = _runner(bars, normalization, root, manager)
+    asyncio.run(_drive(runner, feed))
+    after = [_events(i) for i in runner.infos]
+    assert before + after == infos
+    manager.close()
+    assert _learned(root) == learned  # the same orders, trades and learned state
+
+
+def test_exchange_runner_restarted_between_log_and_booking_books_the_fill_once(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
+) -> None:
+    reference = FakeExchange(rate_limit_every=4)
+    infos, learned, orders = _reference(
+        bars, normalization, tmp_path / "reference", broker=ExchangeBroker(reference), retry=NO_WAIT
+    )
+    assert any(i["retries"] for i in infos), "the rate limit was retried within the bar"
+
+    exchange = FakeExchange(rate_limit_every=4)
+    root = tmp_path / "crashed"
+    manager = _manager(root)
+    runner, feed = _runner(
+        bars, normalization, root, manager, broker=ExchangeBroker(exchange, crash_after=9), retry=NO_WAIT
+    )
+    with pytest.raises(Crash):
+        asyncio.run(_drive(runner, feed))
+    before = [_events(i) for i in runner.infos]
+    (unbooked,) = RunnerStore.with_learning(manager).unbooked()
+    assert unbooked.sent_id in exchange.orders  # the exchange took it; the runner never booked it
+    _crash(runner, manager)
+
+    manager = _manager(root)
+    runner, feed = _runner(bars, normalization, root, manager, broker=ExchangeBroker(exchange), retry=NO_WAIT)
+    asyncio.run(_drive(runner, feed))
+    after = [_events(i) for i in runner.infos]
+    assert before + after == infos
+    manager.close()
+    assert _learned(root) == learned
+    assert exchange.orders == reference.orders
+    assert len(exchange.received) == len(reference.received)  # nothing was sent twice
+
+
+def test_exchange_runner_matches_the_paper_runner_and_adopts_the_exchange_balances(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
+) -> None:
+    paper, paper_learned, _ = _reference(bars, normalization, tmp_path / "paper")
+    exchange = FakeExchange()
+    infos, learned, _ = _reference(bars, normalization, tmp_path / "exchange", broker=ExchangeBroker(exchange))
+    assert infos == paper
+    assert learned == paper_learned  # the same orders too (the order log holds no broker detail)
+    fills = [o for i in infos for o in i["orders"] if o.filled]
+    assert fills == exchange.fills()
+
+
+def test_retries_follow_the_learned_resolution_and_feed_the_error_learner(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
+) -> None:
+    exchange = FakeExchange(rate_limit_every=3)
+    root = tmp_path / "retries"
+    manager = _manager(root)
+    runner, feed = _runner(bars, normalization, root, manager, broker=ExchangeBroker(exchange), retry=NO_WAIT)
+    asyncio.run(_drive(runner, feed))
+    retried = [r for i in runner.infos for r in i.get(INFO_RETRIES, ())]
+    assert retried and all(r.kind is ErrorKind.RATE_LIMIT for r in retried)
+    retry_ids = [cid for cid in exchange.received if cid.endswith("-r1")]
+    assert len(retry_ids) == len(retried)
+    # A failed attempt the learner said not to retry (skip_symbol, halt: exploration) is the final answer.
+    stopped = [o for i in runner.infos for o in i["orders"] if o.kind is ErrorKind.RATE_LIMIT]
+    assert all(not i["errors"] for i in runner.infos if i["orders"] and i["orders"][0] in stopped)
+    (pattern,) = [p for p in manager.error_patterns() if p.kind is ErrorKind.RATE_LIMIT]
+    assert pattern.count == len(retried) + len(stopped)  # each failed attempt learned once
+    retrying = {"retry_with_backoff", "resize_to_learned_minimum", "reduce_size"}
+    fixed = [a for a in pattern.attempts if a.resolution.value in retrying]
+    assert len(fixed) == len(retried)
+    # A retry may still be refused by the rules (a rate-limited order below the minimum notional).
+    assert [a.success for a in fixed] == [exchange.orders[cid].filled for cid in retry_ids]
+    assert sum(a.success for a in fixed) > len(fixed) / 2
+    manager.close()
+
+
+def test_a_restarted_runner_refuses_another_symbols_state(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
+) -> None:
+    from envs.errors import StateError
+
+    root = tmp_path / "s"
+    with _manager(root) as manager:
+        runner, feed = _runner(bars, normalization, root, manager)
+        asyncio.run(_drive(runner, feed, stop_after=40))
+        store = RunnerStore.with_learning(manager)
+        checkpoint = store.load_checkpoint()
+        assert checkpoint is not None
+        store.save_checkpoint({**checkpoint, "symbol": "BTC/USDT"})
+        with pytest.raises(StateError, match=r"holds a runner of 'BTC/USDT', not 'EUR/USD'"):
+            _runner(bars, normalization, root, manager)
+
+
+# --- a real SIGKILL ----------------------------------------------------------------------------------------
+
+
+def child_main(root: str, pace: float) -> None:
+    """A paper runner process on the test's bars (``pace``: wall seconds per bar; 0: as fast as possible)."""
+    bars = _bars()
+    normalization = _normalization(bars)
+    manager = _manager(Path(root))
+    feed = ReplayFeed(bars, start=START, speed=3600.0 / pace if pace > 0 else 0.0)
+    runner = LiveRunner(
+        feed, MomentumPolicy(len(normalization.columns)), spec=SPEC, features=FeatureConfig(),
+        normalization=normalization, env=SETTINGS, switches=LearningSwitches(), manager=manager,
+        state_dir=Path(root), id_prefix="live",
+    )  # fmt: skip
+    runner.build()
+    asyncio.run(runner.run())
+    manager.close()
+
+
+def _spawn(root: Path, pace: float) -> subprocess.Popen[bytes]:
+    code = f"from tests.agents.test_runner_restart import child_main; child_main({str(root)!r}, {pace!r})"
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def _booked(root: Path) -> int:
+    path = root / STORE_DIRNAME / STORE_FILENAME
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True) as conn:
+            return int(conn.execute("SELECT count(*) FROM runner_orders WHERE status = 'booked'").fetchone()[0])
+    except sqlite3.Error:
+        return 0  # not created yet
+
+
+def test_sigkilled_runner_process_restarts_without_duplicate_or_lost_orders_trades_or_learning(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
+) -> None:
+    infos, learned, orders = _reference(bars, normalization, tmp_path / "reference")
+    root = tmp_path / "killed"
+    child = _spawn(root, pace=0.03)
+    deadline = time.monotonic() + 60.0
+    while _booked(root) < 8:
+        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+        assert time.monotonic() < deadline, "the runner process booked no orders"
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.wait(timeout=30) == -signal.SIGKILL
+    assert 8 <= _booked(root) < len(orders)
+
+    rerun = _spawn(root, pace=0.0)
+    _, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err.decode()
+    got = _learned(root)
+    logged = got["orders"]
+    assert [o.intent.client_order_id for o in logged] == [o.intent.client_order_id for o in orders]
+    assert logged == orders  # same orders, each sent once, same fills and refusals
+    assert got == learned  # no trade and no learned state lost or counted twice
+    assert got["describe"]["trades"] == sum(len(i["trades"]) for i in infos)
+    assert not (root / RUNNER_DIRNAME / RUNNER_FILENAME).exists()  # online: one store, one transaction

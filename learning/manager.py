@@ -37,6 +37,7 @@ import logging
 import math
 import sqlite3
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -53,7 +54,7 @@ from learning.discretize import FACTOR_SEPARATOR, ConditionClassifier, Discretiz
 from learning.error_patterns import ErrorMatch, ErrorPattern, ErrorPatternLearner, Resolution
 from learning.failures import FailureAnalyzer
 from learning.journal import TradeJournal
-from learning.memory import ArchiveResult, archive_stale_patterns, load_archive
+from learning.memory import ArchiveJob, ArchiveResult, finish_archive, load_archive, start_archive
 from learning.minimums import OrderMinimumLearner
 from learning.patterns import PatternRecognitionEngine
 from learning.records import AvoidanceRule, ConditionAdjustment, LearnedMinimum, PatternScore
@@ -222,6 +223,10 @@ class UniversalLearningManager:
             int(counters.get("adaptation_runs", 0)),
         )
         self._snapshot: LearnedState | None = None
+        # The periodic memory pass writes its archive files in a background thread; the rows leave the
+        # store when they are durable (finished before anything else reads or writes those tables).
+        self._archiving: ArchiveJob | None = None
+        self._archiver: ThreadPoolExecutor | None = None
         # Written-behind periodic work (see the durability contract): inside periodic() and on_bar(),
         # changes are marked unsaved instead of flushed; flush() records the market time it wrote.
         self._defer = False
@@ -323,6 +328,7 @@ class UniversalLearningManager:
     def _compact_patterns(self, conn: sqlite3.Connection) -> None:
         """Fold pending pattern updates into the store with their journal watermark (in the caller's
         transaction, which must also write the journal rows up to the watermark)."""
+        self._finish_archive()
         self._patterns.compact(conn)
         self._store.set_meta(_META_PATTERNS_SEQ, self._journal.last_seq)
 
@@ -562,18 +568,31 @@ class UniversalLearningManager:
 
     # --- memory ------------------------------------------------------------------------------------
     def manage_learning_memory(self, now: int | None = None) -> ArchiveResult:
-        """Archive patterns not seen for more than ``archive_age_days`` (durably, then delete)."""
+        """Archive patterns not seen for more than ``archive_age_days`` (durably, then delete).
+
+        Called directly, the archive is complete on return. From :meth:`periodic` and :meth:`on_bar`, the
+        files are written by a background thread and the rows leave the store once they are durable
+        (at the latest before the next read of the store's patterns or archives); the patterns leave
+        the learned state at once either way.
+        """
         self._check_open()
         t = self._now(now)
         self.compact()
-        result = archive_stale_patterns(
+        job = start_archive(
             self._store,
             self.archive_dir,
             cutoff_ns=t - self.config.archive_age_ns,
             now_ns=t,
             chunk=self.config.archive_chunk,
+            submit=self._archive_writer().submit if self._defer else None,
         )
-        self._patterns.forget(result.ids)
+        result = job.result
+        if self._defer and result.patterns:
+            self._patterns.hide(result.ids)
+            self._archiving = job
+        else:
+            finish_archive(self._store, job)
+            self._patterns.forget(result.ids)
         self._journal.prune(t)
         if result.patterns:
             log.info("archived %d patterns to %s", result.patterns, ", ".join(result.files))
@@ -581,8 +600,24 @@ class UniversalLearningManager:
             self.flush()
         return result
 
+    def _archive_writer(self) -> ThreadPoolExecutor:
+        if self._archiver is None:
+            self._archiver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slf-archive")
+        return self._archiver
+
+    def _finish_archive(self) -> None:
+        """Record the background archive (waiting for its files) and delete its rows from the store."""
+        job = self._archiving
+        if job is None:
+            return
+        self._archiving = None
+        finish_archive(self._store, job)
+        self._patterns.unhide()
+
     def load_archive(self) -> list[PatternScore]:
         """Every archived pattern, read back from the archive files (checksums verified)."""
+        if not self._closed and not self.read_only:
+            self._finish_archive()
         return load_archive(self._store, self.archive_dir)
 
     # --- periodic work -----------------------------------------------------------------------------
@@ -660,6 +695,7 @@ class UniversalLearningManager:
         """Measure patterns, rules, resolutions, adaptations and trends; appended to the history."""
         self._check_open()
         t = self._now(now)
+        self._finish_archive()  # the archived count reads the store
         win_rate, win_trend, profit_trend, mean_pnl = trends(self._journal.recent_pnls())
         rules = self._failures.rules()
         archived = int(self._store.conn.execute("SELECT COALESCE(SUM(rows), 0) FROM archives").fetchone()[0])
@@ -739,9 +775,11 @@ class UniversalLearningManager:
             return
         try:
             if not self.read_only:
-                self.compact()
+                self.compact()  # finishes a background archive first
         finally:
             self._closed = True
+            if self._archiver is not None:
+                self._archiver.shutdown(wait=True)
             self._store.close()
 
     def __enter__(self) -> UniversalLearningManager:

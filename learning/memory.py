@@ -12,12 +12,20 @@ last seen; the per-trade detail stays in the journal). Archiving *moves, never d
 A crash between 1 and 2 leaves the patterns active *and* an unrecorded archive file (a duplicate, never
 a loss); the next run writes a new file name. :func:`load_archive` reads back every recorded file and
 checks its checksum.
+
+Step 1 waits on the disk (two fsyncs) while step 2 needs only the rows chosen at the start, so the
+manager's periodic memory pass splits them (:func:`start_archive`, then :func:`finish_archive`): the
+stale rows are selected at once and their files written by a background thread while training goes on;
+the SQLite step runs later, in the main thread, once the files are durable. Which rows go to which file
+is decided by the selection alone, so the archive is the same whenever the files are written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +36,15 @@ from learning.records import PatternScore
 if TYPE_CHECKING:
     from learning.store import LearningStore
 
-__all__ = ["ARCHIVE_COLUMNS", "ArchiveResult", "archive_stale_patterns", "load_archive"]
+__all__ = [
+    "ARCHIVE_COLUMNS",
+    "ArchiveJob",
+    "ArchiveResult",
+    "archive_stale_patterns",
+    "finish_archive",
+    "load_archive",
+    "start_archive",
+]
 
 ARCHIVE_COLUMNS = (
     "signature",
@@ -105,43 +121,122 @@ def _next_free(archive_dir: Path, start: int) -> tuple[int, Path]:
     return n, archive_dir / f"patterns-{n:06d}.parquet"
 
 
-def archive_stale_patterns(
-    store: LearningStore, archive_dir: Path, *, cutoff_ns: int, now_ns: int, chunk: int
-) -> ArchiveResult:
-    """Move patterns last seen before ``cutoff_ns`` to Parquet files under ``archive_dir``.
+_SELECT_STALE = (
+    "SELECT p.id, s.signature, p.count, p.wins, p.total_pnl, p.score, p.weight, p.first_seen_ns, "
+    "p.last_seen_ns, p.sig FROM patterns p JOIN pattern_signatures s ON s.sig = p.sig "
+    "WHERE p.last_seen_ns < ? AND p.id >= ? ORDER BY p.id LIMIT ?"
+)
+_MIN_ID = -(1 << 63)
 
-    The caller flushes pending pattern updates first, so the store holds the latest statistics.
+Row = tuple[object, ...]
+Submit = Callable[[Callable[[list[Row], Path], str], list[Row], Path], "Future[str]"]
+"""Runs ``_write_durably(rows, path)`` somewhere (e.g. ``ThreadPoolExecutor.submit``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    number: int
+    path: Path
+    rows: list[Row]  # id, signature ... last_seen_ns, sig
+    digest: Future[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveJob:
+    """Stale patterns chosen for the archive, their files being written (see :func:`start_archive`).
+
+    Attributes:
+        result: what the pass archives (files, patterns, ids), known from the selection.
+    """
+
+    result: ArchiveResult
+    now_ns: int
+    cutoff_ns: int
+    chunks: tuple[_Chunk, ...]
+
+    def done(self) -> bool:
+        """Whether every file has been written (or failed)."""
+        return all(c.digest.done() for c in self.chunks)
+
+
+def _write_now(write: Callable[[list[Row], Path], str], rows: list[Row], path: Path) -> Future[str]:
+    done: Future[str] = Future()
+    try:
+        done.set_result(write(rows, path))
+    except BaseException as exc:
+        done.set_exception(exc)
+    return done
+
+
+def start_archive(
+    store: LearningStore,
+    archive_dir: Path,
+    *,
+    cutoff_ns: int,
+    now_ns: int,
+    chunk: int,
+    submit: Submit | None = None,
+) -> ArchiveJob:
+    """Select the patterns last seen before ``cutoff_ns`` (``chunk`` per file) and start writing their
+    files durably with ``submit`` (at once, in this thread, when ``None``).
+
+    Nothing leaves the store until :func:`finish_archive`. The caller flushes pending pattern updates
+    first, so the store holds the latest statistics; no other archive of the same store may be pending.
     """
     conn = store.conn
-    files: list[str] = []
+    chunks: list[_Chunk] = []
     archived: list[int] = []
-    next_n = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM archives").fetchone()[0]) + 1
-    while True:
-        rows = conn.execute(
-            "SELECT p.id, s.signature, p.count, p.wins, p.total_pnl, p.score, p.weight, p.first_seen_ns, "
-            "p.last_seen_ns, p.sig FROM patterns p JOIN pattern_signatures s ON s.sig = p.sig "
-            "WHERE p.last_seen_ns < ? ORDER BY p.id LIMIT ?",
-            (cutoff_ns, chunk),
-        ).fetchall()
+    number = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM archives").fetchone()[0]) + 1
+    first_id: int | None = _MIN_ID  # ids are signed 64-bit: the next chunk starts after the last id
+    while first_id is not None:
+        rows = conn.execute(_SELECT_STALE, (cutoff_ns, first_id, chunk)).fetchall()
         if not rows:
             break
-        archive_dir.mkdir(parents=True, exist_ok=True)
-        next_n, path = _next_free(archive_dir, next_n)
-        digest = _write_durably([r[1:-1] for r in rows], path)
-        ids = [(r[0],) for r in rows]
-        sigs = [(r[-1],) for r in rows]
+        last = int(rows[-1][0])  # type: ignore[call-overload]
+        first_id = last + 1 if len(rows) == chunk and last < -_MIN_ID - 1 else None
+        if not chunks:
+            archive_dir.mkdir(parents=True, exist_ok=True)
+            import pyarrow.parquet  # noqa: F401 - import in this thread, not the writer's
+
+        number, path = _next_free(archive_dir, number)
+        body = [r[1:-1] for r in rows]
+        digest = (
+            _write_now(_write_durably, body, path) if submit is None else submit(_write_durably, body, path)
+        )
+        chunks.append(_Chunk(number, path, rows, digest))
+        archived.extend(r[0] for r in rows)
+        number += 1
+    result = ArchiveResult(tuple(c.path.name for c in chunks), len(archived), tuple(archived))
+    return ArchiveJob(result, now_ns, cutoff_ns, tuple(chunks))
+
+
+def finish_archive(store: LearningStore, job: ArchiveJob) -> ArchiveResult:
+    """Wait for the job's files to be durable, then record each one and delete its rows from the store
+    (one transaction per file). A file that could not be written raises its error here, before any of
+    its rows leave the store."""
+    for c in job.chunks:
+        digest = c.digest.result()
         with store.transaction() as tx:
             tx.execute(
                 "INSERT INTO archives (id, file, rows, created_ns, cutoff_ns, sha256) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (next_n, path.name, len(rows), now_ns, cutoff_ns, digest),
+                (c.number, c.path.name, len(c.rows), job.now_ns, job.cutoff_ns, digest),
             )
-            tx.executemany("DELETE FROM patterns WHERE id = ?", ids)
-            tx.executemany("DELETE FROM pattern_signatures WHERE sig = ?", sigs)
-        files.append(path.name)
-        archived.extend(r[0] for r in rows)
-        next_n += 1
-    return ArchiveResult(tuple(files), len(archived), tuple(archived))
+            tx.executemany("DELETE FROM patterns WHERE id = ?", [(r[0],) for r in c.rows])
+            tx.executemany("DELETE FROM pattern_signatures WHERE sig = ?", [(r[-1],) for r in c.rows])
+    return job.result
+
+
+def archive_stale_patterns(
+    store: LearningStore, archive_dir: Path, *, cutoff_ns: int, now_ns: int, chunk: int
+) -> ArchiveResult:
+    """Move patterns last seen before ``cutoff_ns`` to Parquet files under ``archive_dir`` (write, then
+    record and delete: :func:`start_archive` and :func:`finish_archive` in one go).
+
+    The caller flushes pending pattern updates first, so the store holds the latest statistics.
+    """
+    job = start_archive(store, archive_dir, cutoff_ns=cutoff_ns, now_ns=now_ns, chunk=chunk)
+    return finish_archive(store, job)
 
 
 def load_archive(store: LearningStore, archive_dir: Path) -> list[PatternScore]:

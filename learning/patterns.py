@@ -136,6 +136,9 @@ class PatternRecognitionEngine:
         self._top_rows: tuple[int, tuple[tuple[int, PatternScore], ...]] | None = None
         self._top: tuple[PatternScore, ...] | None = None
         self._top_ids: frozenset[int] = frozenset()
+        # Archived patterns whose rows are still in the store until their archive file is recorded
+        # (see learning.memory.start_archive): every read leaves them out.
+        self._hidden: frozenset[int] = frozenset()
 
     # --- signatures --------------------------------------------------------------------------------
     def factors(self, *groups: Mapping[str, float]) -> tuple[str, ...]:
@@ -199,7 +202,11 @@ class PatternRecognitionEngine:
     def get(self, signature: str) -> PatternScore | None:
         """Current statistics of one pattern, or ``None`` if unknown (or archived)."""
         pid = pattern_id(signature)
-        row = self._conn.execute(f"{_SELECT} WHERE p.id = ?", (pid,)).fetchone()
+        row = (
+            None
+            if pid in self._hidden
+            else self._conn.execute(f"{_SELECT} WHERE p.id = ?", (pid,)).fetchone()
+        )
         base = _record(row) if row is not None and row[0] == signature else None
         delta = self._pending.get(pid)
         if delta is None:
@@ -218,8 +225,12 @@ class PatternRecognitionEngine:
             return ()
         stored = self._top_rows
         if stored is None or stored[0] != k:
-            rows = self._conn.execute(_SELECT_TOP, (NEUTRAL_WEIGHT, k)).fetchall()
+            hidden = self._hidden
+            rows = self._conn.execute(_SELECT_TOP, (NEUTRAL_WEIGHT, k + len(hidden))).fetchall()
+            if hidden:
+                rows = [row for row in rows if row[0] not in hidden][:k]
             # A stored pattern's id is the hash of its signature: read it instead of hashing again.
+            # (Hidden rows leave the store later without changing this ranking of the others.)
             stored = self._top_rows = (k, tuple((row[0], _record(row[1:])) for row in rows))
             self._top_ids = frozenset(pid for pid, _ in stored[1])
             self._top = None
@@ -245,8 +256,10 @@ class PatternRecognitionEngine:
         if k <= 0:
             return ()
         candidates: dict[str, PatternScore] = {}
-        for row in self._conn.execute(f"{_SELECT} ORDER BY p.count DESC LIMIT ?", (k,)):
-            candidates[row[0]] = _record(row)
+        hidden = self._hidden
+        for row in self._conn.execute(f"{_SELECT} ORDER BY p.count DESC LIMIT ?", (k + len(hidden),)):
+            if not hidden or pattern_id(row[0]) not in hidden:
+                candidates[row[0]] = _record(row)
         # A pattern with pending trades may overtake the stored leaders: read each one in full.
         for delta in self._pending.values():
             current = self.get(delta.signature)
@@ -258,9 +271,13 @@ class PatternRecognitionEngine:
     def all(self) -> list[PatternScore]:
         """Every active pattern, pending trades included, by signature."""
         out: dict[str, PatternScore] = {}
+        hidden = self._hidden
         for row in self._conn.execute(_SELECT):
             record = _record(row)
-            delta = self._pending.get(pattern_id(record.signature))
+            pid = pattern_id(record.signature)
+            if pid in hidden:
+                continue
+            delta = self._pending.get(pid)
             out[record.signature] = delta.apply(record) if delta is not None else record
         for delta in self._pending.values():
             if delta.signature not in out:
@@ -293,6 +310,9 @@ class PatternRecognitionEngine:
         """Apply every pending delta, in id order (inside the caller's transaction)."""
         if not self._pending:
             return
+        if self._hidden:
+            # A hidden pattern seen again would be merged into its archived row.
+            raise RuntimeError("compaction while archived rows are still in the store: finish the archive")
         self._store_changed()
         # Id order walks the b-tree pages in order: far fewer page misses and WAL frames than random.
         items = sorted(self._pending.items())
@@ -314,6 +334,22 @@ class PatternRecognitionEngine:
         self._pending = {}
         # Both are sorted and disjoint: inserting at the search positions is a linear merge.
         self._known = np.insert(self._known, np.searchsorted(self._known, new), new)
+
+    def hide(self, ids: Iterable[int]) -> None:
+        """Forget archived patterns whose rows stay in the store until :meth:`unhide` (their archive is
+        being written): reads leave them out meanwhile."""
+        ids = tuple(ids)
+        self.forget(ids)
+        self._hidden = self._hidden | frozenset(ids)
+
+    def unhide(self) -> None:
+        """The hidden rows have left the store."""
+        self._hidden = frozenset()
+
+    @property
+    def hidden(self) -> bool:
+        """Whether archived rows are still in the store (compaction must wait for them to leave)."""
+        return bool(self._hidden)
 
     def forget(self, ids: Iterable[int]) -> None:
         """Drop archived patterns from the known ids (their rows have left the store)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,3 +99,71 @@ def test_altered_archive_file_is_a_state_error(manager: UniversalLearningManager
     path.unlink()
     with pytest.raises(StateError, match="missing"):
         manager.load_archive()
+
+
+def _archived_rows(manager: UniversalLearningManager) -> int:
+    conn = manager._store.conn
+    return int(conn.execute("SELECT COALESCE(SUM(rows), 0) FROM archives").fetchone()[0])
+
+
+def test_the_periodic_pass_leaves_the_store_when_its_file_is_durable(
+    manager: UniversalLearningManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import learning.memory as memory
+
+    old, recent = _two_patterns(manager)
+    stats = manager.pattern(old)
+    release = threading.Event()
+    write = memory._write_durably
+
+    def slow_disk(rows: list[tuple[object, ...]], path: Path) -> str:
+        release.wait(10.0)
+        return write(rows, path)
+
+    monkeypatch.setattr(memory, "_write_durably", slow_disk)
+    manager.periodic(START_NS + MONTH + 1)  # the memory pass is due: its file is written behind
+    # Gone from the learned state at once, still in the store (and unrecorded) until the file is durable.
+    assert manager.pattern(old) is None
+    assert [p.signature for p in manager.patterns()] == [recent]
+    assert manager.pattern_count() == 1
+    assert _archived_rows(manager) == 0
+    assert manager._store.conn.execute("SELECT COUNT(*) FROM patterns").fetchone()[0] == 2
+    release.set()
+    (restored,) = manager.load_archive()  # waits for the file, then records it and deletes the row
+    assert restored == stats
+    assert _archived_rows(manager) == 1
+    assert manager._store.conn.execute("SELECT COUNT(*) FROM patterns").fetchone()[0] == 1
+
+
+def test_a_pattern_seen_again_while_its_archive_is_written_starts_afresh(
+    manager: UniversalLearningManager,
+) -> None:
+    old, _ = _two_patterns(manager)
+    manager.periodic(START_NS + MONTH + 1)
+    assert manager.pattern(old) is None
+    again = manager.learn_from_trade(make_trade(3, 1.0, exit_ns=START_NS + MONTH + 2, conditions=CALM))
+    assert again == old
+    manager.compact()  # finishes the archive first: the new trade is not merged into the archived row
+    current = manager.pattern(old)
+    assert current is not None
+    assert (current.count, current.wins) == (1, 1)
+    assert [p.signature for p in manager.load_archive()] == [old]
+
+
+def test_periodic_and_direct_memory_passes_archive_the_same(manager_factory: ManagerFactory) -> None:
+    results = []
+    for name, periodic in (("direct", False), ("periodic", True)):
+        manager = manager_factory(name)
+        for n in range(6):
+            manager.learn_from_trade(
+                make_trade(n, 1.0 - n % 2, exit_ns=START_NS + n * DAY_NS, conditions=CALM)
+            )
+        manager.learn_from_trade(make_trade(9, -1.0, exit_ns=START_NS + 40 * DAY_NS, conditions=WILD))
+        if periodic:
+            manager.periodic(START_NS + 40 * DAY_NS)
+        else:
+            manager.manage_learning_memory(START_NS + 40 * DAY_NS)
+        results.append((manager.patterns(), manager.load_archive()))
+        manager.close()
+    assert results[0] == results[1]
+    assert results[0][1]  # something was archived

@@ -573,12 +573,14 @@ class ExchangeBroker:
         errors = _errors()
         try:
             await self._client.load_markets()
-        except errors.NetworkError as exc:
+        except errors.OperationFailed as exc:  # network trouble, rate limits, 5xx: worth a retry
             raise RetryableBrokerError(
-                f"cannot reach the exchange: {exc}", where=self._where, fix="check --api-url and the network"
+                f"cannot reach the exchange: {_strip(str(exc)) or type(exc).__name__}",
+                where=self._where,
+                fix="check --api-url, the network and the exchange's status, then start again",
             ) from None
-        except errors.ExchangeError as exc:
-            raise BrokerError(f"cannot load the markets: {exc}", where=self._where) from None
+        except errors.BaseError as exc:
+            raise BrokerError(f"cannot load the markets: {_strip(str(exc))}", where=self._where) from None
         markets = self._client.markets or {}
         if self.symbol not in markets:
             raise BrokerError(
@@ -608,10 +610,12 @@ class ExchangeBroker:
             balance = await self._client.fetch_balance()
         except errors.AuthenticationError as exc:
             self._auth_failed(exc)
-        except (errors.NetworkError, errors.OperationFailed) as exc:
-            raise RetryableBrokerError(f"cannot fetch the balance: {exc}", where=self._where) from None
-        except errors.ExchangeError as exc:
-            raise BrokerError(f"cannot fetch the balance: {exc}", where=self._where) from None
+        except errors.OperationFailed as exc:
+            raise RetryableBrokerError(
+                f"cannot fetch the balance: {_strip(str(exc))}", where=self._where
+            ) from None
+        except errors.BaseError as exc:
+            raise BrokerError(f"cannot fetch the balance: {_strip(str(exc))}", where=self._where) from None
         total = balance.get("total") or {}
         stamp = balance.get("timestamp")
         time_ms = int(stamp) if stamp is not None else int(self._client.milliseconds())

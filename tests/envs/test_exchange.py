@@ -669,6 +669,22 @@ def test_an_unreachable_exchange_fails_start_with_a_retryable_error() -> None:
     run(scenario)
 
 
+def test_server_errors_at_start_and_on_the_balance_are_retryable_broker_errors() -> None:
+    async def scenario() -> None:
+        async with exchange() as fake:
+            fake.fail_next("500", scope="any")
+            with pytest.raises(RetryableBrokerError, match="Internal error"):
+                async with broker(fake):
+                    pass
+            async with broker(fake) as b:
+                fake.fail_next("503", scope="any")
+                with pytest.raises(RetryableBrokerError, match="cannot fetch the balance: System is under"):
+                    await b.account()
+                assert (await b.account()).cash == 10_000.0
+
+    run(scenario)
+
+
 def test_features_from_the_live_feed_equal_the_replays_bit_for_bit() -> None:
     """eurusd_1h has weekend gaps: the warm-up reaches back over them; each live bar's features,
     computed over the feed's bounded history as the runner does, equal the replay's row."""

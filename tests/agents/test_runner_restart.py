@@ -9,7 +9,9 @@ with the orders, fills, trades and learned state of an uninterrupted run on the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
+import logging
 import os
 import signal
 import sqlite3
@@ -108,7 +110,8 @@ class FakeExchange:
         if seen is not None:
             return seen
         self.fresh += 1
-        if self.rate_limit_every and self.fresh % self.rate_limit_every == 0 and "-r" not in order.client_order_id:
+        first_attempt = "-r" not in order.client_order_id
+        if self.rate_limit_every and self.fresh % self.rate_limit_every == 0 and first_attempt:
             return OrderResult(
                 order.client_order_id, order.symbol, order.side, quote.time_ns, order.qty, quote.price,
                 OrderStatus.ERRORED, kind=ErrorKind.RATE_LIMIT, message="Too many requests.", code="429",
@@ -131,13 +134,14 @@ class ExchangeBroker:
     """An :class:`~envs.broker.AsyncBroker` over a :class:`FakeExchange`; ``crash_after`` makes the
     n-th order reach the exchange and then kills the caller before the answer arrives."""
 
-    def __init__(self, exchange: FakeExchange, crash_after: int = 0) -> None:
+    def __init__(self, exchange: FakeExchange, crash_after: int = 0, spec: MarketSpec = SPEC) -> None:
         self.exchange = exchange
         self.crash_after = crash_after
+        self.spec = spec
         self.sent = 0
 
     async def start(self) -> MarketSpec:
-        return SPEC
+        return self.spec
 
     async def account(self) -> AccountSnapshot:
         return AccountSnapshot(0, self.exchange.account.cash, self.exchange.account.qty)
@@ -238,7 +242,7 @@ def _reference(
 def test_paper_runner_restarted_after_a_crash_ends_like_an_uninterrupted_run(
     bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path, crash_at: int
 ) -> None:
-    infos, learned, orders = _reference(bars, normalization, tmp_path / "reference")
+    infos, learned, _ = _reference(bars, normalization, tmp_path / "reference")
     assert sum(len(i["trades"]) for i in infos) > 5
     assert sum(len(i["errors"]) for i in infos) > 0
 
@@ -262,7 +266,7 @@ def test_exchange_runner_restarted_between_log_and_booking_books_the_fill_once(
     bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
 ) -> None:
     reference = FakeExchange(rate_limit_every=4)
-    infos, learned, orders = _reference(
+    infos, learned, _ = _reference(
         bars, normalization, tmp_path / "reference", broker=ExchangeBroker(reference), retry=NO_WAIT
     )
     assert any(i["retries"] for i in infos), "the rate limit was retried within the bar"
@@ -291,16 +295,44 @@ def test_exchange_runner_restarted_between_log_and_booking_books_the_fill_once(
     assert len(exchange.received) == len(reference.received)  # nothing was sent twice
 
 
-def test_exchange_runner_matches_the_paper_runner_and_adopts_the_exchange_balances(
+def test_exchange_runner_trades_exactly_like_the_paper_runner(
     bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
 ) -> None:
     paper, paper_learned, _ = _reference(bars, normalization, tmp_path / "paper")
     exchange = FakeExchange()
-    infos, learned, _ = _reference(bars, normalization, tmp_path / "exchange", broker=ExchangeBroker(exchange))
+    broker = ExchangeBroker(exchange)
+    infos, learned, _ = _reference(bars, normalization, tmp_path / "exchange", broker=broker)
     assert infos == paper
     assert learned == paper_learned  # the same orders too (the order log holds no broker detail)
     fills = [o for i in infos for o in i["orders"] if o.filled]
     assert fills == exchange.fills()
+
+
+def test_exchange_rules_and_balances_replace_the_bundles(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    exchange = FakeExchange()
+    exchange.account.cash = 50_000.0
+    exchange.account.qty = 3000.0  # held before the runner ever ran (no trade of the runner's)
+    rules = dataclasses.replace(SPEC, min_notional=30_000.0, qty_step=500.0)
+    with caplog.at_level(logging.INFO, logger="agents.runner"):
+        feed = ReplayFeed(bars.iloc[: START + 30], start=START)
+        runner = LiveRunner(
+            feed, MomentumPolicy(len(normalization.columns)), spec=SPEC, features=FeatureConfig(),
+            normalization=normalization, env=SETTINGS, broker=ExchangeBroker(exchange, spec=rules),
+            state_dir=tmp_path / "off",
+        ).build()  # fmt: skip
+        asyncio.run(runner.connect())
+        assert (runner.book.cash, runner.book.qty) == (50_000.0, 3000.0)
+        assert runner.core.spec.min_notional == 30_000.0
+        assert runner.core.spec.qty_step == 500.0
+        assert runner.spec.taker_fee == SPEC.taker_fee  # the cost model stays the bundle's
+    text = caplog.text
+    assert "differ from the bundle's (qty_step 1000 -> 500, min_notional 60000 -> 30000)" in text
+    assert "the exchange holds cash 50000 and position 3000" in text
+    assert "adopting the exchange's balances" in text
+    runner.stop()
+    assert (tmp_path / "off" / RUNNER_DIRNAME / RUNNER_FILENAME).is_file()  # learning off: its own file
 
 
 def test_retries_follow_the_learned_resolution_and_feed_the_error_learner(
@@ -312,7 +344,8 @@ def test_retries_follow_the_learned_resolution_and_feed_the_error_learner(
     runner, feed = _runner(bars, normalization, root, manager, broker=ExchangeBroker(exchange), retry=NO_WAIT)
     asyncio.run(_drive(runner, feed))
     retried = [r for i in runner.infos for r in i.get(INFO_RETRIES, ())]
-    assert retried and all(r.kind is ErrorKind.RATE_LIMIT for r in retried)
+    assert retried
+    assert all(r.kind is ErrorKind.RATE_LIMIT for r in retried)
     retry_ids = [cid for cid in exchange.received if cid.endswith("-r1")]
     assert len(retry_ids) == len(retried)
     # A failed attempt the learner said not to retry (skip_symbol, halt: exploration) is the final answer.
@@ -378,7 +411,8 @@ def _booked(root: Path) -> int:
         return 0
     try:
         with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True) as conn:
-            return int(conn.execute("SELECT count(*) FROM runner_orders WHERE status = 'booked'").fetchone()[0])
+            row = conn.execute("SELECT count(*) FROM runner_orders WHERE status = 'booked'").fetchone()
+            return int(row[0])
     except sqlite3.Error:
         return 0  # not created yet
 

@@ -871,7 +871,7 @@ def _refusal(
 def _strip(text: str) -> str:
     """ccxt's message without its leading exchange id."""
     head, sep, rest = text.partition(" ")
-    return rest if sep and head.isidentifier() and head.islower() else text
+    return rest if sep and head in _ccxt_async().exchanges else text
 
 
 def _on_step(qty: float, step: float) -> float:

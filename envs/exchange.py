@@ -81,7 +81,6 @@ ENV_API_KEY: Final = "SLF_API_KEY"
 ENV_API_SECRET: Final = "SLF_API_SECRET"
 MSG_DUPLICATE_ORDER: Final = "Duplicate order sent."
 """Binance's answer (code -2010) to an order whose client order id is already in use."""
-MSG_ORDER_NOT_FOUND: Final = "Order does not exist."
 DEFAULT_TIMEOUT: Final = 10.0
 """Seconds a REST request may take before ccxt gives up."""
 DEFAULT_POLL_INTERVAL: Final = 2.0

@@ -400,6 +400,7 @@ class LiveRunner:
         state_dir: where the checkpoint and the order log go (see :mod:`agents.runner_state`); ``None``
             runs without them (not restart-safe).
         retry: in-bar retries of transient failures (asynchronous brokers).
+        max_bars: :meth:`run` stops after this many new bars (0: when the feed ends or on a signal).
     """
 
     def __init__(
@@ -421,6 +422,7 @@ class LiveRunner:
         status_every: int = 0,
         state_dir: Path | None = None,
         retry: RetryPolicy | None = None,
+        max_bars: int = 0,
     ) -> None:
         need = HISTORY_FACTOR * min_rows(features)
         if isinstance(max_history, bool) or not isinstance(max_history, int) or max_history < need:
@@ -443,6 +445,11 @@ class LiveRunner:
         self.status_every = status_every
         self.state_dir = None if state_dir is None else Path(state_dir)
         self.retry = retry or RetryPolicy()
+        if isinstance(max_bars, bool) or not isinstance(max_bars, int) or max_bars < 0:
+            raise ConfigError(
+                f"max_bars={max_bars!r} must be an integer >= 0", where="--max-bars", fix="e.g. 100"
+            )
+        self.max_bars = max_bars
         self._given_state = state
         self._given_broker = broker
         self._owned: list[Any] = []  # closed by stop() (a manager opened by from_bundle, the runner store)
@@ -690,6 +697,7 @@ class LiveRunner:
         stop_wait = asyncio.ensure_future(self._stop_event.wait())
         try:
             await self.connect()
+            first_bar = self.bars
             bars = self.feed.bars().__aiter__()
             while not self._stop_event.is_set():
                 next_bar = asyncio.ensure_future(anext(bars))
@@ -704,7 +712,7 @@ class LiveRunner:
                 except StopAsyncIteration:
                     break
                 await self.process(bar)
-                if bar.last:
+                if bar.last or (self.max_bars and self.bars - first_bar >= self.max_bars):
                     break
         finally:
             stop_wait.cancel()

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HParam
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.experience_clock import ExperiencedMarketClock
 from agents.feeder import (
@@ -100,6 +101,9 @@ class LearningCallback(BaseCallback):
         self.manager = manager
         self.switches = switches
         self.veto_horizon = veto_horizon
+        # In-process envs (DummyVecEnv): their set_learned_state, looked up once (what env_method does
+        # for every call); None: env_method.
+        self._setters: list[Any] | None = None
 
     @property
     def feeding(self) -> bool:
@@ -130,7 +134,12 @@ class LearningCallback(BaseCallback):
 
     # --- what the feeder commands ----------------------------------------------------------------------
     def _push_to_envs(self, state: LearnedState) -> None:
-        self.training_env.env_method(_SET_STATE, state)
+        setters = self._setters
+        if setters is None:
+            self.training_env.env_method(_SET_STATE, state)
+        else:
+            for set_state in setters:
+                set_state(state)
 
     def _apply_resolution(self, i: int, resolution: Resolution) -> None:
         self.training_env.env_method(_APPLY_RESOLUTION, str(resolution), indices=[i])
@@ -155,6 +164,12 @@ class LearningCallback(BaseCallback):
                 where="LearningCallback",
                 fix="wrap every env with agents.wrappers.wrap_env(env, switches) before vectorizing",
             )
+        inner = env.unwrapped
+        self._setters = (
+            [e.get_wrapper_attr(_SET_STATE) for e in inner.envs]
+            if self.switches.enabled and isinstance(inner, DummyVecEnv)
+            else None
+        )
         # learn(reset_num_timesteps=False) continues the envs' episodes: their reset infos are stale.
         fresh = self.model.num_timesteps == 0
         self.feeder.start(self._reset_infos() if fresh else [{}] * env.num_envs, fresh=fresh)

@@ -328,7 +328,8 @@ class UniversalLearningManager:
     def _compact_patterns(self, conn: sqlite3.Connection) -> None:
         """Fold pending pattern updates into the store with their journal watermark (in the caller's
         transaction, which must also write the journal rows up to the watermark)."""
-        self._finish_archive()
+        if self._patterns.blocks_compaction:
+            self._finish_archive()
         self._patterns.compact(conn)
         self._store.set_meta(_META_PATTERNS_SEQ, self._journal.last_seq)
 
@@ -572,11 +573,13 @@ class UniversalLearningManager:
 
         Called directly, the archive is complete on return. From :meth:`periodic` and :meth:`on_bar`, the
         files are written by a background thread and the rows leave the store once they are durable
-        (at the latest before the next read of the store's patterns or archives); the patterns leave
-        the learned state at once either way.
+        (at the next memory pass, effectiveness measurement, archive read or close, or before one of
+        those patterns' new trades are compacted); the patterns leave the learned state at once either
+        way (reads of the store skip their rows meanwhile).
         """
         self._check_open()
         t = self._now(now)
+        self._finish_archive()
         self.compact()
         job = start_archive(
             self._store,
@@ -775,7 +778,8 @@ class UniversalLearningManager:
             return
         try:
             if not self.read_only:
-                self.compact()  # finishes a background archive first
+                self._finish_archive()
+                self.compact()
         finally:
             self._closed = True
             if self._archiver is not None:

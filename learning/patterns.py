@@ -185,8 +185,11 @@ class PatternRecognitionEngine:
         """Multiply these patterns' weights by ``factor``, clipped to the bounds (inside the caller's
         transaction, after a compaction); returns the signatures whose weight changed."""
         changed: list[str] = []
+        hidden = self._hidden
         for signature in dict.fromkeys(signatures):
             pid = pattern_id(signature)
+            if pid in hidden:
+                continue  # archived
             row = conn.execute("SELECT weight FROM patterns WHERE id = ?", (pid,)).fetchone()
             if row is None:
                 continue
@@ -310,9 +313,9 @@ class PatternRecognitionEngine:
         """Apply every pending delta, in id order (inside the caller's transaction)."""
         if not self._pending:
             return
-        if self._hidden:
+        if self.blocks_compaction:
             # A hidden pattern seen again would be merged into its archived row.
-            raise RuntimeError("compaction while archived rows are still in the store: finish the archive")
+            raise RuntimeError("an archived pattern was seen again before its archive was finished")
         self._store_changed()
         # Id order walks the b-tree pages in order: far fewer page misses and WAL frames than random.
         items = sorted(self._pending.items())
@@ -347,9 +350,11 @@ class PatternRecognitionEngine:
         self._hidden = frozenset()
 
     @property
-    def hidden(self) -> bool:
-        """Whether archived rows are still in the store (compaction must wait for them to leave)."""
-        return bool(self._hidden)
+    def blocks_compaction(self) -> bool:
+        """Whether a hidden pattern has pending trades (its archived row must leave the store before
+        they are compacted, or they would be merged into it)."""
+        hidden = self._hidden
+        return bool(hidden) and not hidden.isdisjoint(self._pending)
 
     def forget(self, ids: Iterable[int]) -> None:
         """Drop archived patterns from the known ids (their rows have left the store)."""

@@ -128,6 +128,11 @@ def test_the_periodic_pass_leaves_the_store_when_its_file_is_durable(
     assert manager.pattern_count() == 1
     assert _archived_rows(manager) == 0
     assert manager._store.conn.execute("SELECT COUNT(*) FROM patterns").fetchone()[0] == 2
+    # Compacting other patterns' trades does not wait for the file.
+    manager.learn_from_trade(make_trade(3, -1.0, exit_ns=START_NS + MONTH + 1, conditions=WILD))
+    manager.compact()
+    assert _archived_rows(manager) == 0
+    assert manager.pattern(old) is None
     release.set()
     (restored,) = manager.load_archive()  # waits for the file, then records it and deletes the row
     assert restored == stats

@@ -1124,6 +1124,8 @@ class LiveRunner:
         result, retries, fed = await self._submit_with_retries(intent, quote, logged)
         self._retries += retries
         self._book(cid, result, row, reason, intent.decision_time_ns, withhold_error=fed)
+        if result.filled:
+            self._adopt(await cast("AsyncBroker", self.broker).account(), after=result.order_id)
 
     def _book(
         self,
@@ -1297,8 +1299,14 @@ class LiveRunner:
             with self._transaction():
                 manager.seed_minimums([self.spec])
 
-    def _adopt(self, account: AccountSnapshot) -> None:
-        """Take the exchange's balances as the account's (the exchange is the truth)."""
+    def _adopt(self, account: AccountSnapshot, after: str | None = None) -> None:
+        """Take the exchange's balances as the account's (the exchange is the truth).
+
+        At start and after every fill (``after``: its client order id): an exchange may charge the
+        commission of a buy in the base asset (Binance without BNB), so it holds a little less than the
+        quantity filled, while the account booked the fee in quote currency; adopting both balances keeps
+        the equity and makes the next sell fit what the exchange holds.
+        """
         book = self.book
         price = book.last_price
         if price <= 0.0:
@@ -1312,14 +1320,19 @@ class LiveRunner:
         same_qty = math.isclose(book.qty, qty, rel_tol=1e-9, abs_tol=1e-12)
         fresh = not self._started
         if same_cash and same_qty:
-            log.info(
-                "account reconciled with the exchange: cash %.8g, %s %.8g", book.cash, spec.symbol, book.qty
-            )
+            if after is None:
+                log.info(
+                    "account reconciled with the exchange: cash %.8g, %s %.8g",
+                    book.cash,
+                    spec.symbol,
+                    book.qty,
+                )
             return
-        (log.info if fresh else log.warning)(
-            "%s: the exchange holds cash %.8g and position %.8g; the runner %s cash %.8g and position %.8g "
+        (log.info if fresh or after is not None else log.warning)(
+            "%s%s: the exchange holds cash %.8g and position %.8g; the runner %s cash %.8g and position %.8g "
             "(difference cash %+.8g, position %+.8g): adopting the exchange's balances",
             spec.symbol,
+            "" if after is None else f" after order {after}",
             account.cash,
             qty,
             "starts with" if fresh else "had",
@@ -1361,7 +1374,7 @@ class LiveRunner:
             state["last_price"] = price
         self.book = Portfolio.from_state(state, self._portfolio_config, snapshot=self._snapshot_of)
         self.core.portfolio = self.book
-        if fresh:
+        if fresh and after is None:
             self._initial_equity = None  # measured at the first bar's close
             self._day_equity = self.book.equity
         if self._store is not None:
@@ -1578,6 +1591,11 @@ class LiveRunner:
     def halted(self) -> bool:
         """The daily-loss kill switch fired."""
         return self._halted
+
+    @property
+    def decided_ns(self) -> int:
+        """Bar time of the last bar whose decision is complete (its orders answered and booked)."""
+        return self._decided_ns if self._lifecycle is not RunnerState.NEW else -1
 
     @property
     def store(self) -> RunnerStore | None:

@@ -1,0 +1,305 @@
+"""The live runner on an exchange: ccxt's real binance client against a local Binance spot server.
+
+The runner with :class:`~envs.exchange.CcxtFeed` and :class:`~envs.exchange.ExchangeBroker` survives the
+exchange's refusals and failures (NOTIONAL, LOT_SIZE, insufficient balance, 429, 5xx), learns the
+minimum and which resolution fixed which error; ``slf live --exchange binance --api-url`` runs end to end
+with keys from the environment that appear nowhere (logs, state directory); the CLI's argument errors
+are one clear line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agents.bundle import EnvSettings
+from agents.runner import INFO_RETRIES, LiveRunner, RetryPolicy, RunnerState
+from agents.runner_state import RunnerStore
+from agents.switches import LearningSwitches
+from envs.data import load_dataset
+from envs.events import ErrorKind, OrderStatus
+from envs.exchange import CcxtFeed, ExchangeBroker
+from envs.features import FeatureConfig, NormalizationStats, compute_features
+from envs.market import MarketSpec
+from experiments.cli import main as slf_main
+from learning.config import LearningConfig
+from learning.error_patterns import Resolution
+from learning.manager import UniversalLearningManager
+from tests.envs.fake_binance import FakeBinance
+
+REPO = Path(__file__).resolve().parents[2]
+FAKE_SCRIPT = REPO / "tests" / "envs" / "fake_binance.py"
+SYMBOL = "BTC/USDT"
+NOW_ROW = 1500  # the fake's clock starts when this bar has just closed
+WARMUP = 600
+NO_LIMIT = {"enableRateLimit": False}
+# The bundle's rules differ from the exchange's (min notional 5, lot step 1e-5): the runner warns and
+# trades with the exchange's.
+SPEC = MarketSpec(SYMBOL, taker_fee=0.001, min_qty=1e-4, qty_step=1e-4, min_notional=10.0, price_tick=0.01)
+SETTINGS = EnvSettings(window=8, actions=(0.0, 0.5, 1.0), allow_short=False, initial_cash=10_000.0)
+SECRET = "sk-live-runner-secret-DO-NOT-LEAK-42"
+KEY = "ak-live-runner-key-DO-NOT-LEAK-17"
+
+
+@functools.cache
+def _btc() -> pd.DataFrame:
+    return load_dataset("synth_btcusdt_1m").iloc[:2500].copy()
+
+
+class Alternating:
+    """All in, then flat, then all in...: an order every bar (the policy's observation is not used)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, observation: Any, state: Any = None, **_: Any) -> tuple[Any, Any]:
+        self.calls += 1
+        return np.int64(2 if self.calls % 2 else 0), state
+
+
+async def _wait_for(condition: Any, what: str, timeout: float = 15.0) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+# --- the runner against the exchange ---------------------------------------------------------------------
+
+
+def test_runner_survives_the_exchanges_refusals_and_learns_minimum_and_resolutions(tmp_path: Path) -> None:
+    bars = _btc()
+    normalization = NormalizationStats.fit(
+        compute_features(bars.iloc[: NOW_ROW + 1], FeatureConfig()), 0, NOW_ROW
+    )
+    config = LearningConfig(exploration_rate=0.0)  # the greedy resolution, so the scenario is fixed
+    # Learned minimums are learned but not applied: a scripted NOTIONAL on a full-size order teaches a
+    # minimum above the account, which would hold every later entry back.
+    switches = LearningSwitches(learned_minimums=False)
+
+    async def scenario() -> tuple[LiveRunner, FakeBinance, UniversalLearningManager]:
+        fake = FakeBinance(bars, key=KEY, secret=SECRET, cash=10_000.0)
+        fake.set_time(fake.close_time_of(NOW_ROW))
+        async with fake:
+            from envs.exchange import Credentials
+
+            keys = Credentials(KEY, SECRET, source="test")
+            feed = CcxtFeed(
+                "binance", SYMBOL, "1m", warmup=WARMUP, poll_interval=0.02, api_url=fake.url, options=NO_LIMIT
+            )
+            broker = ExchangeBroker("binance", SYMBOL, keys, api_url=fake.url, options=NO_LIMIT)
+            manager = UniversalLearningManager(tmp_path, config=config, market_specs=[SPEC])
+            runner = LiveRunner(
+                feed, Alternating(), spec=SPEC, features=FeatureConfig(), normalization=normalization,
+                env=SETTINGS, switches=switches, manager=manager, broker=broker, state_dir=tmp_path,
+                retry=RetryPolicy(max_attempts=3, backoff_seconds=0.01),
+            ).build()  # fmt: skip
+            task = asyncio.create_task(runner.run())
+            await _wait_for(lambda: runner.core.spec.qty_step == 1e-5, "the runner to start")
+            # The policy buys on odd bars and sells on even ones (flat after a refused buy: no order).
+            script = {1: "429", 2: "500", 3: "balance", 5: "lot_size", 7: "notional"}
+            for i, row in enumerate(range(NOW_ROW + 1, NOW_ROW + 16), start=1):
+                if i in script:
+                    fake.fail_next(script[i])
+                fake.set_time(fake.close_time_of(row))
+                time_ns = int(bars.index[row].value)
+                await _wait_for(lambda t=time_ns: runner.decided_ns >= t, f"bar {row}")  # type: ignore[misc]
+            runner.request_stop("test done")
+            await asyncio.wait_for(task, 15.0)
+            return runner, fake, manager
+
+    runner, fake, manager = asyncio.run(scenario())
+    try:
+        assert runner.lifecycle is RunnerState.STOPPED
+        assert runner.core.spec.min_notional == 5.0  # the exchange's rules, not the bundle's
+        ids = [o["clientOrderId"] for o in fake.orders]
+        assert len(ids) == len(set(ids)) > 5  # every accepted order once
+        assert fake.duplicates == 0
+        retried = [r for i in runner.infos for r in i.get(INFO_RETRIES, ())]
+        assert [r.kind for r in retried] == [ErrorKind.RATE_LIMIT, ErrorKind.MAINTENANCE]
+        refused = [o for i in runner.infos for o in i["orders"] if o.status is OrderStatus.REJECTED]
+        assert [o.kind for o in refused] == [
+            ErrorKind.INSUFFICIENT_BALANCE, ErrorKind.LOT_SIZE, ErrorKind.MIN_NOTIONAL,
+        ]  # fmt: skip
+        assert refused[2].message == "Filter failure: NOTIONAL"
+        # The minimum: raised above the attempt the exchange refused.
+        minimum = manager.minimums()[SYMBOL]
+        assert minimum.source == "learned"
+        assert minimum.min_notional > refused[2].notional > 5.0
+        # Which resolution fixed which error.
+        fixed = {p.kind: [(a.resolution, a.success) for a in p.attempts] for p in manager.error_patterns()}
+        assert fixed[ErrorKind.RATE_LIMIT] == [(Resolution.RETRY_WITH_BACKOFF, True)]
+        assert fixed[ErrorKind.MAINTENANCE] == [(Resolution.RETRY_WITH_BACKOFF, True)]
+        assert fixed[ErrorKind.INSUFFICIENT_BALANCE][0][0] is Resolution.REDUCE_SIZE
+        logged = RunnerStore.with_learning(manager).orders()
+        assert all(o.status == "booked" for o in logged)
+        assert [o.sent_id for o in logged if o.attempts > 1] == [
+            f"{o.intent.client_order_id}-r1" for o in logged if o.attempts > 1
+        ]
+    finally:
+        manager.close()
+
+
+# --- slf live ---------------------------------------------------------------------------------------------
+
+
+def _slf(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = slf_main(argv)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--exchange", "binanse"], {}, "--exchange: unknown exchange 'binanse' (did you mean 'binance'?)"),
+        (["--exchange", "binance"], {}, "--timeframe: an exchange needs the bar timeframe"),
+        (
+            ["--exchange", "binance", "--timeframe", "1x"],
+            {},
+            "--timeframe: --timeframe '1x' is not a timeframe",
+        ),
+        (
+            ["--exchange", "binance", "--timeframe", "1m", "--api-url", "127.0.0.1:8080"],
+            {},
+            "--api-url: --api-url '127.0.0.1:8080' is not an http(s) URL with a host",
+        ),
+        (
+            ["--exchange", "binance", "--timeframe", "1m"],
+            {},
+            "no API credentials for binance. Fix: export SLF_BINANCE_API_KEY and SLF_BINANCE_API_SECRET",
+        ),
+        (
+            ["--exchange", "binance", "--timeframe", "1m"],
+            {"SLF_BINANCE_API_KEY": KEY},
+            "SLF_BINANCE_API_SECRET is not set but its pair is",
+        ),
+        (
+            ["--exchange", "binance", "--timeframe", "1m", "--data", "x"],
+            {},
+            "--data: --data is for paper trading",
+        ),
+        (["--api-url", "http://127.0.0.1:1"], {}, "--api-url: --api-url applies to exchanges"),
+        (["--timeframe", "1m"], {}, "--data: paper trading replays recorded bars"),
+    ],
+)
+def test_cli_live_argument_errors_are_one_clear_line(
+    argv: list[str], env: dict[str, str], message: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    for name in ("SLF_BINANCE_API_KEY", "SLF_BINANCE_API_SECRET", "SLF_API_KEY", "SLF_API_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    base = ["live", "--bundle", str(tmp_path / "no-bundle"), "--symbol", SYMBOL]
+    code, err = _slf([*base, *argv], capsys)
+    assert code == 2
+    assert err.startswith("error: ")
+    assert message in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_cli_live_paper_checks_the_timeframe_against_the_data(
+    btc_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["live", "--bundle", str(btc_bundle), "--symbol", SYMBOL, "--data", "synth_btcusdt_1m"]
+    code, err = _slf([*base, "--timeframe", "1h", "--state-dir", str(tmp_path)], capsys)
+    assert code == 2
+    assert "--timeframe: --timeframe 1h does not match the data's bars (60 s apart)" in err
+
+
+@pytest.fixture(scope="module")
+def btc_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from agents.bundle import promote
+    from experiments.config import apply_overrides, load_config
+    from experiments.train import train
+
+    config = REPO / "experiments" / "configs" / "maskable_ppo_synth_btcusdt_1m.yaml"
+    tiny = {
+        "name": "btc", "data.end": "2024-01-03", "train.timesteps": 128, "train.n_envs": 1,
+        "train.vec_env": "dummy", "train.eval_every": 64, "train.checkpoint_every": 0,
+        "train.progress_bar": False, "algo.n_steps": 64, "algo.batch_size": 32,
+    }  # fmt: skip
+    runs = tmp_path_factory.mktemp("runs")
+    (result,) = train(apply_overrides(load_config(config), tiny), runs_dir=runs)
+    return promote(result.run_dir, tmp_path_factory.mktemp("bundles") / "btc")
+
+
+@contextlib.contextmanager
+def _fake_server(tmp_path: Path, speed: float, *extra: str) -> Any:
+    data = tmp_path / "bars.csv"
+    _btc().to_csv(data)
+    server = subprocess.Popen(
+        [
+            sys.executable, str(FAKE_SCRIPT), "--port", "0", "--data", str(data), "--state",
+            str(tmp_path / "fake.json"), "--symbol", SYMBOL, "--key", KEY, "--secret", SECRET,
+            "--start", str(NOW_ROW), "--speed", str(speed), "--cash", "10000", *extra,
+        ],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith("READY "), (line, server.stderr.read() if server.poll() is not None else "")
+        yield line.split()[1]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+
+
+def test_cli_live_on_binance_runs_end_to_end_and_never_writes_or_logs_the_keys(
+    btc_bundle: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    # A minute bar every 0.2 s; a minimum notional other than the bundle's.
+    with _fake_server(tmp_path, 300.0, "--min-notional", "7") as url:
+        env = {**os.environ, "SLF_BINANCE_API_KEY": KEY, "SLF_BINANCE_API_SECRET": SECRET}
+        argv = [
+            sys.executable, "-m", "experiments.cli", "-v", "live", "--bundle", str(btc_bundle), "--symbol",
+            SYMBOL, "--timeframe", "1m", "--exchange", "binance", "--api-url", url, "--state-dir", str(state),
+            "--backfill", str(WARMUP), "--poll-interval", "0.05", "--max-bars", "6", "--status-every", "1",
+        ]  # fmt: skip
+        run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.startswith(f"{SYMBOL} ")
+    assert "bars 6" in run.stdout
+    assert "differ from the bundle's (min_notional 5 -> 7)" in run.stderr  # the exchange's rules win
+    assert "adopting the exchange's balances" in run.stderr
+    for secret in (KEY, SECRET):
+        assert secret not in run.stdout
+        assert secret not in run.stderr
+        for path in [*state.rglob("*"), *tmp_path.glob("fake.json")]:
+            if path.is_file() and path.name != "fake.json":
+                assert secret.encode() not in path.read_bytes(), path
+    assert list(state.rglob("state.sqlite"))
+
+
+def test_a_bad_key_is_a_clear_broker_error(btc_bundle: Path, tmp_path: Path) -> None:
+    with _fake_server(tmp_path, 0.0) as url:
+        env = {**os.environ, "SLF_BINANCE_API_KEY": KEY, "SLF_BINANCE_API_SECRET": "wrong-secret-123"}
+        argv = [
+            sys.executable, "-m", "experiments.cli", "live", "--bundle", str(btc_bundle), "--symbol", SYMBOL,
+            "--timeframe", "1m", "--exchange", "binance", "--api-url", url, "--state-dir",
+            str(tmp_path / "s"), "--backfill", str(WARMUP), "--max-bars", "1",
+        ]  # fmt: skip
+        run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr[-2000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    assert "Traceback" not in run.stderr
+    assert "wrong-secret-123" not in run.stderr

@@ -579,9 +579,27 @@ class UniversalLearningManager:
         """
         self._check_open()
         t = self._now(now)
-        self._finish_archive()
-        self.compact()
-        job = start_archive(
+        if not self._defer:
+            self._finish_archive()
+            self.compact()
+            job = self._start_archive(t)
+            finish_archive(self._store, job)
+            self._patterns.forget(job.result.ids)
+            return self._archived(t, job.result)
+        # Periodic: one transaction for the previous pass's record, the compaction and this pass's
+        # bookkeeping (its files are written behind).
+        with self._store.transaction() as conn:
+            self._finish_archive()
+            self.flush()
+            self._compact_patterns(conn)
+            job = self._start_archive(t)
+            if job.result.patterns:
+                self._patterns.hide(job.result.ids)
+                self._archiving = job
+            return self._archived(t, job.result)
+
+    def _start_archive(self, t: int) -> ArchiveJob:
+        return start_archive(
             self._store,
             self.archive_dir,
             cutoff_ns=t - self.config.archive_age_ns,
@@ -589,13 +607,8 @@ class UniversalLearningManager:
             chunk=self.config.archive_chunk,
             submit=self._archive_writer().submit if self._defer else None,
         )
-        result = job.result
-        if self._defer and result.patterns:
-            self._patterns.hide(result.ids)
-            self._archiving = job
-        else:
-            finish_archive(self._store, job)
-            self._patterns.forget(result.ids)
+
+    def _archived(self, t: int, result: ArchiveResult) -> ArchiveResult:
         self._journal.prune(t)
         if result.patterns:
             log.info("archived %d patterns to %s", result.patterns, ", ".join(result.files))

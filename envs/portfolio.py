@@ -82,10 +82,6 @@ class Transition(Enum):
     REVERSE = "reverse"
 
 
-def _sign(x: float) -> int:
-    return (x > 0.0) - (x < 0.0)
-
-
 # The one transition table: (sign q0, sign q1, sign(|q1| - |q0|)) -> transition. The trading core (which
 # order to send, whether the no-trade band applies) and the portfolio (how a fill splits a trade) both
 # read it, so the position logic is written once.
@@ -403,7 +399,8 @@ class Portfolio:
             return _NO_TRADES
         price = result.price
         fee = result.fee
-        d = qty if result.side is _BUY else -qty
+        # qty > 0, so d != 0 and its sign is +-1.
+        d, sign = (qty, 1) if result.side is _BUY else (-qty, -1)
         q0 = self.qty
         q1 = q0 + d
         transition = classify(q0, q1)
@@ -415,9 +412,9 @@ class Portfolio:
         t = self._trade
         if t is None or transition is _OPEN:
             self._trade = _OpenTrade(
-                result.order_id, _sign(d), result.time_ns, bar_index, entry_ref, qty, price, fee
+                result.order_id, sign, result.time_ns, bar_index, entry_ref, qty, price, fee
             )
-        elif transition is _ADD or (transition is _HOLD and _sign(d) == t.side):
+        elif transition is _ADD or (transition is _HOLD and sign == t.side):
             t.avg_price = (t.avg_price * t.qty + price * qty) / (t.qty + qty)
             t.qty += qty
             t.fees += fee
@@ -432,7 +429,7 @@ class Portfolio:
             trades = (self._close_slice(t, closed, price, exit_fee, result.time_ns, bar_index, EXIT_REVERSE),)
             self._trade = _OpenTrade(
                 result.order_id,
-                _sign(d),
+                sign,
                 result.time_ns,
                 bar_index,
                 entry_ref,
@@ -447,7 +444,9 @@ class Portfolio:
     def _close_slice(
         self, t: _OpenTrade, qty: float, price: float, exit_fee: float, time_ns: int, bar: int, reason: str
     ) -> TradeResult:
-        share = min(qty / t.qty, 1.0)
+        share = qty / t.qty
+        if share > 1.0:
+            share = 1.0
         entry_fee = t.fees * share
         borrow = t.borrow * share
         t.fees -= entry_fee

@@ -7,6 +7,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from envs.broker import (
     MSG_INSUFFICIENT_BALANCE,
@@ -237,3 +239,39 @@ def test_fault_config_rejects_bad_rates_and_unknown_names() -> None:
         FaultConfig.coerce({"timout": 0.1})
     assert FaultConfig.coerce({"timeout": 0.1}) == FaultConfig(timeout=0.1)
     assert FaultConfig.coerce(None) == FaultConfig()
+
+
+_SPECS = st.builds(
+    MarketSpec,
+    symbol=st.just("BTC/USDT"),
+    taker_fee=st.floats(0.0, 0.01),
+    spread_bps=st.floats(0.0, 50.0),
+    slippage_bps=st.floats(0.0, 20.0),
+    slippage_model=st.sampled_from(["fixed", "volume"]),
+    impact_bps=st.floats(0.0, 200.0),
+    qty_step=st.sampled_from([0.0, 1e-5, 0.001, 0.1]),
+    price_tick=st.sampled_from([0.0, 0.01, 0.5, 1.0]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    spec=_SPECS,
+    side=st.sampled_from([Side.BUY, Side.SELL]),
+    qty=st.floats(0.1, 50.0),  # at least one lot of the largest step
+    ref=st.floats(0.5, 100_000.0),
+    volume=st.one_of(st.floats(0.0, 1e6), st.just(math.nan)),
+)
+def test_a_fill_is_priced_exactly_as_market_spec_fill_price(
+    spec: MarketSpec, side: Side, qty: float, ref: float, volume: float
+) -> None:
+    # The broker inlines fill_price on its per-order path: the two must agree to the last bit.
+    book = Portfolio(spec.symbol, PortfolioConfig(initial_cash=1e12, leverage=10.0))
+    broker = SimBroker(spec, book)
+    result = broker.submit(
+        OrderIntent("o-1", spec.symbol, side, qty, decision_time_ns=0), Quote(1, ref, volume)
+    )
+    assert result.status is OrderStatus.FILLED, result
+    assert result.price == spec.fill_price(side, ref, result.filled_qty, volume)
+    assert result.fee == result.filled_qty * result.price * spec.taker_fee
+    assert result.slippage == result.filled_qty * abs(result.price - ref)

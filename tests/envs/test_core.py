@@ -205,3 +205,67 @@ def test_sized_orders_are_never_refused_for_balance_and_fees_are_never_negative(
             assert order.slippage >= 0.0
         book = core.portfolio
         assert res.bar.equity == pytest.approx(book.cash + book.qty * prices[i])
+
+
+def _reference_target_qty(core: TradingCore, target: float, price: float, volume: float) -> float:
+    """TradingCore.target_qty written with MarketSpec.fill_price and _solve_target (no inlining)."""
+    book = core.portfolio
+    spec = core.spec
+    q = book.qty
+    if price <= 0.0 or book.cash + q * price <= 0.0:
+        return q
+    f = target * book.config.leverage
+    delta = f * (book.cash + q * price) / price - q
+    if delta == 0.0:
+        return q
+    s, side = (1.0, Side.BUY) if delta > 0.0 else (-1.0, Side.SELL)
+    q1 = core._solve_target(f, s, spec.fill_price(side, price, 0.0, volume))
+    if spec.impact_bps > 0.0:
+        other = core._solve_target(f, s, spec.fill_price(side, price, abs(delta), volume))
+        q1 = other if (other - q) * s < (q1 - q) * s else q1
+    if q1 * f < 0.0:
+        q1 = 0.0
+    return q1 if (q1 - q) * s > 0.0 else q
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    targets=st.lists(st.floats(-1.0, 1.0), min_size=1, max_size=8),
+    prices=st.lists(st.floats(1.0, 1_000.0), min_size=9, max_size=9),
+    volume=st.one_of(st.floats(0.0, 500.0), st.just(math.nan)),
+    leverage=st.floats(0.5, 3.0),
+    spread=st.floats(0.0, 50.0),
+    slippage=st.floats(0.0, 10.0),
+    impact=st.floats(0.0, 200.0),
+    model=st.sampled_from(["fixed", "volume"]),
+    tick=st.sampled_from([0.0, 0.01, 0.5]),
+)
+def test_target_qty_matches_the_fill_price_reference_exactly(
+    targets: list[float],
+    prices: list[float],
+    volume: float,
+    leverage: float,
+    spread: float,
+    slippage: float,
+    impact: float,
+    model: str,
+    tick: float,
+) -> None:
+    # target_qty inlines MarketSpec.fill_price twice: it must agree with the plain composition to the bit,
+    # from every position the targets lead to.
+    spec = MarketSpec(
+        "X/Y",
+        spread_bps=spread,
+        slippage_bps=slippage,
+        slippage_model=model,
+        impact_bps=impact,
+        price_tick=tick,
+    )
+    core = TradingCore.simulated(spec, portfolio=PortfolioConfig(leverage=leverage), rebalance_band=0.0)
+    core.portfolio.mark(prices[0])
+    for i, target in enumerate(targets, 1):
+        for probe in (target, -target, 1.0, -0.3):
+            assert core.target_qty(probe, prices[i], volume) == _reference_target_qty(
+                core, probe, prices[i], volume
+            )
+        core.step(target, i, prices[i], prices[i], prices[i], prices[i], volume, decision_time_ns=i - 1)

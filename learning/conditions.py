@@ -120,6 +120,10 @@ class MarketConditionAdapter:
             updated_ns=now_ns,
         )
 
+    def due(self, now_ns: int) -> bool:
+        """Whether :meth:`adapt` would run at ``now_ns`` (its cadence has elapsed)."""
+        return self.last_run_ns is None or now_ns - self.last_run_ns >= self._interval
+
     def adapt(self, now_ns: int, conditions: Mapping[str, float], journal: TradeJournal) -> AdaptationOutcome:
         """Measure the current condition class and tighten or relax its adjustment (cadence-limited)."""
         key = self.classifier.key(conditions)

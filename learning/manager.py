@@ -699,7 +699,8 @@ class UniversalLearningManager:
         self._defer = True
         try:
             t = self._now(now)
-            if conditions is not None:
+            # Between adaptations (minute bars: 4 bars in 5) there is nothing to classify.
+            if conditions is not None and self._adapter.due(t):
                 self.adapt_to_market_conditions(t, conditions)
             self._periodic(t)
         finally:

@@ -95,3 +95,18 @@ def test_trades_older_than_the_lookback_do_not_count(manager: UniversalLearningM
     _feed(manager, 0, 20, exit_ns=START_NS)
     now = START_NS + 7 * DAY_NS + 1
     assert not manager.adapt_to_market_conditions(now, CALM).changed
+
+
+def test_due_tells_whether_an_adaptation_would_run(manager: UniversalLearningManager) -> None:
+    adapter = manager._adapter
+    for minutes in (0, 1, 4, 5, 6, 9, 10, 17, 20):
+        t = START_NS + minutes * MINUTE_NS
+        due = adapter.due(t)
+        assert manager.adapt_to_market_conditions(t, CALM).ran is due
+    runs = adapter.runs
+    assert runs == 4  # minutes 0, 5, 10 and 17
+    # on_bar skips the classification between runs and leaves the cadence where adapt() would.
+    for minutes in range(21, 40):
+        manager.on_bar(START_NS + minutes * MINUTE_NS, WILD)
+    assert adapter.runs == runs + 4  # minutes 22, 27, 32 and 37
+    assert adapter.last_run_ns == START_NS + 37 * MINUTE_NS

@@ -23,8 +23,13 @@ Durability contract:
   write. On hourly bars it changes almost every bar; writing the whole weight table and the history on
   each of them cost more than the learning. A kill therefore also loses at most the periodic work of
   the last ``persist_interval_minutes`` of market time (and what depends on it), never more.
-* Every other update (errors, resolutions, minimums, reinforcement, archiving, effectiveness history,
-  and the same periodic methods when called directly) is written through at once.
+* Archiving by the periodic memory pass writes its Parquet files (fsync'd) in a background thread;
+  the rows leave the store, and the files are recorded, once the files are durable: at the next memory
+  pass, effectiveness measurement, archive read, close, or before an archived pattern's new trades are
+  compacted. Until then the rows stay in the store (reads skip them), so a kill in between leaves
+  them active, with at worst an unrecorded duplicate file (see :mod:`learning.memory`).
+* Every other update (errors, resolutions, minimums, reinforcement, effectiveness history, and the
+  same periodic methods when called directly, archiving included) is written through at once.
 * Every write is one transaction carrying everything pending (buffered trades and vetoes, written-behind
   periodic work) in event order, so the store always holds a prefix of the event sequence.
 * SQLite runs in WAL mode with ``synchronous=NORMAL``: a killed process never loses a commit and never

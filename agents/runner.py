@@ -350,6 +350,7 @@ class _Decision(NamedTuple):
     row: int
     obs: npt.NDArray[np.float32]
     first: bool
+    resumed: bool = False
 
 
 class _AwaitedBroker:
@@ -675,6 +676,7 @@ class LiveRunner:
                         self._book_logged(logged, found)
             self._adopt(await broker.account())
         self._connected = True
+        log.info("live runner connected: %s", self.status())
         if self._async:
             decision = self._resume_at_start()
             if decision is not None:
@@ -1011,9 +1013,18 @@ class LiveRunner:
         intent, _ = self.core.plan(0.0, quote.time_ns, quote.price, quote.volume, decision_ns)
         return None if intent is None else intent._replace(reduce_only=True)
 
+    def _quote(self, d: _Decision) -> Quote | None:
+        """The feed's quote; for a decision resumed at start before the feed has one (a live feed quotes
+        once it yields a bar), the decision bar's close at its close time, as a feed quotes a bar
+        whose successor has not opened yet."""
+        quote = self.feed.quote()
+        if quote is None and d.resumed and len(self._times) >= 2:
+            quote = Quote(d.bar.time_ns + self._times[-1] - self._times[-2], d.bar.close, math.nan)
+        return quote
+
     def _decide(self, d: _Decision) -> None:
         bar = d.bar
-        quote = self.feed.quote()
+        quote = self._quote(d)
         store = self._store
         if self._daily_loss_fires(bar) and quote is not None:
             if store is None:
@@ -1053,7 +1064,7 @@ class LiveRunner:
 
     async def _decide_async(self, d: _Decision) -> None:
         bar = d.bar
-        quote = self.feed.quote()
+        quote = self._quote(d)
         if self._daily_loss_fires(bar) and quote is not None:
             close = self._close_intent(quote, bar.time_ns)
             if close is not None:
@@ -1377,7 +1388,7 @@ class LiveRunner:
         if fresh and after is None:
             self._initial_equity = None  # measured at the first bar's close
             self._day_equity = self.book.equity
-        if self._store is not None:
+        if self._store is not None and self._started:  # before the first bar there is no checkpoint yet
             self._save_checkpoint()
 
     # --- restart ------------------------------------------------------------------------------------------
@@ -1436,7 +1447,7 @@ class LiveRunner:
         if self.hook is not None:
             self.hook.prepare(groups)
         log.info("resuming the decision of the bar at %s, interrupted by the restart", _iso(bar.time_ns))
-        return _Decision(bar, row, self._observation(md, local), False)
+        return _Decision(bar, row, self._observation(md, local), False, resumed=True)
 
     def _abandon_decision(self) -> None:
         """A newer bar closed before the interrupted decision could be resumed: its unsent orders are void."""

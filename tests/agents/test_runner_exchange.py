@@ -12,10 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,7 @@ import pytest
 
 from agents.bundle import EnvSettings
 from agents.runner import INFO_RETRIES, LiveRunner, RetryPolicy, RunnerState
-from agents.runner_state import RunnerStore
+from agents.runner_state import RunnerStore, SentOrder
 from agents.switches import LearningSwitches
 from envs.data import load_dataset
 from envs.events import ErrorKind, OrderStatus
@@ -49,6 +53,7 @@ NO_LIMIT = {"enableRateLimit": False}
 SPEC = MarketSpec(SYMBOL, taker_fee=0.001, min_qty=1e-4, qty_step=1e-4, min_notional=10.0, price_tick=0.01)
 SETTINGS = EnvSettings(window=8, actions=(0.0, 0.5, 1.0), allow_short=False, initial_cash=10_000.0)
 SECRET = "sk-live-runner-secret-DO-NOT-LEAK-42"
+KILL_BARS = 12  # bars traded in the SIGKILL test
 KEY = "ak-live-runner-key-DO-NOT-LEAK-17"
 
 
@@ -242,6 +247,7 @@ def btc_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextlib.contextmanager
 def _fake_server(tmp_path: Path, speed: float, *extra: str) -> Any:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     data = tmp_path / "bars.csv"
     _btc().to_csv(data)
     server = subprocess.Popen(
@@ -262,6 +268,7 @@ def _fake_server(tmp_path: Path, speed: float, *extra: str) -> Any:
         server.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_cli_live_on_binance_runs_end_to_end_and_never_writes_or_logs_the_keys(
     btc_bundle: Path, tmp_path: Path
 ) -> None:
@@ -303,3 +310,137 @@ def test_a_bad_key_is_a_clear_broker_error(btc_bundle: Path, tmp_path: Path) -> 
     assert last.startswith("error: ")
     assert "Traceback" not in run.stderr
     assert "wrong-secret-123" not in run.stderr
+
+
+# --- SIGKILL while the exchange holds an order's answer ------------------------------------------------
+
+
+def _http(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}{path}", data=data, method="GET" if body is None else "POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _runner_rows(state: Path, sql: str) -> list[Any]:
+    path = state / "learning" / "state.sqlite"
+    if not path.exists():
+        return []
+    try:
+        with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True) as conn:
+            return conn.execute(sql).fetchall()
+    except sqlite3.Error:
+        return []  # the runner's tables are not there yet
+
+
+def _decided(state: Path) -> int:
+    rows = _runner_rows(state, "SELECT data FROM runner_checkpoint")
+    return int(json.loads(rows[0][0])["decided_ns"]) if rows else -1
+
+
+def _unbooked(state: Path) -> int:
+    return len(_runner_rows(state, "SELECT 1 FROM runner_orders WHERE status = 'sent'"))
+
+
+class _LiveProcess:
+    """``slf live --exchange binance`` in a subprocess, its log lines collected as they come."""
+
+    def __init__(self, bundle: Path, url: str, state: Path) -> None:
+        env = {**os.environ, "SLF_BINANCE_API_KEY": KEY, "SLF_BINANCE_API_SECRET": SECRET}
+        argv = [
+            sys.executable, "-m", "experiments.cli", "live", "--bundle", str(bundle), "--symbol", SYMBOL,
+            "--timeframe", "1m", "--exchange", "binance", "--api-url", url, "--state-dir", str(state),
+            "--backfill", str(WARMUP), "--poll-interval", "0.05", "--status-every", "1",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def wait(self, condition: Any, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.proc.poll() is None, "".join(self.lines[-30:])
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {''.join(self.lines[-10:])}"
+            time.sleep(0.02)
+
+    def connected(self) -> None:
+        self.wait(
+            lambda: any("live runner connected" in line for line in self.lines), "the runner to connect"
+        )
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGINT)
+        assert self.proc.wait(timeout=30) == 0, "".join(self.lines[-30:])
+        self._reader.join(timeout=5)
+        return "".join(self.lines)
+
+
+def _trade_through(
+    bundle: Path, tmp_path: Path, name: str, *, kill: bool
+) -> tuple[list[dict[str, Any]], Path, int]:
+    """Drive the fake's clock bar by bar with a runner process; the first order after bar 2 is taken by
+    the exchange but its answer held back. With ``kill``, the runner is SIGKILLed while it waits for
+    that answer (its order logged as sent, not booked), then started again."""
+    bars = _btc()
+    state = tmp_path / name / "state"
+    kills = 0
+    with _fake_server(tmp_path / name, 0.0) as url:
+        runner = _LiveProcess(bundle, url, state)
+        runner.connected()
+
+        def held() -> bool:
+            sent = _runner_rows(state, "SELECT sent_id FROM runner_orders WHERE status = 'sent'")
+            return bool(sent) and sent[0][0] in {o["clientOrderId"] for o in _http(url, "/fake/orders")}
+
+        for i, row in enumerate(range(NOW_ROW + 1, NOW_ROW + 1 + KILL_BARS), start=1):
+            if i == 2:
+                _http(url, "/fake/fail", {"kind": "timeout_filled", "n": 1, "delay": 1.5})
+            bar_ns = int(bars.index[row].value)
+            _http(url, "/fake/time", {"time_ms": bar_ns // 1_000_000 + 60_000})
+            if kill and not kills:
+                runner.wait(lambda b=bar_ns: _decided(state) >= b or held(), f"bar {row}")  # type: ignore[misc]
+                if held():
+                    os.kill(runner.proc.pid, signal.SIGKILL)
+                    assert runner.proc.wait(timeout=30) == -signal.SIGKILL
+                    kills += 1
+                    runner = _LiveProcess(bundle, url, state)
+                    runner.connected()
+            runner.wait(lambda b=bar_ns: _decided(state) >= b, f"bar {row}")  # type: ignore[misc]
+        log_text = runner.stop()
+        orders = _http(url, "/fake/orders")
+    for secret in (KEY, SECRET):
+        assert secret not in log_text
+    return orders, state, kills
+
+
+def _comparable(orders: list[SentOrder]) -> list[SentOrder]:
+    return [o._replace(decision_row=0, quote=o.quote._replace(volume=0.0)) for o in orders]
+
+
+@pytest.mark.slow
+def test_sigkilled_exchange_runner_restarts_without_duplicate_or_lost_order_trade_or_learning(
+    btc_bundle: Path, tmp_path: Path
+) -> None:
+    reference, ref_state, _ = _trade_through(btc_bundle, tmp_path, "reference", kill=False)
+    orders, state, kills = _trade_through(btc_bundle, tmp_path, "killed", kill=True)
+    assert kills == 1, "the runner was killed while the exchange held an order's answer"
+    ids = [o["clientOrderId"] for o in orders]
+    assert len(ids) == len(set(ids))  # the exchange (the truth) never got an order twice
+    assert orders == reference  # nor lost one: the same orders, at the same prices
+    with UniversalLearningManager(ref_state) as a, UniversalLearningManager(state) as b:
+        # Rows are numbered per process (from its back-fill); a live quote has no volume (NaN).
+        assert _comparable(RunnerStore.with_learning(b).orders()) == _comparable(
+            RunnerStore.with_learning(a).orders()
+        )
+        assert b.describe() == a.describe()  # trades journaled once each, learned state intact
+        assert b.patterns() == a.patterns()
+        assert b.minimums() == a.minimums()
+        assert b.error_patterns() == a.error_patterns()

@@ -417,6 +417,7 @@ def _booked(root: Path) -> int:
         return 0  # not created yet
 
 
+@pytest.mark.slow
 def test_sigkilled_runner_process_restarts_without_duplicate_or_lost_orders_trades_or_learning(
     bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
 ) -> None:

@@ -581,12 +581,21 @@ class LiveRunner:
                 where=str(self.state_dir),
                 fix="give each symbol its own --state-dir",
             )
+        broker = self._given_broker
+        venue = "paper" if broker is None else type(broker).__name__
+        if checkpoint is not None and checkpoint.get("venue") != venue:
+            raise StateError(
+                f"the state directory holds a runner that traded through {checkpoint.get('venue')!r}, "
+                f"not {venue!r}",
+                where=str(self.state_dir),
+                fix="give paper and exchange runs their own --state-dir",
+            )
+        self._venue = venue
         self._snapshots: OrderedDict[int, dict[str, dict[str, float]]] = OrderedDict()
         if checkpoint is None:
             self.book = Portfolio(spec.symbol, self._portfolio_config, snapshot=self._snapshot_of)
         else:
             self.book = self._restore_book(checkpoint)
-        broker = self._given_broker
         self._async = isinstance(broker, AsyncBroker)
         self.broker: Broker | AsyncBroker = broker if broker is not None else PaperBroker(spec, self.book)
         self.hook: LearnedOrderHook | None = None
@@ -631,6 +640,7 @@ class LiveRunner:
         self._done_ns = -1  # the last bar processed (restart: bars up to it only extend the history)
         self._decided_ns = -1  # the last bar whose decision is complete
         self._connected = False
+        self._skipping = False
         self._row_map: dict[int, int] = {}  # rows of the checkpoint -> rows of this process
         self.last_decision = "none yet"
         self.last_rules: tuple[str, ...] = ()
@@ -899,6 +909,13 @@ class LiveRunner:
     def _process(self, bar: Bar) -> tuple[dict[str, Any] | None, _Decision | None]:
         if bar.time_ns <= self._done_ns:
             # Processed before the restart: it only extends the history (and may resume its decision).
+            if not self._skipping:
+                self._skipping = True
+                log.info(
+                    "bars up to %s were traded before the restart (checkpoint in %s): skipping them",
+                    _iso(self._done_ns),
+                    self.state_dir,
+                )
             self._append(bar)
             if bar.time_ns == self._done_ns and self._decided_ns < self._done_ns:
                 return None, self._resume_decision(bar)
@@ -1488,6 +1505,7 @@ class LiveRunner:
         store.save_checkpoint(
             {
                 "symbol": self.spec.symbol,
+                "venue": self._venue,
                 "done_ns": self._done_ns,
                 "decided_ns": self._decided_ns,
                 "bars": self.bars,

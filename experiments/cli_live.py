@@ -128,8 +128,8 @@ def live_command(
         Path | None,
         typer.Option(
             "--state-dir",
-            help="Learning store, checkpoint and order log (default: live/<bundle name>); the same "
-            "directory continues a stopped or crashed run.",
+            help="Learning store, checkpoint and order log (default: live/<bundle name>/<exchange>); the "
+            "same directory continues a stopped or crashed run.",
         ),
     ] = None,
     max_position: Annotated[
@@ -243,7 +243,7 @@ def live_command(
     runner = LiveRunner.from_bundle(
         loaded,
         feed,
-        state_dir=state_dir if state_dir is not None else DEFAULT_STATE_DIR / loaded.path.name,
+        state_dir=state_dir if state_dir is not None else DEFAULT_STATE_DIR / loaded.path.name / exchange,
         broker=broker,
         risk=risk,
         status_every=status_every,

@@ -362,7 +362,7 @@ def test_retries_follow_the_learned_resolution_and_feed_the_error_learner(
     manager.close()
 
 
-def test_a_restarted_runner_refuses_another_symbols_state(
+def test_a_restarted_runner_refuses_another_symbols_or_venues_state(
     bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
 ) -> None:
     from envs.errors import StateError
@@ -377,6 +377,9 @@ def test_a_restarted_runner_refuses_another_symbols_state(
         store.save_checkpoint({**checkpoint, "symbol": "BTC/USDT"})
         with pytest.raises(StateError, match=r"holds a runner of 'BTC/USDT', not 'EUR/USD'"):
             _runner(bars, normalization, root, manager)
+        store.save_checkpoint(checkpoint)
+        with pytest.raises(StateError, match=r"traded through 'paper', not 'ExchangeBroker'"):
+            _runner(bars, normalization, root, manager, broker=ExchangeBroker(FakeExchange()))
 
 
 # --- a real SIGKILL ----------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""``LiveRunner``: the replay's loop driven by a live bar feed (asyncio), with explicit lifecycle.
+"""``LiveRunner``: the replay's loop driven by a live bar feed (asyncio), restart-safe, explicit lifecycle.
 
 ``build() -> run() -> stop()``, as NautilusTrader's nodes: :meth:`LiveRunner.build` makes the account,
-broker, trading core, learned order hook and learning feed and checks the feature schema;
-:meth:`LiveRunner.run` iterates the feed's closed bars until the feed ends, :meth:`LiveRunner.stop` is
-called, or SIGINT/SIGTERM arrives; :meth:`LiveRunner.stop` flushes the learning manager's state (it is
-idempotent and also runs when ``run`` ends). Calling them out of order raises a
+broker, trading core, learned order hook and learning feed, checks the feature schema and restores the
+checkpoint of ``state_dir``; :meth:`LiveRunner.run` connects (:meth:`LiveRunner.connect`), then iterates
+the feed's closed bars until the feed ends, :meth:`LiveRunner.stop` is called, SIGINT/SIGTERM arrives
+or ``max_bars`` new bars were traded; :meth:`LiveRunner.stop` flushes the learning manager's state (it
+is idempotent and also runs when ``run`` ends). Calling them out of order raises a
 :class:`~envs.errors.ConfigError` that says what to call.
 
 Per closed bar ``t`` the runner does exactly what :class:`~envs.replay.MarketReplayEnv`, the learning
@@ -22,12 +23,43 @@ wrapper and :class:`~agents.callbacks.LearningCallback` do in replay, with the s
    :class:`_LiveVecEnv`), which also pushes new snapshots and resolutions to the hook;
 4. asks the policy (an SB3 model, deterministic) for an action, maps it to a target exposure as the env
    does, applies the risk limits, and sends the order through the same :class:`~envs.core.TradingCore`
-   to the broker at the feed's current quote (a :class:`~envs.live.PaperBroker` by default).
+   to the broker at the feed's current quote.
 
-Market time comes from bar timestamps only; the wall clock is used for the status line's log only.
+**Brokers.** A synchronous :class:`~envs.broker.Broker` (the default :class:`~envs.live.PaperBroker`)
+runs the replay's code path unchanged (``TradingCore.execute``), so paper results equal the replay's
+bit for bit. An :class:`~envs.broker.AsyncBroker` (:class:`~envs.exchange.ExchangeBroker`) is awaited:
+:meth:`LiveRunner.connect` takes the exchange's lot step, minimum quantity, minimum notional and price
+tick where they differ from the bundle's (with a warning; the cost model stays the bundle's), books the
+orders the exchange already has (below) and adopts the exchange's balances, logging any difference;
+per decision ``TradingCore.plan`` -> ``await broker.submit`` -> ``TradingCore.book`` (the same
+arithmetic), and after every fill the exchange's balances are adopted again (a buy's commission may be
+charged in the base asset). A transient failure (rate limit, timeout, 5xx, network) is retried within
+the bar as the learned resolution says (see :meth:`LiveRunner._submit_with_retries` and
+:class:`RetryPolicy`; wall-time back-off between attempts, every attempt fed to the error learner, the
+retried attempts reported in ``info["retries"]``).
+
+**Restart safety** (with ``state_dir``, see :mod:`agents.runner_state`). After every bar and every
+booked order a checkpoint is committed: the account (cash, position, average price, the open trade and
+its entry snapshot), the last bar processed and the last decided, step and bar counts, the order-id
+sequence, the events still to report, the risk limits' day, day equity and kill switch, the hook's
+pauses and events, and the learning feed's pending resolution and veto bookkeeping. With online
+learning it is committed in the same SQLite transaction as the learning of the bar and the manager is
+flushed every bar, so learning and checkpoint never disagree. Every order is logged before it leaves
+and marked booked with the broker's answer after. On restart the runner restores the checkpoint, takes
+bars it already processed only into its history, books the logged-but-unbooked orders the broker knows
+(``known(client id)``: the fill is recorded and fed to the learner at the next bar), and decides again a
+bar whose decision was interrupted when that bar is still the newest (same features, observation and
+deterministic client order ids, so nothing is sent twice; an id the exchange never received is sent
+again); if newer bars have closed meanwhile, its unsent orders are void. A paper restart: the paper
+exchange lives in the runner's process, so its account is the checkpoint's and an order in flight at
+the crash died with it; replaying the same data re-decides that bar and sends the order again at the
+same quote, which gives exactly the uninterrupted run.
+
+Market time comes from bar timestamps only; the wall clock paces network retries and the status log.
 
 Not supported yet: ``observation_features`` (learned features in the observation), baselines as live
-policies, the ccxt feed and exchange broker, restart reconciliation with an exchange.
+policies, recurrent policies' hidden state across a restart (it starts afresh), in-bar retries with a
+synchronous broker (paper faults are learned from as in replay).
 """
 
 from __future__ import annotations

@@ -336,3 +336,28 @@ def test_sigint_stops_gracefully_with_learning_state_flushed(
         assert manager.pending_trades == 0
         trades = sum(len(i["trades"]) for i in runner.infos)
         assert manager.describe()["trades"] == trades > 0
+
+
+def test_runner_with_checkpoints_and_order_log_still_matches_replay(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
+) -> None:
+    """The restart-safe path (orders logged before they are sent, a checkpoint per bar committed with
+    the bar's learning) trades and learns exactly like the replay."""
+    from agents.runner_state import RunnerStore
+
+    switches = LearningSwitches()
+    k = len(normalization.columns)
+    with _manager(tmp_path / "replay") as m_replay, _manager(tmp_path / "live") as m_live:
+        replay_infos = _replay(bars, normalization, MomentumPolicy(k), m_replay, switches)
+        runner = _live(bars, normalization, MomentumPolicy(k), m_live, switches, state_dir=tmp_path / "live")
+        _compare(replay_infos, runner)
+        assert m_replay.snapshot().to_dict() == m_live.snapshot().to_dict()
+        assert m_replay.patterns() == m_live.patterns()
+        logged = RunnerStore.with_learning(m_live).orders()
+        sent = [o for i in runner.infos for o in i["orders"]]
+        assert [o.result for o in logged] == sent
+        assert {o.status for o in logged} == {"booked"}
+        checkpoint = RunnerStore.with_learning(m_live).load_checkpoint()
+        assert checkpoint is not None
+        assert checkpoint["done_ns"] == replay_infos[-1]["time_ns"]
+        assert checkpoint["book"]["cash"] == runner.book.cash

@@ -380,6 +380,32 @@ class ManagerFeeder:
         if self._feeding and self.manager is not None:
             self.manager.flush()
 
+    # --- per-environment state (checkpoints) -------------------------------------------------------------
+    def env_state(self, i: int) -> dict[str, Any]:
+        """What environment ``i`` still owes the manager, as plain JSON-able data (for a checkpoint): the
+        resolution whose outcome its next order reports, and its vetoed entries awaiting judgement."""
+        res = self._pending_res[i]
+        return {
+            "pending_resolution": None if res is None else [res.signature, str(res.resolution)],
+            "pending_vetoes": [
+                [list(v.rule_ids), v.direction, v.price, v.cost, v.bars_left] for v in self._pending_vetoes[i]
+            ],
+        }
+
+    def restore_env_state(self, i: int, data: Mapping[str, Any]) -> None:
+        """Take back what :meth:`env_state` returned (after :meth:`start`)."""
+        res = data.get("pending_resolution")
+        self._pending_res[i] = None if res is None else _PendingResolution(str(res[0]), Resolution(res[1]))
+        self._pending_vetoes[i] = [
+            _PendingVeto(tuple(v[0]), int(v[1]), float(v[2]), float(v[3]), int(v[4]))
+            for v in data.get("pending_vetoes", ())
+        ]
+
+    def expect_resolution_outcome(self, i: int, signature: str, resolution: Resolution | str) -> None:
+        """Have environment ``i``'s next order report whether ``resolution`` fixed error ``signature``
+        (for errors its owner fed to the manager itself)."""
+        self._pending_res[i] = _PendingResolution(signature, Resolution(resolution))
+
     # --- the step ----------------------------------------------------------------------------------
     def step(
         self,

@@ -99,6 +99,7 @@ class MarketConditionAdapter:
             )
         }
         self._dirty: set[str] = set()
+        self._view: dict[str, ConditionAdjustment] | None = None
 
     def restore(self, last_run_ns: int | None, adaptations: int, runs: int) -> None:
         """Resume cadence and counters saved by the manager."""
@@ -150,6 +151,7 @@ class MarketConditionAdapter:
         if new is None:
             return AdaptationOutcome(True, False, current)
         self._adjustments[key] = new
+        self._view = None
         self._dirty.add(key)
         self.adaptations += 1
         return AdaptationOutcome(True, True, new)
@@ -157,6 +159,13 @@ class MarketConditionAdapter:
     def adjustments(self) -> dict[str, ConditionAdjustment]:
         """Every condition class adapted at least once, by key."""
         return dict(sorted(self._adjustments.items()))
+
+    def view(self) -> Mapping[str, ConditionAdjustment]:
+        """:meth:`adjustments`, shared until one changes (for snapshots; never changed in place)."""
+        view = self._view
+        if view is None:
+            view = self._view = self.adjustments()
+        return view
 
     def flush(self, conn: sqlite3.Connection) -> None:
         """Write changed adjustments (inside the caller's transaction)."""

@@ -782,9 +782,10 @@ class UniversalLearningManager:
             version=self._version,
             time_ns=self._clock.now_ns(),
             rules=self._failures.active_rules(),
-            strategy_weights=self._strategy.weights,
-            minimums=self._minimums.all(),
-            condition_adjustments=self._adapter.adjustments(),
+            # Shared with earlier snapshots while unchanged (none of them is ever changed in place).
+            strategy_weights=self._strategy.weights_view,
+            minimums=self._minimums.view(),
+            condition_adjustments=self._adapter.view(),
             top_patterns=self.top_patterns(),
             classifier=self._classifier,
         )

@@ -13,7 +13,7 @@ rejection. Seeding from a :class:`envs.market.MarketSpec` never lowers a learned
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from envs.events import ErrorKind, OrderResult, OrderStatus
@@ -44,6 +44,8 @@ class OrderMinimumLearner:
             )
         }
         self._dirty: set[str] = set()
+        self._changes = 0
+        self._view: tuple[int, dict[str, LearnedMinimum]] | None = None
 
     def seed(self, specs: Iterable[MarketSpec], time_ns: int) -> list[str]:
         """Start from the exchange's published minimums; returns the symbols that changed."""
@@ -62,6 +64,7 @@ class OrderMinimumLearner:
                 )
             if new != old:
                 self._minimums[spec.symbol] = new
+                self._changes += 1
                 self._dirty.add(spec.symbol)
                 changed.append(spec.symbol)
         return changed
@@ -93,6 +96,7 @@ class OrderMinimumLearner:
             source=SOURCE_LEARNED,
         )
         self._minimums[symbol] = new
+        self._changes += 1
         self._dirty.add(symbol)
         return new
 
@@ -102,6 +106,13 @@ class OrderMinimumLearner:
     def all(self) -> dict[str, LearnedMinimum]:
         """Every symbol's minimum, by symbol."""
         return dict(sorted(self._minimums.items()))
+
+    def view(self) -> Mapping[str, LearnedMinimum]:
+        """:meth:`all`, shared until a minimum changes (for snapshots; never changed in place)."""
+        cached = self._view
+        if cached is None or cached[0] != self._changes:
+            cached = self._view = (self._changes, self.all())
+        return cached[1]
 
     def flush(self, conn: sqlite3.Connection) -> None:
         """Write changed minimums (inside the caller's transaction)."""

@@ -184,6 +184,11 @@ class StrategyOptimizer:
         return dict(self._weights)
 
     @property
+    def weights_view(self) -> Mapping[str, float]:
+        """The weight table itself (for snapshots): replaced by every step, never changed in place."""
+        return self._weights
+
+    @property
     def history(self) -> list[EvolutionStep]:
         return list(self._history)
 

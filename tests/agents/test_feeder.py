@@ -189,3 +189,29 @@ def test_two_seeded_training_runs_learn_identical_state(frame: pd.DataFrame, tmp
     assert first == again
     assert first[0]["state"]["version"] > 1
     assert first != other
+
+
+def test_an_environments_pending_feeding_survives_a_checkpoint(tmp_path: Path) -> None:
+    """What env_state() returns is plain JSON and restore_env_state() takes it back (a restarted runner)."""
+    import json
+
+    def nothing(*_: Any) -> None:
+        return None
+
+    switches = LearningSwitches()
+    owed = {
+        "pending_resolution": ["sig", "retry_with_backoff"],
+        "pending_vetoes": [
+            [["avoid:rsi_14=oversold"], 1, 100.0, 0.002, 2],
+            [["avoid:x=y"], -1, 99.0, 0.0, 1],
+        ],
+    }
+    with UniversalLearningManager(tmp_path) as manager:
+        feeder = ManagerFeeder(manager, switches, push=nothing, apply_resolution=nothing)
+        feeder.start([{}, {}])
+        assert feeder.env_state(0) == {"pending_resolution": None, "pending_vetoes": []}
+        feeder.restore_env_state(1, json.loads(json.dumps(owed)))
+        assert feeder.env_state(1) == owed
+        assert feeder.env_state(0) == {"pending_resolution": None, "pending_vetoes": []}
+        feeder.expect_resolution_outcome(0, "other", Resolution.REDUCE_SIZE)
+        assert feeder.env_state(0)["pending_resolution"] == ["other", "reduce_size"]

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -238,18 +238,49 @@ def _reference(
 # --- in-process crashes ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("crash_at", [37, 120])
-def test_paper_runner_restarted_after_a_crash_ends_like_an_uninterrupted_run(
-    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path, crash_at: int
-) -> None:
-    infos, learned, _ = _reference(bars, normalization, tmp_path / "reference")
+@pytest.fixture(scope="module")
+def paper_reference(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The uninterrupted paper run every crashed one must end like."""
+    infos, learned, _ = _reference(bars, normalization, tmp_path_factory.mktemp("reference"))
     assert sum(len(i["trades"]) for i in infos) > 5
     assert sum(len(i["errors"]) for i in infos) > 0
+    return infos, learned
 
+
+class CrashingPaper:
+    """The paper broker of a runner whose process dies when it sends its n-th order (logged, not sent)."""
+
+    def __init__(self, inner: Any, n: int) -> None:
+        self.inner, self.n, self.k = inner, n, 0
+
+    def submit(self, order: OrderIntent, quote: Quote) -> OrderResult:
+        self.k += 1
+        if self.k == self.n:
+            raise Crash
+        return cast("OrderResult", self.inner.submit(order, quote))
+
+    def known(self, client_order_id: str) -> OrderResult | None:
+        return cast("OrderResult | None", self.inner.known(client_order_id))
+
+
+@pytest.mark.parametrize(("where", "n"), [("bar", 37), ("bar", 120), ("order", 9)])
+def test_paper_runner_restarted_after_a_crash_ends_like_an_uninterrupted_run(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path,
+    paper_reference: tuple[list[dict[str, Any]], dict[str, Any]], where: str, n: int,
+) -> None:  # fmt: skip
+    infos, learned = paper_reference
     root = tmp_path / "crashed"
     manager = _manager(root)
     runner, feed = _runner(bars, normalization, root, manager)
-    asyncio.run(_drive(runner, feed, stop_after=crash_at))
+    if where == "bar":  # after the n-th bar
+        asyncio.run(_drive(runner, feed, stop_after=n))
+    else:  # between the n-th order's log record and its sending
+        runner.broker = runner.core.broker = CrashingPaper(runner.broker, n)
+        with pytest.raises(Crash):
+            asyncio.run(_drive(runner, feed))
+        assert len(RunnerStore.with_learning(manager).unbooked()) == 1
     before = [_events(i) for i in runner.infos]
     _crash(runner, manager)
 
@@ -422,9 +453,10 @@ def _booked(root: Path) -> int:
 
 @pytest.mark.slow
 def test_sigkilled_runner_process_restarts_without_duplicate_or_lost_orders_trades_or_learning(
-    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
+    tmp_path: Path, paper_reference: tuple[list[dict[str, Any]], dict[str, Any]]
 ) -> None:
-    infos, learned, orders = _reference(bars, normalization, tmp_path / "reference")
+    infos, learned = paper_reference
+    orders = learned["orders"]
     root = tmp_path / "killed"
     child = _spawn(root, pace=0.03)
     deadline = time.monotonic() + 60.0

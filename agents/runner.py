@@ -1103,6 +1103,7 @@ class LiveRunner:
                 decision_row=d.row,
             )
             self._pending = _merge(self._pending, ex)
+            self._decided_ns = bar.time_ns
             return
         intent, vetoed = self.core.plan(target, quote.time_ns, quote.price, quote.volume, bar.time_ns)
         if intent is not None:

@@ -1218,7 +1218,10 @@ class LiveRunner:
     ) -> tuple[OrderResult, tuple[OrderResult, ...], bool]:
         """Send ``intent``; retry transient failures within the bar as the learned resolution says.
 
-        Every failed transient attempt is fed to the error learner (with online learning), which
+        An attempt whose fate is open (a timeout, 5xx or network error; not a rate limit, which the
+        exchange refused outright) is settled first by asking the exchange for its client order id: if
+        it filled, that fill is the answer and nothing went wrong. Every other failed transient attempt
+        is fed to the error learner (with online learning), which
         suggests a resolution: ``retry_with_backoff`` and ``resize_to_learned_minimum`` retry the same
         size, ``reduce_size`` retries with ``DEFAULT_REDUCE_FACTOR`` of it, ``skip_symbol`` and ``halt``
         stop retrying and pause entries through the hook. Before a retry the runner waits
@@ -1251,6 +1254,12 @@ class LiveRunner:
             result = await broker.submit(current, quote)
             kind = result.kind
             transient = not result.filled and kind is not None and kind.retryable
+            if transient and kind is not ErrorKind.RATE_LIMIT:
+                # A timeout, 5xx or dropped connection leaves the order's fate open: settle it first.
+                found = await broker.known(current.client_order_id)
+                if found is not None and found.filled:
+                    log.info("order %s reached the exchange after all", current.client_order_id)
+                    result, transient = found, False
             if manager is not None and chosen is not None:
                 with self._transaction():
                     manager.record_resolution(chosen[0], chosen[1], result.filled, result.time_ns)

@@ -94,14 +94,17 @@ def normalization(bars: pd.DataFrame) -> NormalizationStats:
 class FakeExchange:
     """The exchange's side: its own account and order book keyed by client order id (deduplicating),
     the simulated exchange's rules, and a deterministic rate limit on the first attempt of every
-    ``rate_limit_every``-th order."""
+    ``rate_limit_every``-th order; every ``lost_every``-th order is executed but its answer is a
+    timeout (the answer was lost on the way back)."""
 
-    def __init__(self, rate_limit_every: int = 0) -> None:
+    def __init__(self, rate_limit_every: int = 0, lost_every: int = 0) -> None:
         self.account = Portfolio(SPEC.symbol, PortfolioConfig(initial_cash=CASH, allow_short=True))
         self.sim = SimBroker(SPEC, self.account)
         self.orders: dict[str, OrderResult] = {}
         self.received: list[str] = []  # every client order id that reached it, duplicates included
         self.rate_limit_every = rate_limit_every
+        self.lost_every = lost_every
+        self.lost: list[str] = []  # executed, answered with a timeout
         self.fresh = 0
 
     def submit(self, order: OrderIntent, quote: Quote) -> OrderResult:
@@ -120,6 +123,12 @@ class FakeExchange:
         if result.filled:
             self.account.apply_fill(result, bar_index=0)
         self.orders[order.client_order_id] = result
+        if self.lost_every and self.fresh % self.lost_every == 0 and result.filled:
+            self.lost.append(order.client_order_id)
+            return result._replace(
+                status=OrderStatus.ERRORED, filled_qty=0.0, fee=0.0, slippage=0.0, kind=ErrorKind.TIMEOUT,
+                message="Request timed out", code="408",
+            )  # fmt: skip
         return result
 
     def fills(self) -> list[OrderResult]:
@@ -390,6 +399,24 @@ def test_retries_follow_the_learned_resolution_and_feed_the_error_learner(
     # A retry may still be refused by the rules (a rate-limited order below the minimum notional).
     assert [a.success for a in fixed] == [exchange.orders[cid].filled for cid in retry_ids]
     assert sum(a.success for a in fixed) > len(fixed) / 2
+    manager.close()
+
+
+def test_a_timed_out_order_the_exchange_filled_is_booked_not_sent_again(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
+) -> None:
+    exchange = FakeExchange(lost_every=3)
+    root = tmp_path / "lost"
+    manager = _manager(root)
+    runner, feed = _runner(bars, normalization, root, manager, broker=ExchangeBroker(exchange), retry=NO_WAIT)
+    asyncio.run(_drive(runner, feed))
+    assert len(exchange.lost) >= 3
+    assert not [cid for cid in exchange.received if "-r" in cid]  # asked for, never sent again
+    booked = {o.order_id: o for i in runner.infos for o in i["orders"]}
+    for cid in exchange.lost:
+        assert booked[cid] == exchange.orders[cid]  # the exchange's fill, booked once
+    assert not [p for p in manager.error_patterns() if p.kind is ErrorKind.TIMEOUT]  # nothing went wrong
+    assert (runner.book.cash, runner.book.qty) == (exchange.account.cash, exchange.account.qty)
     manager.close()
 
 

@@ -71,7 +71,6 @@ import logging
 import math
 import shutil
 import signal
-import sys
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -392,17 +391,6 @@ class _AwaitedBroker:
         raise ConfigError(
             "an asynchronous broker was called synchronously", where="LiveRunner", fix="report a bug"
         )
-
-
-def _feed_bookkeeping(callback: LearningCallback) -> tuple[Any, Any]:
-    """The learning feed's per-environment bookkeeping (pending resolution outcome and veto
-    counterfactuals) and the module defining its records, for checkpoints.
-
-    The feed has no public state API yet; this one function reads and restores its private fields,
-    wherever the feed lives (the callback itself or a feeder object it delegates to).
-    """
-    feed: Any = getattr(callback, "feeder", callback)
-    return feed, sys.modules[type(feed).__module__]
 
 
 def _merge(a: Execution, b: Execution) -> Execution:
@@ -1334,10 +1322,8 @@ class LiveRunner:
     def _callback_pending_resolution(self, signature: str, resolution: Resolution) -> None:
         """Have the learning callback report ``resolution``'s outcome on the next order (as it does for
         the errors it feeds itself)."""
-        if self._callback is not None:
-            feed, records = _feed_bookkeeping(self._callback)
-            if feed._pending_res:
-                feed._pending_res[0] = records._PendingResolution(signature, resolution)
+        if self._callback is not None and self._started:
+            self._callback.feeder.expect_resolution_outcome(0, signature, resolution)
 
     # --- exchange start: rules, orders, balances ----------------------------------------------------------
     def _use_exchange_rules(self, exchange: MarketSpec) -> None:
@@ -1530,17 +1516,12 @@ class LiveRunner:
         p = self._pending
         callback = self._callback
         cb: dict[str, Any] | None = None
-        feed = None if callback is None else _feed_bookkeeping(callback)[0]
-        if callback is not None and feed is not None and feed._pending_res:
-            res = feed._pending_res[0]
+        if callback is not None and self._started:
+            feeder = callback.feeder
             cb = {
-                "pending_resolution": None if res is None else [res.signature, str(res.resolution)],
-                "pending_vetoes": [
-                    [list(v.rule_ids), v.direction, v.price, v.cost, v.bars_left]
-                    for v in feed._pending_vetoes[0]
-                ],
+                **feeder.env_state(0),
                 "counts": dict(callback.counts),
-                "clock_ns": feed.clock.now_ns(),
+                "clock_ns": feeder.clock.now_ns(),
                 "num_timesteps": self._host.num_timesteps,
             }
         hook = self.hook
@@ -1634,19 +1615,12 @@ class LiveRunner:
             callback.on_training_start({}, {})
             cb = checkpoint.get("callback")
             if cb is not None:
-                feed, records = _feed_bookkeeping(callback)
+                feeder = callback.feeder
                 # The feed's market time continues where it was (the manager's own clock may be ahead:
                 # it also follows event times).
-                feed.clock = ExperiencedMarketClock(int(cb["clock_ns"]))
-                feed.clock.observe(self._done_ns)
-                res = cb["pending_resolution"]
-                feed._pending_res[0] = (
-                    None if res is None else records._PendingResolution(str(res[0]), Resolution(res[1]))
-                )
-                feed._pending_vetoes[0] = [
-                    records._PendingVeto(tuple(v[0]), int(v[1]), float(v[2]), float(v[3]), int(v[4]))
-                    for v in cb["pending_vetoes"]
-                ]
+                feeder.clock = ExperiencedMarketClock(int(cb["clock_ns"]))
+                feeder.clock.observe(self._done_ns)
+                feeder.restore_env_state(0, cb)
                 callback.counts.update(cb["counts"])
                 self._host.num_timesteps = int(cb["num_timesteps"])
         log.info(

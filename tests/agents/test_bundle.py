@@ -230,13 +230,13 @@ def test_cli_promote_verify_and_tampering(
     assert "metrics.json" in err
 
 
-def test_cli_live_paper_trades_and_refuses_exchanges(
+def test_cli_live_paper_trades_and_refuses_unknown_exchanges(
     bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = ["live", "--bundle", str(bundle), "--symbol", "EUR/USD", "--data", "eurusd_1h"]
-    code, _, err = _slf([*base, "--exchange", "binance"], capsys)
+    code, _, err = _slf([*base, "--exchange", "binanse"], capsys)
     assert code == 2
-    assert "--exchange: --exchange 'binance' is not available yet" in err
+    assert "--exchange: unknown exchange 'binanse' (did you mean 'binance'?)" in err
     code, _, err = _slf([*base[:3], "--symbol", "BTC/USDT", *base[5:]], capsys)
     assert code == 2
     assert "--symbol" in err

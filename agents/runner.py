@@ -104,7 +104,7 @@ from envs.features import DEFAULT_CLIP, FeatureConfig, NormalizationStats, compu
 from envs.live import Bar, BarFeed, PaperBroker
 from envs.market import MarketSpec
 from envs.portfolio import EXIT_SIGNAL, Portfolio, PortfolioConfig
-from envs.replay import CONTINUOUS, STATE_FEATURES, MarketData
+from envs.replay import CONTINUOUS, MarketData, build_observation, step_info
 from learning.error_patterns import Resolution
 
 if TYPE_CHECKING:
@@ -123,8 +123,6 @@ __all__ = [
     "RetryPolicy",
     "RiskLimits",
     "RunnerState",
-    "observation_row",
-    "step_info",
 ]
 
 log = logging.getLogger(__name__)
@@ -141,7 +139,6 @@ _EXCHANGE_RULES: Final = ("min_qty", "qty_step", "min_notional", "price_tick")
 # entry, and the last processed bar (the decision an order booked at restart was made on).
 _RESTORED_ROW: Final = 2**62
 _RESTORED_DECISION_ROW: Final = 2**62 + 1
-_MAX_TRADE_BARS: Final = math.expm1(DEFAULT_CLIP)
 _SET_STATE: Final = "set_learned_state"
 _APPLY_RESOLUTION: Final = "apply_resolution"
 _NOTHING: Final = Execution((), (), (), ())
@@ -193,65 +190,6 @@ class RunnerState(Enum):
     BUILT = "built"
     RUNNING = "running"
     STOPPED = "stopped"
-
-
-# --- the replay's observation and info, as functions ---------------------------------------------------
-
-
-def observation_row(
-    window_values: npt.NDArray[np.float32], book: Portfolio, bars_in_trade: int
-) -> npt.NDArray[np.float32]:
-    """The observation ``MarketReplayEnv`` builds: the flattened normalized window, then the account state.
-
-    Mirrors ``MarketReplayEnv._observation`` (see the report: it should become this public function).
-    """
-    wk = len(window_values)
-    obs = np.empty(wk + len(STATE_FEATURES), dtype=np.float32)
-    obs[:wk] = window_values
-    qty = book.qty
-    price = book.last_price
-    equity = book.cash + qty * price
-    clip = DEFAULT_CLIP
-    if equity > 0.0 and qty != 0.0:
-        exposure = qty * price / equity
-        upnl = (price - book.avg_price) * qty / equity
-        obs[wk] = clip if exposure > clip else (-clip if exposure < -clip else exposure)
-        obs[wk + 1] = clip if upnl > clip else (-clip if upnl < -clip else upnl)
-        obs[wk + 2] = math.log1p(bars_in_trade) if bars_in_trade < _MAX_TRADE_BARS else clip
-    else:
-        obs[wk] = obs[wk + 1] = obs[wk + 2] = 0.0
-    return obs
-
-
-def step_info(book: Portfolio, time_ns: int, step: int, res: StepResult | None) -> dict[str, Any]:
-    """The ``info`` dict ``MarketReplayEnv`` returns for a step (mirrors ``MarketReplayEnv._info``)."""
-    qty = book.qty
-    price = book.last_price
-    equity = book.cash + qty * price
-    if res is None:
-        orders: tuple[Any, ...] = ()
-        fills = rejections = errors = trades = vetoed = orders
-        bar = None
-    else:
-        orders, trades, errors, vetoed, bar = res
-        fills = tuple(o for o in orders if o.status is _FILLED)
-        rejections = tuple(o for o in orders if o.status is _REJECTED)
-    return {
-        "time_ns": time_ns,
-        "step": step,
-        "equity": equity,
-        "cash": book.cash,
-        "position": qty,
-        "exposure": qty * price / equity if equity > 0.0 else 0.0,
-        "price": price,
-        "orders": orders,
-        "fills": fills,
-        "rejections": rejections,
-        "errors": errors,
-        "trades": trades,
-        "vetoed": vetoed,
-        "bar": bar,
-    }
 
 
 class _ActionTable:
@@ -890,11 +828,7 @@ class LiveRunner:
 
     def _observation(self, md: MarketData, row: int) -> npt.NDArray[np.float32]:
         flat, _ = md.observations(self.normalization, (0, 1), DEFAULT_CLIP)
-        k = len(md.features.columns)
-        end = (row + 1) * k
-        return observation_row(
-            flat[end - self.settings.window * k : end], self.book, self.core.bars_in_trade()
-        )
+        return build_observation(flat, row, len(md.features.columns), self.settings.window, self.core)
 
     # --- one bar --------------------------------------------------------------------------------------
     def on_bar(self, bar: Bar) -> dict[str, Any] | None:

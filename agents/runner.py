@@ -1471,12 +1471,8 @@ class LiveRunner:
                 "entry_snapshot": entry,
                 "last_row": self._rows - 1,
                 "last_groups": self._groups,
-                "core": {
-                    "bar_index": self.core.bar_index,
-                    # The order-id sequence of the decision in progress (see TradingCore._next_order_id).
-                    "seq": self.core._seq,
-                    "last_decision_ns": self.core._last_decision_ns,
-                },
+                # The bar count and the order-id sequence of the decision in progress.
+                "core": self.core.sequence_state(),
                 "pending": {
                     "orders": [encode_record(r) for r in p.orders],
                     "trades": [encode_record(r) for r in p.trades],
@@ -1520,10 +1516,7 @@ class LiveRunner:
         self.bars = int(checkpoint["bars"])
         self._step = int(checkpoint["step"])
         self._started = True
-        core = checkpoint["core"]
-        self.core._bar = int(core["bar_index"])
-        self.core._seq = int(core["seq"])
-        self.core._last_decision_ns = int(core["last_decision_ns"])
+        self.core.restore_sequence(checkpoint["core"])
         pending = checkpoint["pending"]
         self._pending = Execution(
             *(tuple(decode_record(r) for r in pending[k]) for k in ("orders", "trades", "errors", "vetoed"))

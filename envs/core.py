@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from envs.broker import Broker, FaultConfig, OrderIntent, Quote, SimBroker
-from envs.errors import ConfigError
+from envs.errors import ConfigError, StateError
 from envs.events import BarEvent, ErrorEvent, OrderResult, OrderStatus, Side, TradeResult
 from envs.market import BPS, MAX_PARTICIPATION, TICK_TOLERANCE, MarketSpec, SlippageModel
 from envs.portfolio import EXIT_SIGNAL, Portfolio, PortfolioConfig, SnapshotProvider, Transition, classify
@@ -213,6 +214,34 @@ class TradingCore:
         self._bar = 0
         self._seq = 0
         self._last_decision_ns = -1
+
+    def sequence_state(self) -> dict[str, int]:
+        """The bar count and the order-id sequence, for a live runner's checkpoint (JSON-able).
+
+        With :meth:`restore_sequence` a restarted runner continues the same bar count and re-deciding the
+        bar in progress produces the same client order ids, which the exchange deduplicates.
+        """
+        return {"bar_index": self._bar, "seq": self._seq, "last_decision_ns": self._last_decision_ns}
+
+    def restore_sequence(self, state: Mapping[str, int]) -> None:
+        """Continue from :meth:`sequence_state` (a checkpoint written by the same version)."""
+        try:
+            bar, seq, last = (int(state[k]) for k in ("bar_index", "seq", "last_decision_ns"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(
+                f"not a trading-core sequence state ({exc!r})",
+                where="checkpoint core",
+                fix="restart from a checkpoint written by this version, or start a new state directory",
+            ) from None
+        if bar < 0 or seq < 0:
+            raise StateError(
+                f"negative bar index or sequence ({bar}, {seq})",
+                where="checkpoint core",
+                fix="restart from a checkpoint written by this version, or start a new state directory",
+            )
+        self._bar = bar
+        self._seq = seq
+        self._last_decision_ns = last
 
     @property
     def bar_index(self) -> int:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from envs.broker import FaultConfig
 from envs.core import OrderProposal, TradingCore
-from envs.errors import ConfigError
+from envs.errors import ConfigError, StateError
 from envs.events import ErrorKind, OrderStatus, Side
 from envs.market import MarketSpec
 from envs.portfolio import EXIT_REVERSE, EXIT_RUIN, PortfolioConfig, Transition
@@ -95,6 +95,26 @@ def test_order_ids_are_deterministic_and_unique_per_decision() -> None:
     assert len(set(ids_a)) == 3
     assert ids_a[0] == f"slf-BTCUSDT-{T0 // 1_000_000}-0"
     assert all(len(i) <= 36 for i in ids_a)  # Binance's client order id limit
+
+
+def test_sequence_state_round_trip_continues_bar_count_and_order_ids() -> None:
+    """A core restored from a checkpoint re-deciding the bar in progress issues the ids the original
+    would have issued (so the exchange deduplicates a resend)."""
+    a = _core()
+    _step(a, 1.0, 1, 100.0)  # decision T0: id ...-0
+    saved = a.sequence_state()
+    b = _core()
+    for i in range(1, 4):  # another history: other bar count, other decision times
+        _step(b, 1.0 if i % 2 else 0.0, i + 5, 100.0)
+    b.restore_sequence(saved)
+    assert b.bar_index == a.bar_index == 1
+    close_a = a.close_position("risk", time_ns=T0 + BAR, price=100.0, decision_time_ns=T0)
+    close_b = b.close_position("risk", time_ns=T0 + BAR, price=100.0, decision_time_ns=T0)
+    assert close_a.orders[0].order_id == close_b.orders[0].order_id == f"slf-BTCUSDT-{T0 // 1_000_000}-1"
+    with pytest.raises(StateError, match="sequence state"):
+        b.restore_sequence({"bar_index": 1})
+    with pytest.raises(StateError, match="negative"):
+        b.restore_sequence({"bar_index": -1, "seq": 0, "last_decision_ns": 0})
 
 
 def test_order_hook_can_resize_veto_and_sees_the_proposal() -> None:

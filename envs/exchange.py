@@ -1016,6 +1016,14 @@ class CcxtFeed:
         else:
             # No history (a new market): start with the candles that close from now on.
             self._last_ms = now - now % self._tf_ms - self._tf_ms
+        # The market now, before the first bar is yielded (a decision resumed after a restart is sized
+        # at it): the forming candle's open, else the last close.
+        forming = self._forming
+        if forming is not None:
+            self._quote = Quote(int(forming[0]) * _NS_PER_MS, float(forming[1]), math.nan)
+        elif self._history:
+            last = self._history[-1]
+            self._quote = Quote((int(last[0]) + self._tf_ms) * _NS_PER_MS, float(last[4]), math.nan)
         return self
 
     async def close(self) -> None:

@@ -570,10 +570,15 @@ def test_the_feed_back_fills_the_warm_up_window_like_load_ohlcv() -> None:
             assert isinstance(feed, BarFeed)
             await feed.start()
             history = feed.history()
+            quote = feed.quote()
+            assert quote is not None
             klines = sum(1 for _, path in fake.requests if path == "/api/v3/klines")
             assert klines >= 3  # paginated
         expected = load_ohlcv(bars.iloc[NOW_ROW - 249 : NOW_ROW + 1], symbol=SYMBOL)
         pd.testing.assert_frame_equal(history, expected, check_exact=True)
+        # Before the first bar the quote is the forming candle's: its open time and open price.
+        assert quote.time_ns == _ns(bars, NOW_ROW + 1)
+        assert quote.price == float(bars["open"].iloc[NOW_ROW + 1])
         assert history.index.unit == "ns"
         assert history.index.name == "timestamp"
         assert history.attrs["symbol"] == SYMBOL

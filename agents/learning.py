@@ -5,13 +5,16 @@
   :class:`~agents.wrappers.LearnedFeaturesObservation`: the environment side (apply a snapshot, emit
   events).
 * :class:`~agents.hooks.LearnedOrderHook`: the snapshot applied to every order.
-* :class:`~agents.callbacks.LearningCallback`: the main-process side (feed the manager, push snapshots,
-  log ``learning/*`` and ``trading/*`` to TensorBoard).
+* :class:`~agents.feeder.ManagerFeeder`: the main-process side without any framework (feed the manager
+  from each step's ``infos``, judge vetoes, push snapshots through a callable).
+* :class:`~agents.callbacks.LearningCallback`: the feeder as an SB3 callback (also logs ``learning/*``
+  and ``trading/*`` to TensorBoard).
 * :class:`~agents.experience_clock.ExperiencedMarketClock`: the manager's market time in training.
 """
 
 from agents.callbacks import DEFAULT_VETO_HORIZON, EpisodeTracker, LearningCallback, veto_would_have_won
 from agents.experience_clock import ExperiencedMarketClock
+from agents.feeder import ManagerFeeder
 from agents.hooks import HookEvent, HookReason, LearnedOrderHook
 from agents.switches import LearningSwitches
 from agents.wrappers import (
@@ -39,6 +42,7 @@ __all__ = [
     "LearningCallback",
     "LearningManagerWrapper",
     "LearningSwitches",
+    "ManagerFeeder",
     "veto_would_have_won",
     "wrap_env",
 ]

@@ -109,6 +109,18 @@ def _env_names(exchange: str) -> tuple[tuple[str, str], tuple[str, str]]:
     return (f"SLF_{specific}_API_KEY", f"SLF_{specific}_API_SECRET"), (ENV_API_KEY, ENV_API_SECRET)
 
 
+def _is_key_name(name: str) -> bool:
+    """A key-file name for the API key: ``api_key``, ``apikey``, ``key`` or ``..._API_KEY``."""
+    name = name.strip().lower()
+    return name in ("api_key", "apikey", "key") or name.endswith("api_key")
+
+
+def _is_secret_name(name: str) -> bool:
+    """A key-file name for the secret: ``secret``, ``api_secret`` or ``..._API_SECRET``."""
+    name = name.strip().lower()
+    return name in ("secret", "api_secret") or name.endswith("api_secret")
+
+
 class Credentials:
     """An exchange API key and secret; never shown, logged, pickled or written anywhere.
 
@@ -183,7 +195,8 @@ class Credentials:
     def from_file(cls, path: str | os.PathLike[str]) -> Credentials:
         """Read a key file: ``api_key=...`` and ``secret=...`` lines (the environment variable names are
         accepted too), or the key on the first line and the secret on the second. Lines starting with ``#``
-        are comments.
+        are comments. A line is read as ``name=value`` only when one of those names comes before its
+        first ``=``: a bare key or secret may hold ``=`` (base64 padding).
 
         The file must be readable by its owner only (``chmod 600``); anything wider is refused.
         """
@@ -205,17 +218,15 @@ class Credentials:
         named: dict[str, str] = {}
         bare: list[str] = []
         for line in lines:
+            # A line is ``name=value`` only when a known name comes before the '=': a bare base64 secret
+            # ends in '=' padding (or holds '=' anywhere) and is a value, not a name.
             name, sep, value = line.partition("=")
-            if sep:
+            if sep and (_is_key_name(name) or _is_secret_name(name)):
                 named[name.strip().lower()] = value.strip().strip("'\"")
             else:
                 bare.append(line)
-        key = next(
-            (v for k, v in named.items() if k in ("api_key", "apikey", "key") or k.endswith("api_key")), ""
-        )
-        secret = next(
-            (v for k, v in named.items() if k in ("secret", "api_secret") or k.endswith("api_secret")), ""
-        )
+        key = next((v for k, v in named.items() if _is_key_name(k)), "")
+        secret = next((v for k, v in named.items() if _is_secret_name(k)), "")
         if not named and len(bare) == 2:
             key, secret = bare
         if not key or not secret:

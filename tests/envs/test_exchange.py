@@ -493,6 +493,26 @@ def test_a_key_file_must_be_private(tmp_path: Path) -> None:
         Credentials.from_file(tmp_path / "missing.key")
 
 
+def test_a_two_line_key_file_takes_a_base64_secret_with_equals_signs(tmp_path: Path) -> None:
+    path = tmp_path / "b64.key"
+    path.write_text(
+        "vmPUZE6mv9SD5VNHk4=\nNhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j==\n"
+    )
+    path.chmod(0o600)
+    found = Credentials.from_file(path)
+    assert found.api_key == "vmPUZE6mv9SD5VNHk4="
+    assert found.secret == "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j=="
+    named = tmp_path / "named.key"
+    named.write_text("SLF_BINANCE_API_KEY=k=1\napi_secret = s==\n")
+    named.chmod(0o600)
+    assert Credentials.from_file(named) == Credentials("k=1", "s==")
+    unknown = tmp_path / "unknown.key"
+    unknown.write_text("password=x\n")
+    unknown.chmod(0o600)
+    with pytest.raises(ConfigError, match="holds no API key and secret"):
+        Credentials.from_file(unknown)
+
+
 def test_credentials_never_show_or_pickle() -> None:
     creds = Credentials("visible-key-123", "very-secret-456", source="environment SLF_API_KEY/SLF_API_SECRET")
     for text in (repr(creds), str(creds), f"{creds}", repr([creds])):

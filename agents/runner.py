@@ -98,7 +98,7 @@ from agents.wrappers import INFO_CONDITIONS, INFO_EVENTS, INFO_VERSION
 from envs.broker import AccountSnapshot, AsyncBroker, Broker, OrderIntent, Quote
 from envs.clock import DAY_NS
 from envs.core import Execution, StepResult, TradingCore
-from envs.errors import ConfigError, StateError
+from envs.errors import ConfigError, RetryableBrokerError, StateError
 from envs.events import ErrorEvent, ErrorKind, OrderResult, OrderStatus
 from envs.features import DEFAULT_CLIP, FeatureConfig, NormalizationStats, compute_features, min_rows
 from envs.live import Bar, BarFeed, PaperBroker
@@ -287,11 +287,18 @@ class RetryPolicy:
         backoff_seconds: wall time waited before the first retry, doubled before each further one (a
             network wait: it never enters trading or learning logic).
         max_backoff_seconds: cap on one wait.
+        lookups: how many times the exchange is asked about an order whose fate a failure left open
+            (timeout, 5xx, network, "execution status unknown"), with the same back-off between the
+            questions: the order counts as absent (and is sent again under a new id) only when the
+            exchange answered "unknown order" at least twice (once if ``lookups`` is 1); when the
+            questions themselves keep failing, its fate stays unknown and the order is left to the next
+            bar (nothing is sent meanwhile).
     """
 
     max_attempts: int = 3
     backoff_seconds: float = 0.5
     max_backoff_seconds: float = 8.0
+    lookups: int = 4
 
     def __post_init__(self) -> None:
         if (
@@ -302,6 +309,10 @@ class RetryPolicy:
             raise ConfigError(
                 f"max_attempts={self.max_attempts!r} must be an integer >= 1", where="retry", fix="e.g. 3"
             )
+        if isinstance(self.lookups, bool) or not isinstance(self.lookups, int) or self.lookups < 1:
+            raise ConfigError(
+                f"lookups={self.lookups!r} must be an integer >= 1", where="retry", fix="e.g. 4"
+            )
         for name in ("backoff_seconds", "max_backoff_seconds"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0.0):
@@ -310,6 +321,27 @@ class RetryPolicy:
     def wait(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first)."""
         return float(min(self.backoff_seconds * 2.0 ** (retry - 1), self.max_backoff_seconds))
+
+
+class _Fate(Enum):
+    """What the exchange says about an order whose request failed ambiguously."""
+
+    FOUND = "found"
+    ABSENT = "absent"
+    UNKNOWN = "unknown"
+
+
+class _Submitted(NamedTuple):
+    """What :meth:`LiveRunner._submit_with_retries` ends with."""
+
+    result: OrderResult
+    retries: tuple[OrderResult, ...]
+    fed: bool
+    """The final result's error was already fed to the learner."""
+    unknown: bool = False
+    """The last attempt's fate is unknown (the exchange could not be asked): nothing is booked."""
+    sent_id: str = ""
+    chosen: tuple[str, Resolution] | None = None
 
 
 class _Decision(NamedTuple):
@@ -598,6 +630,8 @@ class LiveRunner:
         self._done_ns = -1  # the last bar processed (restart: bars up to it only extend the history)
         self._decided_ns = -1  # the last bar whose decision is complete
         self._connected = False
+        self._unsettled: dict[str, tuple[SentOrder, int]] = {}  # orders whose fate is unknown, their row
+        self._adopt_due: str | None = None  # a fill whose balances could not be fetched yet
         self._skipping = False
         self._row_map: dict[int, int] = {}  # rows of the checkpoint -> rows of this process
         self.last_decision = "none yet"
@@ -639,9 +673,22 @@ class LiveRunner:
             self._use_exchange_rules(await broker.start())
             if self._store is not None:
                 for logged in self._store.unbooked():
-                    found = await broker.known(logged.sent_id)
+                    fate, found = await self._settle(logged.sent_id)
+                    cid = logged.intent.client_order_id
                     if found is not None:
                         self._book_logged(logged, found)
+                    elif fate is _Fate.UNKNOWN:
+                        log.warning(
+                            "order %s, sent before the restart: the exchange cannot be asked about it; "
+                            "no order is sent until it can",
+                            logged.sent_id,
+                        )
+                        self._unsettled[cid] = (logged, self._row_map.get(logged.decision_row, -1))
+                    elif logged.intent.decision_time_ns <= self._decided_ns:
+                        log.warning(
+                            "order %s (sent as %s) never reached the exchange: void", cid, logged.sent_id
+                        )
+                        self._store.mark_void(cid)
             self._adopt(await broker.account())
         self._connected = True
         log.info("live runner connected: %s", self.status())
@@ -852,6 +899,11 @@ class LiveRunner:
         self._expect("process", RunnerState.BUILT, RunnerState.RUNNING, fix="build() the runner first")
         if not self._connected:
             await self.connect()
+        if self._async:
+            if self._unsettled:
+                await self._settle_unsettled()
+            if self._adopt_due is not None:
+                await self._adopt_after(self._adopt_due)
         info, decision = self._process(bar)
         if decision is not None:
             if self._async:
@@ -1036,6 +1088,14 @@ class LiveRunner:
 
     async def _decide_async(self, d: _Decision) -> None:
         bar = d.bar
+        if self._unsettled:
+            log.warning(
+                "the fate of order(s) %s is unknown: no order for the bar at %s",
+                ", ".join(self._unsettled),
+                _iso(bar.time_ns),
+            )
+            self._decided(bar.time_ns)
+            return
         quote = self._quote(d)
         if self._daily_loss_fires(bar) and quote is not None:
             close = self._close_intent(quote, bar.time_ns)
@@ -1102,13 +1162,90 @@ class LiveRunner:
         if logged is not None and logged.status != SENT:
             log.info("order %s was %s before the restart; not sent again", cid, logged.status)
             return
+        if cid in self._unsettled:
+            log.info("order %s: its fate is still unknown; not sent again", cid)
+            return
         if store is not None and logged is None:
             store.record_sent(intent, quote, row, reason)  # committed before the order leaves
-        result, retries, fed = await self._submit_with_retries(intent, quote, logged)
-        self._retries += retries
-        self._book(cid, result, row, reason, intent.decision_time_ns, withhold_error=fed)
+        sub = await self._submit_with_retries(intent, quote, logged)
+        if sub.unknown:
+            # Logged as sent, not booked: settled at the next bar (or by the restart's reconciliation).
+            kept = store.get(cid) if store is not None else None
+            if kept is None:
+                kept = SentOrder(
+                    intent, sub.sent_id, quote, row, reason, SENT, None, len(sub.retries) + 1,
+                    sub.retries, None if sub.chosen is None else (sub.chosen[0], str(sub.chosen[1])),
+                )  # fmt: skip
+            self._unsettled[cid] = (kept, row)
+            return
+        self._retries += sub.retries
+        result = sub.result
+        self._book(cid, result, row, reason, intent.decision_time_ns, withhold_error=sub.fed)
         if result.filled:
-            self._adopt(await cast("AsyncBroker", self.broker).account(), after=result.order_id)
+            await self._adopt_after(result.order_id)
+
+    async def _adopt_after(self, order_id: str) -> None:
+        """Adopt the exchange's balances after a fill (if it cannot be asked now: at the next bar)."""
+        try:
+            account = await cast("AsyncBroker", self.broker).account()
+        except RetryableBrokerError as exc:
+            log.warning(
+                "cannot fetch the balances after order %s (%s): adopting them at the next bar",
+                order_id,
+                exc.problem,
+            )
+            self._adopt_due = order_id
+            return
+        self._adopt_due = None
+        self._adopt(account, after=order_id)
+
+    async def _settle(self, client_order_id: str) -> tuple[_Fate, OrderResult | None]:
+        """Ask the exchange what became of ``client_order_id`` (see :attr:`RetryPolicy.lookups`).
+
+        ``FOUND`` with the exchange's answer; ``ABSENT`` once it said "unknown order" twice (a wait
+        apart) or once when only one question is allowed; ``UNKNOWN`` when it could not be asked often
+        enough to tell.
+        """
+        broker = cast("AsyncBroker", self.broker)
+        policy = self.retry
+        need = min(2, policy.lookups)
+        absent = 0
+        for k in range(1, policy.lookups + 1):
+            try:
+                found = await broker.known(client_order_id)
+            except RetryableBrokerError as exc:
+                log.warning("cannot ask the exchange about order %s (%s)", client_order_id, exc.problem)
+            else:
+                if found is not None:
+                    return _Fate.FOUND, found
+                absent += 1
+                if absent >= need:
+                    return _Fate.ABSENT, None
+            if k < policy.lookups:
+                wait = policy.wait(k)
+                if wait > 0.0:
+                    await asyncio.sleep(wait)
+        return _Fate.UNKNOWN, None
+
+    async def _settle_unsettled(self) -> None:
+        """At a new bar: settle the orders whose fate was unknown (book them, or void them if absent)."""
+        for cid, (logged, row) in list(self._unsettled.items()):
+            fate, found = await self._settle(logged.sent_id)
+            if fate is _Fate.UNKNOWN:
+                continue
+            del self._unsettled[cid]
+            if found is not None:
+                self._book_logged(logged, found, row=row)
+                if found.filled:
+                    await self._adopt_after(found.order_id)
+            else:
+                log.warning(
+                    "order %s (sent as %s) never reached the exchange: void, not sent again",
+                    cid,
+                    logged.sent_id,
+                )
+                if self._store is not None:
+                    self._store.mark_void(cid)
 
     def _book(
         self,
@@ -1137,7 +1274,7 @@ class LiveRunner:
 
     async def _submit_with_retries(
         self, intent: OrderIntent, quote: Quote, logged: SentOrder | None
-    ) -> tuple[OrderResult, tuple[OrderResult, ...], bool]:
+    ) -> _Submitted:
         """Send ``intent``; retry transient failures within the bar as the learned resolution says.
 
         An attempt whose fate is open (a timeout, 5xx or network error; not a rate limit, which the
@@ -1155,8 +1292,14 @@ class LiveRunner:
         reported on the next order, as in replay. ``logged`` resumes an order logged before a restart
         whose last attempt never reached the exchange (it is sent again under the same id).
 
-        Returns the final result, the failed attempts retried before it, and whether the final result's
-        error was already fed to the learner.
+        The question is asked :attr:`RetryPolicy.lookups` times at most (wall-time back-off between
+        them): an attempt is sent again under a new id only once the exchange has said twice that it
+        does not know the original; when the exchange cannot be asked (the lookups fail too), the
+        order's fate is unknown: nothing more is sent and the order stays logged as sent, to be settled
+        at the next bar (or by a restart's reconciliation).
+
+        Returns the final result, the failed attempts retried before it, whether the final result's
+        error was already fed to the learner, and whether the last attempt's fate is unknown.
         """
         broker = cast("AsyncBroker", self.broker)
         store = self._store
@@ -1178,16 +1321,25 @@ class LiveRunner:
             transient = not result.filled and kind is not None and kind.retryable
             if transient and kind is not ErrorKind.RATE_LIMIT:
                 # A timeout, 5xx or dropped connection leaves the order's fate open: settle it first.
-                found = await broker.known(current.client_order_id)
+                fate, found = await self._settle(current.client_order_id)
                 if found is not None and found.filled:
                     log.info("order %s reached the exchange after all", current.client_order_id)
                     result, transient = found, False
+                elif fate is _Fate.UNKNOWN:
+                    log.warning(
+                        "order %s failed (%s: %s) and the exchange cannot be asked about it: its fate is "
+                        "unknown; not sent again, asked again at the next bar",
+                        current.client_order_id,
+                        kind,
+                        result.message,
+                    )
+                    return _Submitted(result, tuple(retries), False, True, current.client_order_id, chosen)
             if manager is not None and chosen is not None:
                 with self._transaction():
                     manager.record_resolution(chosen[0], chosen[1], result.filled, result.time_ns)
                 chosen = None
             if not transient:
-                return result, tuple(retries), False
+                return _Submitted(result, tuple(retries), False)
             attempt = len(retries) + 1
             resolution = Resolution.RETRY_WITH_BACKOFF
             signature = ""
@@ -1213,7 +1365,7 @@ class LiveRunner:
                 if choose:
                     self.apply_resolution(str(resolution))
                     self._callback_pending_resolution(signature, resolution)
-                return result, tuple(retries), manager is not None
+                return _Submitted(result, tuple(retries), manager is not None)
             retries.append(result)
             if choose:
                 chosen = (signature, resolution)
@@ -1229,14 +1381,6 @@ class LiveRunner:
             )
             if wait > 0.0:
                 await asyncio.sleep(wait)
-            if kind is not ErrorKind.RATE_LIMIT:
-                found = await broker.known(current.client_order_id)
-                if found is not None and found.filled:
-                    log.info("order %s reached the exchange after all", current.client_order_id)
-                    if manager is not None and chosen is not None:
-                        with self._transaction():
-                            manager.record_resolution(chosen[0], chosen[1], True, found.time_ns)
-                    return found, tuple(retries[:-1]), False
             qty = current.qty * DEFAULT_REDUCE_FACTOR if resolution is Resolution.REDUCE_SIZE else current.qty
             current = current._replace(client_order_id=f"{cid}-r{attempt}", qty=qty)
             quote = self.feed.quote() or quote
@@ -1377,7 +1521,7 @@ class LiveRunner:
         if found is not None:
             self._book_logged(logged, found)
 
-    def _book_logged(self, logged: SentOrder, result: OrderResult) -> None:
+    def _book_logged(self, logged: SentOrder, result: OrderResult, *, row: int | None = None) -> None:
         log.info(
             "order %s, sent before the restart, is known to the broker: booking it (%s)",
             logged.sent_id,
@@ -1393,7 +1537,7 @@ class LiveRunner:
         self._book(
             logged.intent.client_order_id,
             result,
-            self._row_map.get(logged.decision_row, -1),
+            self._row_map.get(logged.decision_row, -1) if row is None else row,
             logged.exit_reason,
             logged.intent.decision_time_ns,
         )
@@ -1433,6 +1577,8 @@ class LiveRunner:
         store = self._store
         if store is not None:
             for logged in store.unbooked():
+                if logged.intent.client_order_id in self._unsettled:
+                    continue  # its fate is unknown: settled when the exchange can be asked
                 log.warning(
                     "order %s never reached the exchange and its bar has passed: void, not sent",
                     logged.sent_id,

@@ -444,3 +444,90 @@ def test_sigkilled_exchange_runner_restarts_without_duplicate_or_lost_order_trad
         assert b.patterns() == a.patterns()
         assert b.minimums() == a.minimums()
         assert b.error_patterns() == a.error_patterns()
+
+
+# --- network trouble, stale bars, shared accounts ---------------------------------------------------------
+
+
+def _on_fake(
+    tmp_path: Path,
+    script: dict[int, list[tuple[str, int, str]]],
+    *,
+    bars_to_trade: int = 4,
+    policy: Any = None,
+    setup: Any = None,
+    jump: int = 0,
+    **runner_kwargs: Any,
+) -> tuple[LiveRunner, FakeBinance, list[dict[str, Any]]]:
+    """Trade ``bars_to_trade`` bars of the fake (``dedupe="open"``, Binance's rule) with
+    :class:`Alternating`; before bar ``i`` the failures ``script[i]`` (kind, n, scope) are armed.
+    ``jump``: the first step closes that many bars at once (a pause). Returns the runner, the fake and
+    the fake's orders."""
+    bars = _btc()
+    normalization = NormalizationStats.fit(
+        compute_features(bars.iloc[: NOW_ROW + 1], FeatureConfig()), 0, NOW_ROW
+    )
+
+    async def scenario() -> tuple[LiveRunner, FakeBinance]:
+        fake = FakeBinance(bars, key=KEY, secret=SECRET, cash=10_000.0, dedupe="open")
+        if setup is not None:
+            setup(fake)
+        fake.set_time(fake.close_time_of(NOW_ROW))
+        async with fake:
+            from envs.exchange import Credentials
+
+            keys = Credentials(KEY, SECRET, source="test")
+            feed = CcxtFeed(
+                "binance", SYMBOL, "1m", warmup=WARMUP, poll_interval=0.02, api_url=fake.url, options=NO_LIMIT
+            )
+            broker = ExchangeBroker(
+                "binance", SYMBOL, keys, api_url=fake.url, options={**NO_LIMIT, "timeout": 1000}
+            )
+            runner = LiveRunner(
+                feed, policy if policy is not None else Alternating(), spec=SPEC, features=FeatureConfig(),
+                normalization=normalization, env=SETTINGS, switches=LearningSwitches(enabled=False),
+                broker=broker, state_dir=tmp_path, retry=RetryPolicy(max_attempts=3, backoff_seconds=0.01),
+                **runner_kwargs,
+            ).build()  # fmt: skip
+            task = asyncio.create_task(runner.run())
+            await _wait_for(lambda: runner.core.spec.qty_step == 1e-5 or task.done(), "the runner to start")
+            rows = list(range(NOW_ROW + 1 + jump, NOW_ROW + 1 + jump + bars_to_trade))
+            for i, row in enumerate(rows, start=1):
+                for kind, n, scope in script.get(i, []):
+                    fake.fail_next(kind, n, scope=scope)
+                fake.set_time(fake.close_time_of(row))
+                time_ns = int(bars.index[row].value)
+                await _wait_for(
+                    lambda t=time_ns: runner.decided_ns >= t or task.done(),  # type: ignore[misc]
+                    f"bar {row}",
+                )
+                if task.done():
+                    break
+            runner.request_stop("test done")
+            await asyncio.wait_for(task, 15.0)  # re-raises what killed the runner
+            return runner, fake
+
+    runner, fake = asyncio.run(scenario())
+    return runner, fake, list(fake.orders)
+
+
+def test_a_failed_lookup_leaves_the_order_to_the_next_bar_and_never_resends_it(tmp_path: Path) -> None:
+    # Bar 2's order fails with a 500 and every request after it fails too (the lookups included): its
+    # fate is unknown. The runner must neither die nor send a "-r1" retry; at the next bar the exchange
+    # answers again, says it never had the order, and trading goes on.
+    runner, fake, orders = _on_fake(tmp_path, {2: [("500", 1, "order"), ("500", 6, "any")]})
+    assert runner.lifecycle is RunnerState.STOPPED
+    ids = [o["clientOrderId"] for o in orders]
+    assert not [cid for cid in ids if "-r" in cid]
+    assert len(ids) >= 2  # bar 1's buy and a later order: the runner kept trading
+    store = RunnerStore.open(tmp_path)
+    try:
+        logged = {o.intent.client_order_id: o for o in store.orders()}
+        assert not [o for o in logged.values() if o.status == "sent"]  # settled, none forgotten
+        void = [o for o in logged.values() if o.status == "void"]
+        assert len(void) == 1
+        assert void[0].intent.client_order_id not in ids
+    finally:
+        store.close()
+    assert runner.book.cash == pytest.approx(fake.balances[fake.quote], rel=1e-9)
+    assert abs(runner.book.qty - fake.balances[fake.base]) < 1e-5  # at most dust below the lot step

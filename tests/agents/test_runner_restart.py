@@ -26,12 +26,13 @@ import pandas as pd
 import pytest
 
 from agents.bundle import EnvSettings
-from agents.runner import INFO_RETRIES, LiveRunner, RetryPolicy
+from agents.runner import INFO_RETRIES, LiveRunner, RetryPolicy, RunnerState
 from agents.runner_state import RUNNER_DIRNAME, RUNNER_FILENAME, RunnerStore
 from agents.switches import LearningSwitches
 from agents.wrappers import INFO_EVENTS
 from envs.broker import AccountSnapshot, OrderIntent, Quote, SimBroker
 from envs.data import load_dataset
+from envs.errors import RetryableBrokerError
 from envs.events import ErrorKind, OrderResult, OrderStatus
 from envs.features import FeatureConfig, NormalizationStats, compute_features
 from envs.live import ReplayFeed
@@ -505,3 +506,32 @@ def test_sigkilled_runner_process_restarts_without_duplicate_or_lost_orders_trad
     assert got == learned  # no trade and no learned state lost or counted twice
     assert got["describe"]["trades"] == sum(len(i["trades"]) for i in infos)
     assert not (root / RUNNER_DIRNAME / RUNNER_FILENAME).exists()  # online: one store, one transaction
+
+
+class BalancesDown(ExchangeBroker):
+    """The exchange answers orders but its balance endpoint fails every ``every``-th time."""
+
+    def __init__(self, exchange: FakeExchange, every: int) -> None:
+        super().__init__(exchange)
+        self.every, self.calls, self.failed = every, 0, 0
+
+    async def account(self) -> AccountSnapshot:
+        self.calls += 1
+        if self.calls > 1 and self.calls % self.every == 0:
+            self.failed += 1
+            raise RetryableBrokerError("cannot fetch the balance: 503", where="test")
+        return await super().account()
+
+
+def test_a_failed_balance_fetch_after_a_fill_defers_adoption_to_the_next_bar(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
+) -> None:
+    exchange = FakeExchange()
+    manager = _manager(tmp_path)
+    broker = BalancesDown(exchange, every=3)
+    runner, feed = _runner(bars, normalization, tmp_path, manager, broker=broker, retry=NO_WAIT)
+    asyncio.run(_drive(runner, feed))  # does not die
+    assert broker.failed >= 3
+    assert runner.lifecycle is RunnerState.STOPPED
+    assert (runner.book.cash, runner.book.qty) == (exchange.account.cash, exchange.account.qty)
+    manager.close()

@@ -90,6 +90,8 @@ DEFAULT_MAX_BACKOFF: Final = 60.0
 DEFAULT_PAGE_LIMIT: Final = 1000
 """Candles asked for per ``fetch_ohlcv`` call (Binance's maximum)."""
 DEFAULT_MAX_REMEMBERED: Final = 100_000
+DEFAULT_SETTLE_WAIT: Final = 5.0
+"""Seconds the broker asks again for an order the exchange shows as not finished yet."""
 DEFAULT_START_ATTEMPTS: Final = 5
 """Tries of each request while a feed starts before it gives up (polling retries for ever)."""
 
@@ -494,9 +496,13 @@ class ExchangeBroker:
 
     Transport faults carry their HTTP status as code (as SimBroker's injected faults do); rejections
     carry the exchange's own code. Errors that leave the order's fate open (all but rate limits) are
-    settled with :meth:`known` first: a filled order is reported filled. ``-2010 Duplicate order sent.``
-    returns :meth:`known`'s answer for the id. An id submitted before in this process returns its first
-    result without a request (filled and rejected orders; an errored one may be sent again).
+    settled with :meth:`known` first: a filled order is reported filled. An answer that does not tell
+    the order's end (no fill amount, or a status other than closed/canceled/rejected/expired: Binance's
+    ``ACK`` answer is the ids alone) is settled the same way, asking again for up to ``settle_wait``
+    seconds while the exchange shows the order open; the side reported is always the intent's.
+    ``-2010 Duplicate order sent.`` returns :meth:`known`'s answer for the id. An id submitted before in
+    this process returns its first result without a request (filled and rejected orders; an errored one
+    may be sent again).
 
     Binance refuses a client order id again only while its order is *open*, and a market order closes at
     once: so before sending an id it has not sent itself, the broker asks the exchange for it
@@ -523,6 +529,9 @@ class ExchangeBroker:
         options: extra ccxt config (see :func:`ccxt_client`).
         max_remembered: results kept per client order id for resends within this process.
         verify_ids: ask the exchange for a new client order id before sending it (see above).
+        settle_wait: seconds an order the exchange shows as not finished is asked for again before
+            its fate is reported open (an errored result; :meth:`known` raises
+            :class:`~envs.errors.RetryableBrokerError`).
     """
 
     def __init__(
@@ -539,7 +548,13 @@ class ExchangeBroker:
         options: Mapping[str, Any] | None = None,
         max_remembered: int = DEFAULT_MAX_REMEMBERED,
         verify_ids: bool = True,
+        settle_wait: float = DEFAULT_SETTLE_WAIT,
     ) -> None:
+        if not (isinstance(settle_wait, int | float) and math.isfinite(settle_wait) and settle_wait >= 0):
+            raise ConfigError(
+                f"settle_wait={settle_wait!r} must be >= 0 seconds", where="ExchangeBroker.settle_wait"
+            )
+        self.settle_wait = float(settle_wait)
         self.exchange_id = exchange_id
         self.verify_ids = verify_ids
         self.symbol = symbol
@@ -662,11 +677,13 @@ class ExchangeBroker:
             # closes at once: ask before sending an id this process has not sent.
             self._recorder.reset()
             try:
-                prior = await self._lookup(order.client_order_id)
+                prior = await self._lookup(order.client_order_id, order)
             except errors.AuthenticationError as exc:
                 self._auth_failed(exc)
             except errors.BaseError as exc:
                 return await self._from_error(order, quote, exc, sent=False)
+            except _StillOpen as exc:
+                return _still_open(order, quote, exc)
             if prior is not None:
                 return self._remember(prior)
         self._recorder.reset()
@@ -685,7 +702,28 @@ class ExchangeBroker:
             self._auth_failed(exc)
         except errors.BaseError as exc:
             return self._remember(await self._from_error(order, quote, exc))
-        return self._remember(self._from_order(raw, order.client_order_id, quote, order.qty))
+        if _settled(raw):
+            return self._remember(self._from_order(raw, order.client_order_id, quote, order.qty, order))
+        # An answer without the fill (Binance's ACK answer is just the ids; others answer "open" while a
+        # market order is matching): the order exists, so ask for it until it has settled.
+        try:
+            found = await self._lookup(order.client_order_id, order, quote)
+        except errors.AuthenticationError as exc:
+            self._auth_failed(exc)
+        except errors.BaseError as exc:
+            return await self._from_error(order, quote, exc)
+        except _StillOpen as exc:
+            return _still_open(order, quote, exc)
+        if found is None:  # answered as placed, yet unknown when asked: its fate is open
+            return _refusal(
+                order,
+                quote,
+                ErrorKind.NETWORK,
+                f"order {order.client_order_id} was acknowledged but the exchange does not show it",
+                None,
+                OrderStatus.ERRORED,
+            )
+        return self._remember(found)
 
     def _remember(self, result: OrderResult) -> OrderResult:
         if result.status is not OrderStatus.ERRORED:
@@ -722,7 +760,7 @@ class ExchangeBroker:
             message = text
             code = words.code
             if message == MSG_DUPLICATE_ORDER:
-                first = await self._known_quietly(order.client_order_id)
+                first = await self._known_quietly(order)
                 if first is not None:
                     return first
                 kind = ErrorKind.INVALID_ORDER
@@ -738,7 +776,7 @@ class ExchangeBroker:
                 kind = ErrorKind.UNKNOWN
         if ambiguous:
             # The request may have reached the exchange: only its answer for the id settles it.
-            found = await self._known_quietly(order.client_order_id)
+            found = await self._known_quietly(order)
             if found is not None and found.filled:
                 return found
             log.warning(
@@ -751,36 +789,69 @@ class ExchangeBroker:
         status_out = OrderStatus.ERRORED if kind.retryable else OrderStatus.REJECTED
         return _refusal(order, quote, kind, message, code, status_out)
 
-    async def _known_quietly(self, client_order_id: str) -> OrderResult | None:
+    async def _known_quietly(self, order: OrderIntent) -> OrderResult | None:
         try:
-            return await self.known(client_order_id)
+            return await self.known(order.client_order_id, order)
         except RetryableBrokerError as exc:
-            log.warning("cannot ask the exchange about order %s: %s", client_order_id, exc)
+            log.warning("cannot ask the exchange about order %s: %s", order.client_order_id, exc)
             return None
 
-    async def known(self, client_order_id: str) -> OrderResult | None:
+    async def known(self, client_order_id: str, intent: OrderIntent | None = None) -> OrderResult | None:
         """What became of the order sent under ``client_order_id``; ``None`` if the exchange never had it.
 
-        Raises :class:`~envs.errors.RetryableBrokerError` when the exchange cannot be asked now.
+        An order still open (a market order being matched) is asked for again, for up to
+        ``settle_wait`` seconds, until it has closed. ``intent``, when given, is the order this process
+        meant to send under the id: its side is reported.
+
+        Raises :class:`~envs.errors.RetryableBrokerError` when the exchange cannot be asked now or the
+        order is still open.
         """
         if self._spec is None:
             raise ConfigError("the broker has not started", where="ExchangeBroker", fix="await start() first")
         errors = _errors()
         try:
-            return await self._lookup(client_order_id)
+            return await self._lookup(client_order_id, intent)
         except errors.AuthenticationError as exc:
             self._auth_failed(exc)
         except errors.BaseError as exc:
             raise RetryableBrokerError(
                 f"cannot ask for order {client_order_id}: {_strip(str(exc))}", where=self._where
             ) from None
+        except _StillOpen as exc:
+            raise RetryableBrokerError(
+                str(exc), where=self._where, fix="ask again later: the exchange has not finished the order"
+            ) from None
 
-    async def _lookup(self, client_order_id: str) -> OrderResult | None:
-        """:meth:`known`, letting ccxt's errors through."""
+    async def _fetch(self, client_order_id: str) -> dict[str, Any] | None:
+        """The exchange's order under ``client_order_id`` once settled (``None``: it has none), asking
+        again while it is open; :class:`_StillOpen` after ``settle_wait`` seconds; ccxt's errors through."""
         errors = _errors()
-        try:
-            raw = await self._client.fetch_order("", self.symbol, {"origClientOrderId": client_order_id})
-        except errors.OrderNotFound:
+        delay = min(0.05, self.settle_wait) if self.settle_wait > 0.0 else 0.0
+        waited = 0.0
+        while True:
+            try:
+                raw = await self._client.fetch_order("", self.symbol, {"origClientOrderId": client_order_id})
+            except errors.OrderNotFound:
+                return None
+            if _settled(raw):
+                return dict(raw)
+            if waited >= self.settle_wait:
+                raise _StillOpen(
+                    f"order {client_order_id} is still {raw.get('status') or 'without a status'} at the "
+                    f"exchange (filled {raw.get('filled')}) after {waited:.3g} s"
+                )
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2.0, 1.0, max(self.settle_wait - waited, 0.01))
+
+    async def _lookup(
+        self, client_order_id: str, intent: OrderIntent | None = None, quote: Quote | None = None
+    ) -> OrderResult | None:
+        """:meth:`known`, letting ccxt's errors and :class:`_StillOpen` through. ``quote``: the price the
+        order was sent at (slippage is measured against it; else against the fill price)."""
+        errors = _errors()
+        raw = await self._fetch(client_order_id)
+        if raw is None:
             return None
         if not raw.get("fees") and float(raw.get("filled") or 0.0) > 0.0 and raw.get("id"):
             try:
@@ -789,18 +860,35 @@ class ExchangeBroker:
                 log.warning("order %s: fees unknown (%s); estimated", client_order_id, _strip(str(exc)))
             else:
                 raw = {**raw, "fees": [f for t in trades for f in (t.get("fees") or [t.get("fee")]) if f]}
+        if quote is not None and intent is not None:
+            return self._from_order(raw, client_order_id, quote, intent.qty, intent)
         stamp = raw.get("timestamp")
         time_ns = int(stamp) * _NS_PER_MS if stamp is not None else 0
         price = float(raw.get("average") or raw.get("price") or 0.0)
-        quote = Quote(time_ns, price, math.nan)
+        found = Quote(time_ns, price, math.nan)
         amount = float(raw.get("amount") or raw.get("filled") or 0.0)
-        return self._from_order(raw, client_order_id, quote, amount)
+        return self._from_order(raw, client_order_id, found, amount, intent)
 
     def _from_order(
-        self, raw: Mapping[str, Any], client_order_id: str, quote: Quote, requested: float
+        self,
+        raw: Mapping[str, Any],
+        client_order_id: str,
+        quote: Quote,
+        requested: float,
+        intent: OrderIntent | None,
     ) -> OrderResult:
+        """A settled order's result (see :func:`_settled`); the side is the intent's, else the answer's."""
         spec = self.spec
-        side = Side(str(raw.get("side") or "buy").lower())
+        if intent is not None:
+            side = intent.side
+        elif raw.get("side"):
+            side = Side(str(raw["side"]).lower())
+        else:
+            raise BrokerError(
+                f"the exchange's answer for order {client_order_id} names no side",
+                where=self._where,
+                fix="check the order on the exchange's website",
+            )
         filled = float(raw.get("filled") or 0.0)
         stamp = raw.get("timestamp")
         time_ns = int(stamp) * _NS_PER_MS if stamp is not None else quote.time_ns
@@ -838,6 +926,23 @@ class ExchangeBroker:
             fee,
             filled * abs(price - ref),
         )
+
+
+_SETTLED_STATES: Final = frozenset({"closed", "canceled", "cancelled", "rejected", "expired"})
+
+
+def _settled(raw: Mapping[str, Any]) -> bool:
+    """Whether an order answer tells the order's end: a final status and a fill amount (possibly 0)."""
+    return raw.get("filled") is not None and str(raw.get("status") or "").lower() in _SETTLED_STATES
+
+
+class _StillOpen(Exception):
+    """The exchange shows the order, but not finished yet (after the broker's ``settle_wait``)."""
+
+
+def _still_open(order: OrderIntent, quote: Quote, exc: _StillOpen) -> OrderResult:
+    """An order the exchange has not finished: its fate is open (an errored result, not remembered)."""
+    return _refusal(order, quote, ErrorKind.TIMEOUT, str(exc), None, OrderStatus.ERRORED)
 
 
 def _fee_in_quote(raw: Mapping[str, Any], spec: MarketSpec, price: float) -> float | None:

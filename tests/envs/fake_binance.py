@@ -14,7 +14,8 @@ and error codes, and a clock the test controls:
 ``POST /api/v3/order``     signed; MARKET orders only; ``newClientOrderId`` checked against Binance's
                            pattern (``-1100``, at most 36 characters) and deduplicated (``-2010
                            Duplicate order sent.``); filters and balance checked in Binance's order
-                           and wording; fills at :attr:`FakeBinance.price` (or the forming candle's open)
+                           and wording; fills at :attr:`FakeBinance.price` (or the forming candle's open);
+                           answered as ``newOrderRespType`` asks (``ACK``: the ids only)
 ``GET /api/v3/order``      signed; by ``origClientOrderId`` or ``orderId`` (``-2013 Order does not exist.``)
 ``GET /api/v3/myTrades``   signed; the fills of an order (commission and its asset)
 =========================  ===========================================================================
@@ -40,7 +41,8 @@ As a separate process (e.g. a runner in a subprocess trading against it)::
 
     python tests/envs/fake_binance.py --port P --data BARS.csv --state STATE.json \\
         [--symbol BTC/USDT] [--key K --secret S] [--start ROW] [--speed X] [--cash 10000] \\
-        [--dedupe all|open] [--min-notional 5] [--step-size 0.00001] [--tick-size 0.01]
+        [--dedupe all|open] [--min-notional 5] [--step-size 0.00001] [--tick-size 0.01] \\
+        [--resp-type ACK|RESULT|FULL] [--open-queries N]
 
 It prints ``READY http://127.0.0.1:P`` on stdout once it listens (``--port 0`` picks a free port) and
 stops on SIGTERM/SIGINT. ``--state`` holds balances, orders, the clock and the price as JSON, written
@@ -135,6 +137,8 @@ TIMEOUT_KINDS = ("timeout", "timeout_filled")
 _ORDER_PATH = "/api/v3/order"
 _CLIENT_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 _SECOND_SYMBOL = ("ETHBTC", "ETH", "BTC")
+_RESP_TYPES = ("ACK", "RESULT", "FULL")
+_ACK_FIELDS = ("symbol", "orderId", "orderListId", "clientOrderId", "transactTime")
 
 
 def market_id(symbol: str) -> str:
@@ -178,6 +182,10 @@ class FakeBinance:
         dedupe: ``"all"``: a client order id ever accepted is refused again (``-2010 Duplicate order
             sent.``); ``"open"``: Binance's own rule, only ids of open orders are refused, and market
             orders never stay open, so a resent id trades again (``orders`` then shows it twice).
+        resp_type: answer orders as ``newOrderRespType`` ``"ACK"`` (ids only), ``"RESULT"`` or
+            ``"FULL"`` whatever the request asks (``None``: as asked, ``FULL`` by default).
+        open_queries: the first this many queries of each new order show it ``NEW`` with nothing
+            executed (an order still being matched).
     """
 
     def __init__(
@@ -201,9 +209,13 @@ class FakeBinance:
         host: str = "127.0.0.1",
         port: int = 0,
         dedupe: str = "all",
+        resp_type: str | None = None,
+        open_queries: int = 0,
     ) -> None:
         if dedupe not in ("all", "open"):
             raise ValueError(f"dedupe={dedupe!r}: use 'all' or 'open'")
+        if resp_type not in (None, *_RESP_TYPES):
+            raise ValueError(f"resp_type={resp_type!r}: use one of {_RESP_TYPES} or None")
         self.dedupe = dedupe
         self.symbol = symbol or str(bars.attrs.get("symbol") or "BTC/USDT")
         self.id = market_id(self.symbol)
@@ -231,6 +243,12 @@ class FakeBinance:
         self.requests: list[tuple[str, str]] = []
         """(method, path) of every request received."""
         self._scripts: deque[_Script] = deque()
+        self.resp_type = resp_type
+        """Answer every order with this ``newOrderRespType`` (``"ACK"``: the ids only, ``"RESULT"``: no
+        fills, ``"FULL"``); ``None``: the type the request asks for (Binance's default ``FULL``)."""
+        self.open_queries = open_queries
+        """Queries of a new order (``GET /api/v3/order``) that show it still ``NEW`` and unfilled."""
+        self._open_left: dict[str, int] = {}
         first = int(self._open_ms[0]) + self.timeframe_ms if len(self._open_ms) else 0
         self._time_ms = first if time_ms is None else int(time_ms)
         self._anchor = time.monotonic()
@@ -521,7 +539,13 @@ class FakeBinance:
             ],
         }
         self.orders.append(order)
+        self._open_left[cid] = self.open_queries
         self._save_state()
+        kind = (self.resp_type or params.get("newOrderRespType") or "FULL").upper()
+        if kind == "ACK":
+            return 200, {k: order[k] for k in _ACK_FIELDS}
+        if kind == "RESULT":
+            return 200, {k: v for k, v in order.items() if k != "fills"}
         return 200, order
 
     def _query_view(self, order: dict[str, Any]) -> dict[str, Any]:
@@ -649,7 +673,12 @@ class FakeBinance:
         order = self._find(dict(request.query))
         if order is None:
             return _json(BODY_NO_ORDER, status=400)
-        return _json(self._query_view(order))
+        view = self._query_view(order)
+        left = self._open_left.get(order["clientOrderId"], 0)
+        if left > 0:  # still being matched: shown as a new, unfilled order
+            self._open_left[order["clientOrderId"]] = left - 1
+            view.update({"status": "NEW", "executedQty": "0", "cummulativeQuoteQty": "0"})
+        return _json(view)
 
     async def _my_trades(self, request: web.Request) -> web.Response:
         refused = self._check_signed(request, "")
@@ -765,6 +794,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default="all",
         help="refuse every reused client order id (all) or, as Binance does, only those of open orders",
     )
+    p.add_argument(
+        "--resp-type",
+        choices=_RESP_TYPES,
+        default=None,
+        help="answer every order with this newOrderRespType (default: as the request asks)",
+    )
+    p.add_argument(
+        "--open-queries", type=int, default=0, help="queries of a new order that show it still NEW"
+    )
     return p.parse_args(argv)
 
 
@@ -811,6 +849,8 @@ async def _serve(args: argparse.Namespace) -> None:
         state_path=args.state,
         port=args.port,
         dedupe=args.dedupe,
+        resp_type=args.resp_type,
+        open_queries=args.open_queries,
     )
     await fake.start()
     fake._save_state()

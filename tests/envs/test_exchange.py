@@ -359,6 +359,58 @@ def test_a_timed_out_order_is_settled_by_asking_the_exchange() -> None:
     run(scenario)
 
 
+@pytest.mark.parametrize("how", ["fake", "client"])
+def test_an_order_answered_with_its_ids_only_is_settled_by_asking(how: str) -> None:
+    """Binance's ACK answer (``newOrderRespType=ACK``) holds no fill, no status and no side: the broker
+    asks for the order and books its fill, on the intent's side, as a FULL answer would be booked."""
+
+    async def scenario() -> None:
+        fake_kw: dict[str, Any] = {"resp_type": "ACK"} if how == "fake" else {}
+        ack = {"options": {"newOrderRespType": {"market": "ACK"}}} if how == "client" else {}
+        opts = {**NO_LIMIT, **ack}
+        async with exchange(base_qty=1.0, **fake_kw) as fake:
+            b = ExchangeBroker("binance", SYMBOL, KEYS, api_url=fake.url, options=opts, verify_ids=False)
+            try:
+                await b.start()
+                fake.requests.clear()
+                sold = await b.submit(_order("ack-1", 0.01, Side.SELL), _quote(fake))
+                assert sold.filled
+                assert (sold.side, sold.filled_qty) == (Side.SELL, pytest.approx(0.01))
+                assert sold.price == pytest.approx(fake.market_price())
+                assert sold.fee == pytest.approx(0.01 * fake.market_price() * 0.001)
+                assert ("GET", "/api/v3/order") in fake.requests  # asked after the bare answer
+                assert len(fake.orders) == 1
+            finally:
+                await b.close()
+
+    run(scenario)
+
+
+def test_an_order_still_open_is_asked_for_until_it_closes_within_the_settle_wait() -> None:
+    async def scenario() -> None:
+        async with exchange(resp_type="RESULT", open_queries=2) as fake, broker(fake) as b:
+            # RESULT answers are complete; open_queries only affects the queries: book at once.
+            done = await b.submit(_order("o-1", 0.01), _quote(fake))
+            assert done.filled
+        async with exchange(resp_type="ACK", open_queries=2) as fake, broker(fake, verify_ids=False) as b:
+            result = await b.submit(_order("o-2", 0.01), _quote(fake))
+            assert result.filled  # NEW twice, then FILLED
+            assert result.filled_qty == pytest.approx(0.01)
+            queries = [r for r in fake.requests if r == ("GET", "/api/v3/order")]
+            assert len(queries) == 3
+        async with (
+            exchange(resp_type="ACK", open_queries=50) as fake,
+            broker(fake, verify_ids=False, settle_wait=0.0) as b,
+        ):
+            lost = await b.submit(_order("o-3", 0.01), _quote(fake))
+            assert (lost.status, lost.kind) == (OrderStatus.ERRORED, ErrorKind.TIMEOUT)
+            assert "order o-3 is still open" in lost.message
+            with pytest.raises(RetryableBrokerError, match="order o-3 is still open"):
+                await b.known("o-3")
+
+    run(scenario)
+
+
 def test_known_answers_by_client_order_id() -> None:
     async def scenario() -> None:
         async with exchange() as fake, broker(fake) as b:

@@ -36,7 +36,14 @@ arithmetic), and after every fill the exchange's balances are adopted again (a b
 charged in the base asset). A transient failure (rate limit, timeout, 5xx, network) is retried within
 the bar as the learned resolution says (see :meth:`LiveRunner._submit_with_retries` and
 :class:`RetryPolicy`; wall-time back-off between attempts, every attempt fed to the error learner, the
-retried attempts reported in ``info["retries"]``).
+retried attempts reported in ``info["retries"]``). An attempt whose fate a failure left open is looked
+up several times before anything else is sent; if the exchange cannot be asked, the order stays logged
+as sent, no new order goes out, and it is settled (booked, or void if the exchange never had it) at the
+next bar or at restart. A balance fetch that fails after a fill is repeated at the next bar.
+
+**Backlog.** After a pause a live feed yields the bars that closed meanwhile in a burst
+(``feed.backlog > 0`` while the bar is not the newest): those bars are marked, extend the history and
+are learned from, but only the newest is decided on; one warning says how many were not traded.
 
 **Restart safety** (with ``state_dir``, see :mod:`agents.runner_state`). After every bar and every
 booked order a checkpoint is committed: the account (cash, position, average price, the open trade and
@@ -290,7 +297,9 @@ class RetryPolicy:
         lookups: how many times the exchange is asked about an order whose fate a failure left open
             (timeout, 5xx, network, "execution status unknown"), with the same back-off between the
             questions: the order counts as absent (and is sent again under a new id) only when the
-            exchange answered "unknown order" at least twice (once if ``lookups`` is 1); when the
+            exchange, asked all these times, answered "unknown order" to the last question and to at
+            least one other (a request that timed out may still reach the matching engine a little
+            later); when the
             questions themselves keep failing, its fate stays unknown and the order is left to the next
             bar (nothing is sent meanwhile).
     """
@@ -632,6 +641,8 @@ class LiveRunner:
         self._connected = False
         self._unsettled: dict[str, tuple[SentOrder, int]] = {}  # orders whose fate is unknown, their row
         self._adopt_due: str | None = None  # a fill whose balances could not be fetched yet
+        self._stale = 0  # backlog bars learned from but not traded, not yet reported
+        self._stale_ns = 0  # the last of them
         self._skipping = False
         self._row_map: dict[int, int] = {}  # rows of the checkpoint -> rows of this process
         self.last_decision = "none yet"
@@ -890,9 +901,38 @@ class LiveRunner:
                 fix="await runner.process(bar) after await runner.connect(), or run() the runner",
             )
         info, decision = self._process(bar)
+        decision = self._unless_stale(decision)
         if decision is not None:
             self._decide(decision)
         return info
+
+    def _unless_stale(self, decision: _Decision | None) -> _Decision | None:
+        """``decision`` if its bar is the newest the feed has; ``None`` for a bar of a backlog.
+
+        After a pause (a network outage, a slow restart) a live feed yields the bars that closed
+        meanwhile one after the other; their quotes are the next candle's open, long past. Those bars
+        are marked, extend the history and are learned from, but only the newest is decided on (one
+        order at the market now, not one per missed bar). A replayed feed has no backlog.
+        """
+        if decision is None:
+            return None
+        if getattr(self.feed, "backlog", 0) > 0:
+            if self._stale == 0:
+                log.warning(
+                    "catching up on bars that closed while the runner was away: trading only the newest"
+                )
+            self._stale += 1
+            self._stale_ns = decision.bar.time_ns
+            self._decided(decision.bar.time_ns)
+            return None
+        if self._stale:
+            log.warning(
+                "%d stale bar(s) up to %s were learned from but not traded",
+                self._stale,
+                _iso(self._stale_ns),
+            )
+            self._stale = 0
+        return decision
 
     async def process(self, bar: Bar) -> dict[str, Any] | None:
         """Process one closed bar (what :meth:`run` does per bar); returns the step's ``info``."""
@@ -905,6 +945,7 @@ class LiveRunner:
             if self._adopt_due is not None:
                 await self._adopt_after(self._adopt_due)
         info, decision = self._process(bar)
+        decision = self._unless_stale(decision)
         if decision is not None:
             if self._async:
                 await self._decide_async(decision)
@@ -1202,29 +1243,34 @@ class LiveRunner:
     async def _settle(self, client_order_id: str) -> tuple[_Fate, OrderResult | None]:
         """Ask the exchange what became of ``client_order_id`` (see :attr:`RetryPolicy.lookups`).
 
-        ``FOUND`` with the exchange's answer; ``ABSENT`` once it said "unknown order" twice (a wait
-        apart) or once when only one question is allowed; ``UNKNOWN`` when it could not be asked often
-        enough to tell.
+        ``FOUND`` with the exchange's answer as soon as it has the order. Otherwise the exchange is asked
+        all :attr:`RetryPolicy.lookups` times, :meth:`RetryPolicy.wait` seconds apart (a request that
+        timed out may still reach the matching engine a little later): ``ABSENT`` when the last answer
+        and at least one more (or the only one, with one lookup) were "unknown order"; ``UNKNOWN`` when
+        the exchange could not be asked often enough to tell.
         """
         broker = cast("AsyncBroker", self.broker)
         policy = self.retry
         need = min(2, policy.lookups)
         absent = 0
+        last_absent = False
         for k in range(1, policy.lookups + 1):
             try:
                 found = await broker.known(client_order_id)
             except RetryableBrokerError as exc:
                 log.warning("cannot ask the exchange about order %s (%s)", client_order_id, exc.problem)
+                last_absent = False
             else:
                 if found is not None:
                     return _Fate.FOUND, found
                 absent += 1
-                if absent >= need:
-                    return _Fate.ABSENT, None
+                last_absent = True
             if k < policy.lookups:
                 wait = policy.wait(k)
                 if wait > 0.0:
                     await asyncio.sleep(wait)
+        if last_absent and absent >= need:
+            return _Fate.ABSENT, None
         return _Fate.UNKNOWN, None
 
     async def _settle_unsettled(self) -> None:
@@ -1322,8 +1368,13 @@ class LiveRunner:
             if transient and kind is not ErrorKind.RATE_LIMIT:
                 # A timeout, 5xx or dropped connection leaves the order's fate open: settle it first.
                 fate, found = await self._settle(current.client_order_id)
-                if found is not None and found.filled:
-                    log.info("order %s reached the exchange after all", current.client_order_id)
+                if found is not None:
+                    # The exchange has the order: its answer is the order's (filled or not).
+                    log.info(
+                        "order %s reached the exchange after all (%s)",
+                        current.client_order_id,
+                        found.status.value,
+                    )
                     result, transient = found, False
                 elif fate is _Fate.UNKNOWN:
                     log.warning(

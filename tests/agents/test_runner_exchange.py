@@ -531,3 +531,14 @@ def test_a_failed_lookup_leaves_the_order_to_the_next_bar_and_never_resends_it(t
         store.close()
     assert runner.book.cash == pytest.approx(fake.balances[fake.quote], rel=1e-9)
     assert abs(runner.book.qty - fake.balances[fake.base]) < 1e-5  # at most dust below the lot step
+
+
+def test_after_a_pause_only_the_newest_bar_is_traded(tmp_path: Path) -> None:
+    # Six bars close at once: the first five are a backlog (marked, learned from, not traded); the
+    # newest one is decided on. Without the backlog rule the alternating policy sends an order per bar.
+    runner, _, orders = _on_fake(tmp_path, {}, bars_to_trade=1, jump=5)
+    assert runner.bars == 6
+    assert len(runner.infos) == 5  # every bar after the first is a step, traded or not
+    assert len(orders) == 1
+    newest = int(_btc().index[NOW_ROW + 6].value)
+    assert orders[0]["clientOrderId"].endswith(f"-{newest // 1_000_000}-0")

@@ -535,3 +535,58 @@ def test_a_failed_balance_fetch_after_a_fill_defers_adoption_to_the_next_bar(
     assert runner.lifecycle is RunnerState.STOPPED
     assert (runner.book.cash, runner.book.qty) == (exchange.account.cash, exchange.account.qty)
     manager.close()
+
+
+class LateArrival(ExchangeBroker):
+    """Every ``every``-th fresh order times out on the way in and reaches the matching engine only after
+    the exchange was asked about it ``after`` times (Binance's "execution status unknown")."""
+
+    def __init__(self, exchange: FakeExchange, every: int, after: int) -> None:
+        super().__init__(exchange)
+        self.every, self.after, self.fresh = every, after, 0
+        self.late: dict[str, tuple[OrderIntent, Quote, int]] = {}
+        self.arrived: list[str] = []
+
+    async def submit(self, order: OrderIntent, quote: Quote) -> OrderResult:
+        cid = order.client_order_id
+        if cid not in self.exchange.orders and cid not in self.late:
+            self.fresh += 1
+            if self.fresh % self.every == 0:
+                self.late[cid] = (order, quote, 0)
+                return OrderResult(
+                    cid, order.symbol, order.side, quote.time_ns, order.qty, quote.price,
+                    OrderStatus.ERRORED, kind=ErrorKind.TIMEOUT, code="-1007",
+                    message="Timeout waiting for response from backend server. Send status unknown; "
+                    "execution status unknown.",
+                )  # fmt: skip
+        return await super().submit(order, quote)
+
+    async def known(self, client_order_id: str) -> OrderResult | None:
+        late = self.late.get(client_order_id)
+        if late is not None:
+            order, quote, asked = late
+            if asked + 1 < self.after:
+                self.late[client_order_id] = (order, quote, asked + 1)
+                return None
+            del self.late[client_order_id]
+            self.exchange.submit(order, quote)
+            self.arrived.append(client_order_id)
+        return await super().known(client_order_id)
+
+
+def test_an_ambiguous_failure_is_looked_up_several_times_before_a_new_id_is_sent(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
+) -> None:
+    # The order shows up at the third question: one or two lookups would send a duplicate "-r1".
+    exchange = FakeExchange()
+    manager = _manager(tmp_path)
+    broker = LateArrival(exchange, every=4, after=3)
+    runner, feed = _runner(bars, normalization, tmp_path, manager, broker=broker, retry=NO_WAIT)
+    asyncio.run(_drive(runner, feed))
+    assert len(broker.arrived) >= 3
+    assert not [cid for cid in exchange.received if "-r" in cid]
+    booked = {o.order_id: o for i in runner.infos for o in i["orders"]}
+    for cid in broker.arrived:
+        assert booked[cid] == exchange.orders[cid]
+    assert (runner.book.cash, runner.book.qty) == (exchange.account.cash, exchange.account.qty)
+    manager.close()

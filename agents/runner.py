@@ -76,8 +76,11 @@ import contextlib
 import dataclasses
 import logging
 import math
+import re
+import secrets
 import shutil
 import signal
+import string
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -149,6 +152,15 @@ _RESTORED_DECISION_ROW: Final = 2**62 + 1
 _SET_STATE: Final = "set_learned_state"
 _APPLY_RESOLUTION: Final = "apply_resolution"
 _NOTHING: Final = Execution((), (), (), ())
+MAX_CLIENT_ID_CHARS: Final = 36
+"""Binance's limit on a client order id (``^[.A-Z:/a-z0-9_-]{1,36}$``), the strictest of the venues."""
+_CLIENT_ID: Final = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
+_TOKEN_CHARS: Final = string.ascii_lowercase + string.digits
+TOKEN_CHARS: Final = 4
+"""Length of the random per-state token in client order ids (36**4, 1.7 million, values)."""
+_SYMBOL_ID_CHARS: Final = 12  # envs.core keeps this many characters of the symbol in an id
+_MS_DIGITS: Final = 13  # a millisecond timestamp until the year 2286
+_SEQ_DIGITS: Final = 1  # orders per decision: the kill switch's close and the policy's order
 _FILLED = OrderStatus.FILLED
 _REJECTED = OrderStatus.REJECTED
 
@@ -394,7 +406,14 @@ class LiveRunner:
             :class:`~envs.live.PaperBroker` over the runner's account) or an
             :class:`~envs.broker.AsyncBroker` (an exchange).
         risk: live risk limits.
-        id_prefix: first part of the client order ids (deterministic: ``<prefix>-<symbol>-<ms>-<n>``).
+        id_prefix: first part of the client order ids, followed by a short random token of the state
+            directory: ids are ``<prefix><token>-<symbol>-<decision ms>-<n>`` (``-r<k>`` for retries).
+            The token is drawn at the first start and kept in the checkpoint, so a restarted runner
+            sends the same ids (the exchange deduplicates them), while two runners on one account and
+            symbol (two bundles, two timeframes) never share an id. With an exchange, the ids must fit
+            Binance's 36 characters: :meth:`build` refuses a prefix that makes them too long.
+        id_token: the token itself (tests; ``None``: the checkpoint's, else a fresh random one). A
+            checkpoint's token always wins over this one.
         max_history: bars the features are computed over.
         status_every: log the status line every this many bars (0: never).
         state_dir: where the checkpoint and the order log go (see :mod:`agents.runner_state`); ``None``
@@ -418,6 +437,7 @@ class LiveRunner:
         broker: Broker | AsyncBroker | None = None,
         risk: RiskLimits | None = None,
         id_prefix: str = "live",
+        id_token: str | None = None,
         max_history: int = DEFAULT_MAX_HISTORY,
         status_every: int = 0,
         state_dir: Path | None = None,
@@ -441,6 +461,7 @@ class LiveRunner:
         self.manager = manager
         self.risk = risk or RiskLimits()
         self.id_prefix = id_prefix
+        self._given_token = id_token
         self.max_history = max_history
         self.status_every = status_every
         self.state_dir = None if state_dir is None else Path(state_dir)
@@ -590,6 +611,13 @@ class LiveRunner:
                 fix="give paper and exchange runs their own --state-dir",
             )
         self._venue = venue
+        if checkpoint is not None:
+            self.id_token = str(checkpoint.get("id_token", ""))  # older checkpoints: no token
+        elif self._given_token is not None:
+            self.id_token = self._given_token
+        else:
+            self.id_token = "".join(secrets.choice(_TOKEN_CHARS) for _ in range(TOKEN_CHARS))
+        self._check_ids(isinstance(broker, AsyncBroker))
         self._snapshots: OrderedDict[int, dict[str, dict[str, float]]] = OrderedDict()
         if checkpoint is None:
             self.book = Portfolio(spec.symbol, self._portfolio_config, snapshot=self._snapshot_of)
@@ -609,7 +637,7 @@ class LiveRunner:
             _AwaitedBroker() if self._async else cast("Broker", self.broker),
             rebalance_band=s.rebalance_band,
             order_hook=self.hook,
-            id_prefix=self.id_prefix,
+            id_prefix=self.id_prefix + self.id_token,
         )
         if switches.enabled:
             self._vec = _LiveVecEnv(self)
@@ -662,6 +690,30 @@ class LiveRunner:
             if decision is not None:
                 self._decide(decision)
         return self
+
+    def _check_ids(self, exchange: bool) -> None:
+        """Refuse an id prefix that makes client order ids invalid (or, on an exchange, too long)."""
+        first = self.id_prefix + self.id_token
+        retry = len(f"-r{self.retry.max_attempts - 1}") if self.retry.max_attempts > 1 else 0
+        symbol = min(len(re.sub(r"[^A-Za-z0-9]", "", self.spec.symbol)), _SYMBOL_ID_CHARS) or 1
+        longest = len(first) + 1 + symbol + 1 + _MS_DIGITS + 1 + _SEQ_DIGITS + retry
+        if not first or "-" in first or not _CLIENT_ID.fullmatch(first):
+            raise ConfigError(
+                f"id prefix {self.id_prefix!r} is not usable in client order ids",
+                where="--id-prefix",
+                fix="letters, digits, '.', ':', '/' or '_' (no '-'), e.g. 'live'",
+            )
+        if exchange and longest > MAX_CLIENT_ID_CHARS:
+            room = len(self.id_prefix) - (longest - MAX_CLIENT_ID_CHARS)
+            raise ConfigError(
+                f"id prefix {self.id_prefix!r} makes client order ids up to {longest} characters long "
+                f"(the exchange allows {MAX_CLIENT_ID_CHARS}: prefix, {len(self.id_token)}-character "
+                f"token, symbol, decision time, number and retry suffix)",
+                where="--id-prefix",
+                fix=f"use a prefix of at most {max(room, 0)} characters"
+                if room >= 0
+                else "use an empty prefix and fewer retry attempts",
+            )
 
     async def connect(self) -> None:
         """Start the feed (back-fill) and the broker (market rules, order and balance reconciliation).
@@ -1542,7 +1594,7 @@ class LiveRunner:
             when = self.feed.quote()
             time_ns = when.time_ns if when is not None else (self._times[-1] if self._times else 0)
             state["trade"] = {
-                "trade_id": f"{self.id_prefix}-adopted-{time_ns // 1_000_000}",
+                "trade_id": f"{self.id_prefix}{self.id_token}-adopted-{time_ns // 1_000_000}",
                 "side": 1 if qty > 0.0 else -1,
                 "entry_time_ns": time_ns,
                 "entry_bar": self.core.bar_index,
@@ -1660,6 +1712,7 @@ class LiveRunner:
             {
                 "symbol": self.spec.symbol,
                 "venue": self._venue,
+                "id_token": self.id_token,
                 "done_ns": self._done_ns,
                 "decided_ns": self._decided_ns,
                 "bars": self.bars,

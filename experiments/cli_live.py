@@ -147,6 +147,15 @@ def live_command(
     status_every: Annotated[
         int, typer.Option("--status-every", help="Log a status line every N bars.")
     ] = 100,
+    id_prefix: Annotated[
+        str,
+        typer.Option(
+            "--id-prefix",
+            help="Start of every client order id; a random 4-character token of the state directory "
+            "follows it (kept across restarts), so runners sharing an account never reuse an id. On "
+            "an exchange, ids must fit 36 characters: a longer prefix is refused at start.",
+        ),
+    ] = "live",
 ) -> None:
     """Trade a promoted bundle bar by bar, on paper over a replay of --data or on an exchange (Ctrl-C
     stops it with the state saved; running it again with the same --state-dir continues).
@@ -248,6 +257,7 @@ def live_command(
         risk=risk,
         status_every=status_every,
         max_bars=max_bars,
+        id_prefix=id_prefix,
     )
     runner.build()
     asyncio.run(runner.run())

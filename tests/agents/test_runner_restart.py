@@ -32,7 +32,7 @@ from agents.switches import LearningSwitches
 from agents.wrappers import INFO_EVENTS
 from envs.broker import AccountSnapshot, OrderIntent, Quote, SimBroker
 from envs.data import load_dataset
-from envs.errors import RetryableBrokerError
+from envs.errors import ConfigError, RetryableBrokerError
 from envs.events import ErrorKind, OrderResult, OrderStatus
 from envs.features import FeatureConfig, NormalizationStats, compute_features
 from envs.live import ReplayFeed
@@ -186,7 +186,7 @@ def _runner(
     runner = LiveRunner(
         feed, MomentumPolicy(len(normalization.columns)), spec=SPEC, features=FeatureConfig(),
         normalization=normalization, env=SETTINGS, switches=LearningSwitches(), manager=manager,
-        state_dir=root, id_prefix="live", **kwargs,
+        state_dir=root, **{"id_prefix": "live", "id_token": "", **kwargs},
     )  # fmt: skip
     return runner.build(), feed
 
@@ -453,7 +453,7 @@ def child_main(root: str, pace: float) -> None:
     runner = LiveRunner(
         feed, MomentumPolicy(len(normalization.columns)), spec=SPEC, features=FeatureConfig(),
         normalization=normalization, env=SETTINGS, switches=LearningSwitches(), manager=manager,
-        state_dir=Path(root), id_prefix="live",
+        state_dir=Path(root), id_prefix="live", id_token="",
     )  # fmt: skip
     runner.build()
     asyncio.run(runner.run())
@@ -590,3 +590,50 @@ def test_an_ambiguous_failure_is_looked_up_several_times_before_a_new_id_is_sent
         assert booked[cid] == exchange.orders[cid]
     assert (runner.book.cash, runner.book.qty) == (exchange.account.cash, exchange.account.qty)
     manager.close()
+
+
+def test_client_ids_carry_a_token_of_the_state_directory_kept_across_restarts(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
+) -> None:
+    tokens = {}
+    for name in ("a", "b"):
+        manager = _manager(tmp_path / name)
+        runner, feed = _runner(bars, normalization, tmp_path / name, manager, id_token=None)
+        asyncio.run(_drive(runner, feed, stop_after=60))
+        tokens[name] = runner.id_token
+        ids = [o.intent.client_order_id for o in RunnerStore.with_learning(manager).orders()]
+        assert ids
+        assert all(cid.startswith(f"live{runner.id_token}-") for cid in ids)
+        _crash(runner, manager)
+    assert len(tokens["a"]) == 4
+    assert tokens["a"] != tokens["b"]  # two runners on one account never share an id
+    manager = _manager(tmp_path / "a")
+    runner, feed = _runner(bars, normalization, tmp_path / "a", manager, id_token="zzzz")
+    assert runner.id_token == tokens["a"]  # the checkpoint's token: a restart sends the same ids
+    runner.stop()
+    manager.close()
+
+
+def test_an_id_prefix_too_long_for_the_exchange_is_refused_at_build(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
+) -> None:
+    # <prefix><token>-EURUSD-<13 digits>-<n>-r2: 26 characters besides prefix and token.
+    manager = _manager(tmp_path)
+    try:
+        with pytest.raises(ConfigError, match=r"not usable") as info:
+            _runner(bars, normalization, tmp_path, manager, id_prefix="live-x")
+        assert info.value.where == "--id-prefix"
+        with pytest.raises(ConfigError, match=r"up to 37 characters") as info:
+            _runner(
+                bars, normalization, tmp_path, manager, broker=ExchangeBroker(FakeExchange()),
+                id_prefix="livexyz", id_token="abcd",
+            )  # fmt: skip
+        assert info.value.where == "--id-prefix"
+        assert "at most 6 characters" in str(info.value)
+        runner, _ = _runner(
+            bars, normalization, tmp_path, manager, broker=ExchangeBroker(FakeExchange()),
+            id_prefix="livexy", id_token="abcd",
+        )  # fmt: skip
+        runner.stop()
+    finally:
+        manager.close()

@@ -506,7 +506,9 @@ class ExchangeBroker:
 
     Binance refuses a client order id again only while its order is *open*, and a market order closes at
     once: so before sending an id it has not sent itself, the broker asks the exchange for it
-    (``verify_ids``, one query per new order) and returns the earlier order's result if there is one. A
+    (``verify_ids``, one query per new order) and returns the earlier order's result if there is one.
+    An order found under the id (here or by :meth:`known` with the intent) whose side or quantity (beyond
+    the lot step's rounding) is not the intent's is someone else's: :class:`~envs.errors.BrokerError`. A
     failed query leaves the order unsent (an errored, retryable result). Requests are made one at a
     time: do not call the broker's coroutines concurrently.
 
@@ -853,6 +855,8 @@ class ExchangeBroker:
         raw = await self._fetch(client_order_id)
         if raw is None:
             return None
+        if intent is not None:
+            self._check_ours(raw, intent)
         if not raw.get("fees") and float(raw.get("filled") or 0.0) > 0.0 and raw.get("id"):
             try:
                 trades = await self._client.fetch_order_trades(raw["id"], self.symbol)
@@ -868,6 +872,27 @@ class ExchangeBroker:
         found = Quote(time_ns, price, math.nan)
         amount = float(raw.get("amount") or raw.get("filled") or 0.0)
         return self._from_order(raw, client_order_id, found, amount, intent)
+
+    def _check_ours(self, raw: Mapping[str, Any], intent: OrderIntent) -> None:
+        """Refuse an order found under the intent's client order id that is not the intent's: another
+        side, or another quantity beyond the lot step's rounding (someone else used the id)."""
+        cid = intent.client_order_id
+        side = raw.get("side")
+        amount = raw.get("amount")
+        step = self.spec.qty_step
+        tolerance = (step if step > 0.0 else 0.0) + 1e-9 * max(abs(intent.qty), 1.0)
+        other_side = bool(side) and str(side).lower() != str(intent.side)
+        other_qty = amount is not None and abs(float(amount) - intent.qty) > tolerance
+        if other_side or other_qty:
+            theirs = f"{str(side or '?').lower()} of {amount if amount is not None else '?'}"
+            raise BrokerError(
+                f"the exchange has an order under client order id {cid} that is not this one (a {theirs} "
+                f"{self.symbol}, not a {intent.side} of {intent.qty:.10g}): another runner or person used "
+                "the id; it is not booked as this order's fill",
+                where=self._where,
+                fix="give each runner its own state directory (its own client order id prefix), and check "
+                "the account's recent orders",
+            )
 
     def _from_order(
         self,

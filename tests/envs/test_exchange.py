@@ -286,7 +286,8 @@ def test_a_resent_client_order_id_never_trades_twice(dedupe: str, verify_ids: bo
             assert filled.filled
             fake.price = fake.market_price() * 1.1  # a resend would fill elsewhere
             async with broker(fake, verify_ids=verify_ids) as restarted:  # no memory of dup-1
-                again = await restarted.submit(_order("dup-1", 0.02), _quote(fake))
+                # The same order again (a restart resends what it logged): the first one's result.
+                again = await restarted.submit(_order("dup-1", 0.01), _quote(fake))
             assert fake.duplicates == refused
             assert len(fake.orders) == 1
             assert again.filled
@@ -407,6 +408,31 @@ def test_an_order_still_open_is_asked_for_until_it_closes_within_the_settle_wait
             assert "order o-3 is still open" in lost.message
             with pytest.raises(RetryableBrokerError, match="order o-3 is still open"):
                 await b.known("o-3")
+
+    run(scenario)
+
+
+def test_an_order_found_under_our_id_that_is_not_ours_is_refused_not_booked() -> None:
+    """Two runners sharing a client order id prefix: the second finds the first's order under its id."""
+
+    async def scenario() -> None:
+        async with exchange(dedupe="open", base_qty=1.0) as fake, broker(fake) as a, broker(fake) as b:
+            mine = await a.submit(_order("shared-1", 0.01), _quote(fake))
+            assert mine.filled
+            with pytest.raises(BrokerError, match="another runner or person used the id") as err:
+                await b.submit(_order("shared-1", 0.002, Side.SELL), _quote(fake))
+            assert "shared-1" in str(err.value)
+            assert "its own state directory" in str(err.value)
+            with pytest.raises(BrokerError, match="client order id shared-1 that is not this one"):
+                await b.submit(_order("shared-1", 0.02), _quote(fake))  # same side, twice the size
+            with pytest.raises(BrokerError, match="another runner or person"):
+                await b.known("shared-1", _order("shared-1", 0.5, Side.SELL))
+            assert len(fake.orders) == 1  # nothing sent under the shared id
+            # Lot rounding is not a difference: 0.010004 is sent as 0.01.
+            same = await b.submit(_order("shared-1", 0.010004), _quote(fake))
+            assert same.filled
+            assert same.filled_qty == pytest.approx(0.01)
+            assert len(fake.orders) == 1
 
     run(scenario)
 

@@ -778,16 +778,22 @@ class ExchangeBroker:
                 kind = ErrorKind.UNKNOWN
         if ambiguous:
             # The request may have reached the exchange: only its answer for the id settles it.
-            found = await self._known_quietly(order)
-            if found is not None and found.filled:
-                return found
-            log.warning(
-                "order %s: %s (%s %s); the exchange does not have it",
-                order.client_order_id,
-                kind.value,
-                code,
-                message,
-            )
+            cid = order.client_order_id
+            try:
+                found = await self.known(cid, order)
+            except RetryableBrokerError as asked:
+                log.warning(
+                    "order %s: %s (%s %s); could not ask the exchange about order %s (%s)",
+                    cid, kind.value, code, message, cid, asked.problem,
+                )  # fmt: skip
+            else:
+                if found is not None and found.filled:
+                    return found
+                log.warning(
+                    "order %s: %s (%s %s); the exchange %s",
+                    cid, kind.value, code, message,
+                    "does not have it" if found is None else f"has it without a fill ({found.message})",
+                )  # fmt: skip
         status_out = OrderStatus.ERRORED if kind.retryable else OrderStatus.REJECTED
         return _refusal(order, quote, kind, message, code, status_out)
 
@@ -795,7 +801,7 @@ class ExchangeBroker:
         try:
             return await self.known(order.client_order_id, order)
         except RetryableBrokerError as exc:
-            log.warning("cannot ask the exchange about order %s: %s", order.client_order_id, exc)
+            log.warning("could not ask the exchange about order %s (%s)", order.client_order_id, exc.problem)
             return None
 
     async def known(self, client_order_id: str, intent: OrderIntent | None = None) -> OrderResult | None:

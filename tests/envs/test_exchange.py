@@ -437,6 +437,31 @@ def test_an_order_found_under_our_id_that_is_not_ours_is_refused_not_booked() ->
     run(scenario)
 
 
+def test_a_failed_question_after_a_timeout_is_logged_as_such(caplog: pytest.LogCaptureFixture) -> None:
+    """When the question about a timed-out order fails too, the log says the exchange could not be
+    asked, not that it does not have the order."""
+
+    async def scenario() -> None:
+        async with exchange() as fake, broker(fake, timeout=TIMEOUT_S) as b:
+            fake.fail_next("timeout", delay=3 * TIMEOUT_S)
+            fake.fail_next("500", scope="any")  # the question that follows
+            lost = await b.submit(_order("q-1", 0.01), _quote(fake))
+            assert (lost.status, lost.kind) == (OrderStatus.ERRORED, ErrorKind.TIMEOUT)
+            assert fake.requests[-1] == ("GET", "/api/v3/order")
+            fake.fail_next("timeout", delay=3 * TIMEOUT_S)
+            await b.submit(_order("q-2", 0.01), _quote(fake))
+
+    with caplog.at_level(logging.WARNING, logger="envs.exchange"):
+        run(scenario)
+    first = caplog.messages
+    asked = [m for m in first if "q-1" in m]
+    assert len(asked) == 1
+    assert "could not ask the exchange about order q-1 (" in asked[0]
+    assert "Internal error" in asked[0]
+    assert "does not have it" not in asked[0]
+    assert any("q-2" in m and "the exchange does not have it" in m for m in first)
+
+
 def test_known_answers_by_client_order_id() -> None:
     async def scenario() -> None:
         async with exchange() as fake, broker(fake) as b:

@@ -679,7 +679,7 @@ class ExchangeBroker:
             # closes at once: ask before sending an id this process has not sent.
             self._recorder.reset()
             try:
-                prior = await self._lookup(order.client_order_id, order)
+                prior = await self._lookup(order.client_order_id, order, quote)
             except errors.AuthenticationError as exc:
                 self._auth_failed(exc)
             except errors.BaseError as exc:
@@ -762,7 +762,7 @@ class ExchangeBroker:
             message = text
             code = words.code
             if message == MSG_DUPLICATE_ORDER:
-                first = await self._known_quietly(order)
+                first = await self._known_quietly(order, quote)
                 if first is not None:
                     return first
                 kind = ErrorKind.INVALID_ORDER
@@ -780,7 +780,7 @@ class ExchangeBroker:
             # The request may have reached the exchange: only its answer for the id settles it.
             cid = order.client_order_id
             try:
-                found = await self.known(cid, order)
+                found = await self.known(cid, order, quote)
             except RetryableBrokerError as asked:
                 log.warning(
                     "order %s: %s (%s %s); could not ask the exchange about order %s (%s)",
@@ -797,19 +797,24 @@ class ExchangeBroker:
         status_out = OrderStatus.ERRORED if kind.retryable else OrderStatus.REJECTED
         return _refusal(order, quote, kind, message, code, status_out)
 
-    async def _known_quietly(self, order: OrderIntent) -> OrderResult | None:
+    async def _known_quietly(self, order: OrderIntent, quote: Quote) -> OrderResult | None:
         try:
-            return await self.known(order.client_order_id, order)
+            return await self.known(order.client_order_id, order, quote)
         except RetryableBrokerError as exc:
             log.warning("could not ask the exchange about order %s (%s)", order.client_order_id, exc.problem)
             return None
 
-    async def known(self, client_order_id: str, intent: OrderIntent | None = None) -> OrderResult | None:
+    async def known(
+        self, client_order_id: str, intent: OrderIntent | None = None, quote: Quote | None = None
+    ) -> OrderResult | None:
         """What became of the order sent under ``client_order_id``; ``None`` if the exchange never had it.
 
         An order still open (a market order being matched) is asked for again, for up to
-        ``settle_wait`` seconds, until it has closed. ``intent``, when given, is the order this process
-        meant to send under the id: its side is reported.
+        ``settle_wait`` seconds, until it has closed. ``intent``, when given, is the order meant to be
+        sent under the id: an order that is not it raises :class:`~envs.errors.BrokerError`, and the
+        result carries the intent's side and requested quantity, as :meth:`submit` reports them;
+        ``quote`` is the market the order was sent at (slippage is measured against it, else there is
+        none).
 
         Raises :class:`~envs.errors.RetryableBrokerError` when the exchange cannot be asked now or the
         order is still open.
@@ -818,7 +823,7 @@ class ExchangeBroker:
             raise ConfigError("the broker has not started", where="ExchangeBroker", fix="await start() first")
         errors = _errors()
         try:
-            return await self._lookup(client_order_id, intent)
+            return await self._lookup(client_order_id, intent, quote)
         except errors.AuthenticationError as exc:
             self._auth_failed(exc)
         except errors.BaseError as exc:
@@ -870,14 +875,15 @@ class ExchangeBroker:
                 log.warning("order %s: fees unknown (%s); estimated", client_order_id, _strip(str(exc)))
             else:
                 raw = {**raw, "fees": [f for t in trades for f in (t.get("fees") or [t.get("fee")]) if f]}
-        if quote is not None and intent is not None:
+        if quote is None:
+            stamp = raw.get("timestamp")
+            time_ns = int(stamp) * _NS_PER_MS if stamp is not None else 0
+            price = float(raw.get("average") or raw.get("price") or 0.0)
+            quote = Quote(time_ns, price, math.nan)
+        if intent is not None:  # booked as the order's own answer would have been
             return self._from_order(raw, client_order_id, quote, intent.qty, intent)
-        stamp = raw.get("timestamp")
-        time_ns = int(stamp) * _NS_PER_MS if stamp is not None else 0
-        price = float(raw.get("average") or raw.get("price") or 0.0)
-        found = Quote(time_ns, price, math.nan)
         amount = float(raw.get("amount") or raw.get("filled") or 0.0)
-        return self._from_order(raw, client_order_id, found, amount, intent)
+        return self._from_order(raw, client_order_id, quote, amount, intent)
 
     def _check_ours(self, raw: Mapping[str, Any], intent: OrderIntent) -> None:
         """Refuse an order found under the intent's client order id that is not the intent's: another

@@ -462,6 +462,28 @@ def test_a_failed_question_after_a_timeout_is_logged_as_such(caplog: pytest.LogC
     assert any("q-2" in m and "the exchange does not have it" in m for m in first)
 
 
+def test_an_order_found_after_a_restart_is_booked_as_its_own_answer_was() -> None:
+    """A restarted broker resending a logged order (same intent, same quote) gets the very result the
+    first answer gave: the intent's requested quantity (not the lot-rounded amount), its slippage."""
+
+    async def scenario() -> None:
+        async with exchange() as fake:
+            intent, quote = _order("r-1", 0.010004), _quote(fake)
+            fake.price = quote.price + 3.0  # fills off the quote: a slippage to carry over
+            async with broker(fake) as first:
+                answered = await first.submit(intent, quote)
+            async with broker(fake) as restarted:
+                again = await restarted.submit(intent, quote)
+                asked = await restarted.known("r-1", intent, quote)
+            assert answered.filled
+            assert answered.slippage > 0.0
+            assert again == answered
+            assert asked == answered
+            assert len(fake.orders) == 1
+
+    run(scenario)
+
+
 def test_known_answers_by_client_order_id() -> None:
     async def scenario() -> None:
         async with exchange() as fake, broker(fake) as b:

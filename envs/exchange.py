@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import re
+import socket
 import stat
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -602,7 +603,7 @@ class ExchangeBroker:
             await self._client.load_markets()
         except errors.OperationFailed as exc:  # network trouble, rate limits, 5xx: worth a retry
             raise RetryableBrokerError(
-                f"cannot reach the exchange: {_strip(str(exc)) or type(exc).__name__}",
+                f"cannot reach the exchange: {_told(exc)}",
                 where=self._where,
                 fix="check --api-url, the network and the exchange's status, then start again",
             ) from None
@@ -638,9 +639,7 @@ class ExchangeBroker:
         except errors.AuthenticationError as exc:
             self._auth_failed(exc)
         except errors.OperationFailed as exc:
-            raise RetryableBrokerError(
-                f"cannot fetch the balance: {_strip(str(exc))}", where=self._where
-            ) from None
+            raise RetryableBrokerError(f"cannot fetch the balance: {_told(exc)}", where=self._where) from None
         except errors.BaseError as exc:
             raise BrokerError(f"cannot fetch the balance: {_strip(str(exc))}", where=self._where) from None
         total = balance.get("total") or {}
@@ -828,7 +827,7 @@ class ExchangeBroker:
             self._auth_failed(exc)
         except errors.BaseError as exc:
             raise RetryableBrokerError(
-                f"cannot ask for order {client_order_id}: {_strip(str(exc))}", where=self._where
+                f"cannot ask for order {client_order_id}: {_told(exc)}", where=self._where
             ) from None
         except _StillOpen as exc:
             raise RetryableBrokerError(
@@ -1024,6 +1023,40 @@ def _strip(text: str) -> str:
     """ccxt's message without its leading exchange id."""
     head, sep, rest = text.partition(" ")
     return rest if sep and head in _ccxt_async().exchanges else text
+
+
+def _cause(exc: BaseException) -> str | None:
+    """Why a request failed, from the exceptions ccxt's error was raised from (ccxt's own text names
+    only the request): connection refused, host name not found, timed out, or the underlying error."""
+    seen: set[int] = set()
+    inner = exc.__cause__ or exc.__context__
+    first: BaseException | None = None
+    while inner is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        names = {t.__name__ for t in type(inner).__mro__}
+        if isinstance(inner, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(inner, socket.gaierror) or names & {"ClientConnectorDNSError", "DNSError"}:
+            detail = getattr(inner, "strerror", None) or str(inner)
+            return f"host name not found ({detail})" if detail else "host name not found"
+        if isinstance(inner, TimeoutError) or "ServerTimeoutError" in names:
+            return "no answer in time (timed out)"
+        if first is None:
+            first = inner
+        inner = inner.__cause__ or inner.__context__
+    if isinstance(exc, _errors().RequestTimeout):
+        return "no answer in time (timed out)"
+    if first is None:
+        return None
+    detail = getattr(first, "strerror", None) or str(first)
+    return detail or type(first).__name__
+
+
+def _told(exc: BaseException) -> str:
+    """ccxt's message without the exchange id, with the cause when ccxt's text leaves it out."""
+    text = _strip(str(exc)) or type(exc).__name__
+    cause = _cause(exc)
+    return f"{text} ({cause})" if cause and cause not in text else text
 
 
 def _on_step(qty: float, step: float) -> float:
@@ -1304,11 +1337,11 @@ class CcxtFeed:
             except errors.BaseError as exc:
                 if self._starting and tries >= self.start_attempts:
                     raise RetryableBrokerError(
-                        f"{what} failed {tries} times: {_strip(str(exc))}",
+                        f"{what} failed {tries} times: {_told(exc)}",
                         where=self._where,
                         fix="check --api-url, the network and the exchange's status, then start again",
                     ) from None
-                log.warning("%s failed (%s); retrying in %.3g s", what, _strip(str(exc)), delay)
+                log.warning("%s failed (%s); retrying in %.3g s", what, _told(exc), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2.0, self.max_backoff)
 

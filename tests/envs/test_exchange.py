@@ -805,16 +805,56 @@ def test_an_unreachable_exchange_fails_start_with_a_retryable_error() -> None:
             "binance", SYMBOL, warmup=5, api_url=url, poll_interval=0.01, start_attempts=2, options=NO_LIMIT
         )
         try:
-            with pytest.raises(RetryableBrokerError, match="load_markets failed 2 times"):
+            with pytest.raises(
+                RetryableBrokerError,
+                match=r"load_markets failed 2 times: GET http://127\.0\.0\.1:\d+/api/v3/exchangeInfo "
+                r"\(connection refused\)",
+            ):
                 await feed.start()
         finally:
             await feed.close()
         b = ExchangeBroker("binance", SYMBOL, KEYS, api_url=url, options=NO_LIMIT)
         try:
-            with pytest.raises(RetryableBrokerError, match="cannot reach the exchange"):
+            with pytest.raises(RetryableBrokerError, match=r"cannot reach the exchange: .*refused"):
                 await b.start()
         finally:
             await b.close()
+
+    run(scenario)
+
+
+def test_an_unknown_host_and_a_timeout_are_named_as_the_cause() -> None:
+    async def scenario() -> None:
+        feed = CcxtFeed(
+            "binance",
+            SYMBOL,
+            warmup=5,
+            api_url="http://no-such-host.invalid",
+            poll_interval=0.01,
+            start_attempts=1,
+            options=NO_LIMIT,
+        )
+        try:
+            with pytest.raises(RetryableBrokerError, match=r"exchangeInfo \(host name not found"):
+                await feed.start()
+        finally:
+            await feed.close()
+        async with exchange() as fake:
+            slow = CcxtFeed(
+                "binance",
+                SYMBOL,
+                warmup=5,
+                api_url=fake.url,
+                start_attempts=1,
+                timeout=TIMEOUT_S,
+                options=NO_LIMIT,
+            )
+            fake.fail_next("timeout", scope="any", delay=3 * TIMEOUT_S)
+            try:
+                with pytest.raises(RetryableBrokerError, match=r"\(no answer in time \(timed out\)\)"):
+                    await slow.start()
+            finally:
+                await slow.close()
 
     run(scenario)
 

@@ -94,6 +94,9 @@ DEFAULT_MAX_REMEMBERED: Final = 100_000
 DEFAULT_SETTLE_WAIT: Final = 5.0
 """Seconds the broker asks again for an order the exchange shows as not finished yet."""
 DEFAULT_START_ATTEMPTS: Final = 5
+DEFAULT_CLOSE_MARGIN: Final = 2.0
+"""Seconds past its close time a candle must be, by the local clock, to count as closed (exchanges
+without ``fetchTime`` only: the local clock may run ahead and the exchange may still be closing it)."""
 """Tries of each request while a feed starts before it gives up (polling retries for ever)."""
 
 _REDACTED: Final = "<redacted>"
@@ -356,7 +359,11 @@ def ccxt_client(
 
     Args:
         exchange_id: ccxt's id (``"binance"``).
-        credentials: API key and secret (public data needs none).
+        credentials: API key and secret (public data needs none). With them, ccxt's
+            ``adjustForTimeDifference`` is on: the offset of the local clock from the exchange's is
+            measured when the markets load (``fetch_time``) and signed requests are stamped by the
+            exchange's clock, so a local clock off by more than the exchange's receive window does not
+            fail every signed request (it is measured once: restart after the clock jumps).
         api_url: scheme and host replacing those of every REST base URL (testnets, local servers).
         testnet: ccxt's sandbox mode.
         timeout: seconds per request.
@@ -385,6 +392,10 @@ def ccxt_client(
     if credentials is not None:
         config["apiKey"] = credentials.api_key
         config["secret"] = credentials.secret
+        # Signed requests carry a timestamp the exchange checks against its clock (Binance refuses one
+        # more than recvWindow, 5-10 s, away with -1021): ccxt measures the local clock's offset from the
+        # exchange's when it loads the markets and stamps requests by the exchange's time.
+        config["options"]["adjustForTimeDifference"] = True
     if options:
         extra = dict(options)
         config["options"].update(extra.pop("options", {}))
@@ -1086,8 +1097,9 @@ class CcxtFeed:
     with exponential back-off up to ``max_backoff``; authentication and symbol errors raise
     :class:`~envs.errors.BrokerError`.
 
-    Market time is the candles' and the exchange's (``fetch_time``; the client's wall clock for
-    exchanges without one); the wall clock only paces the polling.
+    Market time is the candles' and the exchange's (``fetch_time``; for exchanges without one the local
+    clock less ``close_margin``, so a candle counts as closed only once its close time is that far
+    past); the wall clock only paces the polling.
 
     Args:
         exchange_id: ccxt's exchange id.
@@ -1101,6 +1113,9 @@ class CcxtFeed:
         max_backoff: longest wait between retries, seconds.
         start_attempts: tries of each request during :meth:`start` before it raises
             :class:`~envs.errors.RetryableBrokerError` (polling retries for ever).
+        close_margin: for exchanges without ``fetchTime`` (the local clock decides), seconds past its
+            close time a candle must be to count as closed: a local clock running a little ahead, or
+            an exchange still booking the last trades, does not yield a candle before it is final.
     """
 
     def __init__(
@@ -1119,7 +1134,13 @@ class CcxtFeed:
         page_limit: int = DEFAULT_PAGE_LIMIT,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         start_attempts: int = DEFAULT_START_ATTEMPTS,
+        close_margin: float = DEFAULT_CLOSE_MARGIN,
     ) -> None:
+        if not (isinstance(close_margin, int | float) and math.isfinite(close_margin) and close_margin >= 0):
+            raise ConfigError(
+                f"close_margin={close_margin!r} must be >= 0 seconds", where="CcxtFeed.close_margin"
+            )
+        self._margin_ms = round(close_margin * 1000.0)
         for name, value, low in (
             ("warmup", warmup, 0),
             ("page_limit", page_limit, 1),
@@ -1268,9 +1289,10 @@ class CcxtFeed:
         self._forming = forming
 
     async def _now(self) -> int:
+        """Market time now, ms: the exchange's clock, else the local clock less ``close_margin``."""
         if self._client.has.get("fetchTime"):
             return int(await self._retrying("fetch_time", self._client.fetch_time))
-        return int(self._client.milliseconds())
+        return int(self._client.milliseconds()) - self._margin_ms
 
     async def _forward(
         self, since: int, now: int, before: int | None = None

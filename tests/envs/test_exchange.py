@@ -859,6 +859,58 @@ def test_an_unknown_host_and_a_timeout_are_named_as_the_cause() -> None:
     run(scenario)
 
 
+def test_signed_requests_are_stamped_by_the_exchanges_clock() -> None:
+    """The fake's clock is years behind the local one (far beyond any receive window): the broker's
+    client measures the offset at start and signs by the exchange's time."""
+
+    async def scenario() -> None:
+        async with exchange() as fake, broker(fake) as b:
+            client = b.client
+            assert client.options["adjustForTimeDifference"] is True
+            offset = client.milliseconds() - fake.now_ms()
+            assert offset > 86_400_000  # the fake's clock is in the data's past
+            assert abs(client.options["timeDifference"] - offset) < 60_000
+            assert abs(client.nonce() - fake.now_ms()) < 60_000  # the timestamp signed requests carry
+            assert (await b.submit(_order("clock-1", 0.01), _quote(fake))).filled
+        async with exchange() as fake, feed_of(fake, warmup=1) as feed:
+            await feed.start()
+            assert feed.client.options.get("timeDifference", 0) == 0  # public data: not measured
+
+    run(scenario)
+
+
+def test_without_an_exchange_clock_a_candle_closes_a_margin_after_its_close_time() -> None:
+    async def scenario() -> None:
+        bars = _btc()
+        async with exchange() as fake:
+            from envs.exchange import ccxt_client
+
+            client = ccxt_client("binance", api_url=fake.url, options=NO_LIMIT)
+            client.has = {**client.has, "fetchTime": False}  # an exchange that tells no time
+            client.milliseconds = fake.now_ms  # the local clock, here the fake's
+            feed = CcxtFeed("binance", SYMBOL, warmup=3, poll_interval=0.01, client=client, close_margin=2.0)
+            try:
+                fake.advance(1_000)  # bar NOW_ROW closed 1 s ago: not yet, by the margin
+                await feed.start()
+                assert feed.history().index[-1].value == _ns(bars, NOW_ROW - 1)
+                queue: asyncio.Queue[Any] = asyncio.Queue()
+                task = asyncio.create_task(_consume(feed, queue))
+                try:
+                    with pytest.raises(TimeoutError):
+                        await asyncio.wait_for(queue.get(), 0.3)
+                    fake.advance(1_000)  # 2 s past its close
+                    bar, _, _ = await asyncio.wait_for(queue.get(), 2.0)
+                    assert bar.time_ns == _ns(bars, NOW_ROW)
+                finally:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            finally:
+                await feed.close()
+
+    run(scenario)
+
+
 def test_server_errors_at_start_and_on_the_balance_are_retryable_broker_errors() -> None:
     async def scenario() -> None:
         async with exchange() as fake:

@@ -26,6 +26,7 @@ is made.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
 import math
@@ -102,6 +103,7 @@ without ``fetchTime`` only: the local clock may run ahead and the exchange may s
 _REDACTED: Final = "<redacted>"
 _MIN_SECRET_LEN: Final = 4  # shorter strings would blank out ordinary words
 _JSON_OBJECT: Final = re.compile(r"\{.*\}", re.DOTALL)
+_BANNED_UNTIL: Final = re.compile(r"banned until (\d{10,})")
 # ccxt's precisionMode constants (ccxt.base.decimal_to_precision), named as MarketSpec.from_ccxt reads them.
 _PRECISION_MODES: Final = {2: "decimal_places", 4: "tick_size"}
 _NS_PER_MS: Final = 1_000_000
@@ -452,6 +454,7 @@ class _Recorder:
     def __init__(self, client: Any) -> None:
         self.status: int | None = None
         self.body: str | None = None
+        self.headers: dict[str, str] = {}
         original = client.on_rest_response
 
         def on_rest_response(
@@ -459,6 +462,10 @@ class _Recorder:
         ) -> Any:
             self.status = int(code) if code is not None else None
             self.body = body if isinstance(body, str) else None
+            try:
+                self.headers = {str(k).lower(): str(v) for k, v in dict(headers or {}).items()}
+            except (TypeError, ValueError):
+                self.headers = {}
             return original(code, reason, url, method, headers, body, *a)
 
         client.on_rest_response = on_rest_response
@@ -466,6 +473,34 @@ class _Recorder:
     def reset(self) -> None:
         self.status = None
         self.body = None
+        self.headers = {}
+
+    def asked_wait(self, exc: BaseException, now_ms: float) -> float | None:
+        """Seconds a rate-limit answer asked to wait (``Retry-After``, or Binance's "banned until"
+        time in a 418 body); ``None`` when the answer was not a rate limit or named no wait."""
+        errors = _errors()
+        limited = self.status in (418, 429) or isinstance(
+            exc, errors.DDoSProtection | errors.RateLimitExceeded
+        )
+        if not limited:
+            return None
+        waits: list[float] = []
+        header = self.headers.get("retry-after")
+        if header:
+            try:
+                waits.append(float(header))
+            except ValueError:  # an HTTP date
+                try:
+                    when = email.utils.parsedate_to_datetime(header)
+                    waits.append(when.timestamp() - now_ms / 1000.0)
+                except (TypeError, ValueError):
+                    pass
+        for text in (str(exc), self.body or ""):
+            match = _BANNED_UNTIL.search(text)
+            if match:
+                waits.append((int(match.group(1)) - now_ms) / 1000.0)
+                break
+        return max(0.0, *waits) if waits else None
 
     def words(self, exc: BaseException) -> _Words:
         text = str(exc)
@@ -500,7 +535,9 @@ class ExchangeBroker:
       REJECTED ``insufficient_balance``;
     * any other ``InvalidOrder``/``BadRequest``: REJECTED ``invalid_order``; other exchange errors:
       REJECTED ``unknown``;
-    * HTTP 429/418 (``DDoSProtection``/``RateLimitExceeded``): ERRORED ``rate_limit``;
+    * HTTP 429/418 (``DDoSProtection``/``RateLimitExceeded``): ERRORED ``rate_limit``; the wait the
+      exchange asked for (``Retry-After``, or the "IP banned until" time of a 418) is logged and kept in
+      :attr:`retry_after` for the caller's back-off;
     * HTTP 5xx, ``OnMaintenance``, ``ExchangeNotAvailable``: ERRORED ``maintenance``;
     * ``RequestTimeout`` or HTTP 504: ERRORED ``timeout``;
     * other ``NetworkError``/``OperationFailed``: ERRORED ``network``;
@@ -591,6 +628,9 @@ class ExchangeBroker:
         self._spec: MarketSpec | None = None
         self._seen: OrderedDict[str, OrderResult] = OrderedDict()
         self._max = max_remembered
+        self.retry_after: float | None = None
+        """Seconds the last rate-limit answer asked to wait (``Retry-After``, Binance's 418 ban-until
+        time), ``None`` when it named none; set with each rate-limited order result."""
 
     @property
     def client(self) -> Any:
@@ -759,6 +799,12 @@ class ExchangeBroker:
             kind, message = ErrorKind.RATE_LIMIT, words.message or MSG_RATE_LIMIT
             code = str(status) if status in (418, 429) else CODE_RATE_LIMIT
             ambiguous = False
+            # The exchange's clock (a ban's end is in it): ccxt's measured offset, see ccxt_client.
+            offset = self._client.options.get("timeDifference") or 0
+            self.retry_after = self._recorder.asked_wait(exc, self._client.milliseconds() - offset)
+            log.warning(
+                "order %s: %s%s", order.client_order_id, _rate_limit_words(status, self.retry_after), message
+            )
         elif status == 504 or (status is None and isinstance(exc, errors.RequestTimeout)):
             kind, message = ErrorKind.TIMEOUT, words.message or MSG_TIMEOUT
             code = str(status) if status is not None else CODE_TIMEOUT
@@ -1101,6 +1147,10 @@ class CcxtFeed:
     clock less ``close_margin``, so a candle counts as closed only once its close time is that far
     past); the wall clock only paces the polling.
 
+    A rate-limit answer (HTTP 429, or 418 when the IP is banned) is retried no sooner than the exchange
+    asks: its ``Retry-After`` header (ccxt hands response headers to ``on_rest_response``, which the feed
+    reads) or the "banned until" time in Binance's 418 body, even beyond ``max_backoff``.
+
     Args:
         exchange_id: ccxt's exchange id.
         symbol: unified symbol.
@@ -1166,6 +1216,8 @@ class CcxtFeed:
             else ccxt_client(exchange_id, api_url=api_url, testnet=testnet, timeout=timeout, options=options)
         )
         self._where = f"{exchange_id} {api_url}" if api_url else exchange_id
+        self._recorder = _Recorder(self._client)
+        self._offset_ms = 0  # local clock minus the exchange's, at the last fetch_time
         self._tf_ms = 0
         self._history: list[list[float]] | None = None
         self._last_ms: int | None = None  # open time of the last candle handed out (history or bar)
@@ -1291,7 +1343,9 @@ class CcxtFeed:
     async def _now(self) -> int:
         """Market time now, ms: the exchange's clock, else the local clock less ``close_margin``."""
         if self._client.has.get("fetchTime"):
-            return int(await self._retrying("fetch_time", self._client.fetch_time))
+            now = int(await self._retrying("fetch_time", self._client.fetch_time))
+            self._offset_ms = int(self._client.milliseconds()) - now
+            return now
         return int(self._client.milliseconds()) - self._margin_ms
 
     async def _forward(
@@ -1348,6 +1402,7 @@ class CcxtFeed:
         tries = 0
         while True:
             tries += 1
+            self._recorder.reset()
             try:
                 return await call()
             except errors.AuthenticationError as exc:
@@ -1357,15 +1412,29 @@ class CcxtFeed:
             except (errors.BadSymbol, errors.NotSupported, errors.ArgumentsRequired) as exc:
                 raise BrokerError(f"{what}: {_strip(str(exc))}", where=self._where) from None
             except errors.BaseError as exc:
+                asked = self._recorder.asked_wait(exc, self._client.milliseconds() - self._offset_ms)
+                limit = _rate_limit_words(self._recorder.status, asked)
                 if self._starting and tries >= self.start_attempts:
                     raise RetryableBrokerError(
-                        f"{what} failed {tries} times: {_told(exc)}",
+                        f"{what} failed {tries} times: {limit}{_told(exc)}",
                         where=self._where,
-                        fix="check --api-url, the network and the exchange's status, then start again",
+                        fix="wait as the exchange asks, then start again"
+                        if limit
+                        else "check --api-url, the network and the exchange's status, then start again",
                     ) from None
-                log.warning("%s failed (%s); retrying in %.3g s", what, _told(exc), delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2.0, self.max_backoff)
+                wait = delay if asked is None else max(delay, asked)  # never sooner than asked
+                log.warning("%s failed (%s%s); retrying in %.3g s", what, limit, _told(exc), wait)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2.0, self.max_backoff)
+                continue
+
+
+def _rate_limit_words(status: int | None, wait: float | None) -> str:
+    """``"rate limit (HTTP 418, IP banned), retry after 60 s: "`` for a rate-limit answer, else ``""``."""
+    if status not in (418, 429) and wait is None:
+        return ""
+    what = "rate limit (HTTP 418, IP banned)" if status == 418 else f"rate limit (HTTP {status or '?'})"
+    return f"{what}, retry after {wait:.3g} s: " if wait is not None else f"{what}: "
 
 
 def _frame(candles: list[list[float]], symbol: str) -> pd.DataFrame:

@@ -118,6 +118,11 @@ BODY_RATE_LIMIT = {
     "msg": "Too much request weight used; current limit is 6000 request weight per 1 MINUTE. "
     "Please use WebSocket Streams for live updates to avoid polling the API.",
 }
+BODY_IP_BAN = {
+    "code": -1003,
+    "msg": "Way too much request weight used; IP banned until {until}. "
+    "Please use WebSocket Streams for live updates to avoid bans.",
+}
 BODY_INTERNAL = {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."}
 BODY_MAINTENANCE = {"code": 1, "msg": "System is under maintenance."}
 
@@ -126,12 +131,14 @@ FAILURES: dict[str, tuple[int, dict[str, Any]]] = {
     "lot_size": (400, BODY_LOT_SIZE),
     "balance": (400, BODY_BALANCE),
     "429": (429, BODY_RATE_LIMIT),
+    "418": (418, BODY_IP_BAN),
     "500": (500, BODY_INTERNAL),
     "503": (503, BODY_MAINTENANCE),
 }
 """Scriptable answers: kind -> (HTTP status, body). Two more kinds, ``"timeout"`` (the order is not
 executed and the answer comes after ``delay`` seconds) and ``"timeout_filled"`` (executed, answer late),
-make the client time out."""
+make the client time out. The ``"418"`` body names the ban's end: the server clock plus ``retry_after``
+seconds (60 when not given)."""
 TIMEOUT_KINDS = ("timeout", "timeout_filled")
 
 _ORDER_PATH = "/api/v3/order"
@@ -162,6 +169,7 @@ class _Script:
     remaining: int
     scope: str
     delay: float
+    retry_after: float | None = None
 
 
 class FakeBinance:
@@ -275,19 +283,29 @@ class FakeBinance:
         """Server time at which bar ``row`` of the data has just closed."""
         return int(self._open_ms[row]) + self.timeframe_ms
 
-    def fail_next(self, kind: str, n: int = 1, *, scope: str = "order", delay: float = 2.0) -> None:
+    def fail_next(
+        self,
+        kind: str,
+        n: int = 1,
+        *,
+        scope: str = "order",
+        delay: float = 2.0,
+        retry_after: float | None = None,
+    ) -> None:
         """Answer the next ``n`` matching requests with a scripted failure.
 
         Args:
             kind: a key of :data:`FAILURES`, ``"timeout"`` or ``"timeout_filled"``.
             scope: ``"order"`` (POST /api/v3/order only) or ``"any"`` (every /api request).
             delay: seconds a timeout answer is held back (longer than the client's timeout).
+            retry_after: a ``Retry-After`` header (seconds) on the answer; for ``"418"`` also the
+                ban's length in the body (default 60 s, no header).
         """
         if kind not in FAILURES and kind not in TIMEOUT_KINDS:
             raise ValueError(f"unknown failure {kind!r}; use one of {[*FAILURES, *TIMEOUT_KINDS]}")
         if scope not in ("order", "any"):
             raise ValueError(f"scope={scope!r}: use 'order' or 'any'")
-        self._scripts.append(_Script(kind, n, scope, delay))
+        self._scripts.append(_Script(kind, n, scope, delay, retry_after))
 
     def _scripted(self, method: str, path: str) -> _Script | None:
         if not self._scripts:
@@ -596,7 +614,13 @@ class FakeBinance:
                     await asyncio.sleep(script.delay)
                     return _json(BODY_INTERNAL, status=504)
                 status, body = FAILURES[script.kind]
-                return _json(body, status=status)
+                headers = {}
+                if script.retry_after is not None:
+                    headers["Retry-After"] = _num(script.retry_after)
+                if script.kind == "418":
+                    ban_ms = int(1000 * (60.0 if script.retry_after is None else script.retry_after))
+                    body = {**body, "msg": body["msg"].format(until=self.now_ms() + ban_ms)}
+                return _json(body, status=status, headers=headers)
         return await handler(request)
 
     async def _ping(self, request: web.Request) -> web.Response:
@@ -714,6 +738,7 @@ class FakeBinance:
                 int(data.get("n", 1)),
                 scope=str(data.get("scope", "order")),
                 delay=float(data.get("delay", 2.0)),
+                retry_after=None if data.get("retry_after") is None else float(data["retry_after"]),
             )
         except (KeyError, ValueError) as exc:
             return _json({"error": str(exc)}, status=400)
@@ -769,8 +794,10 @@ class FakeBinance:
         await self.stop()
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, dumps=lambda x: json.dumps(x, separators=(",", ":")))
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        body, status=status, headers=headers, dumps=lambda x: json.dumps(x, separators=(",", ":"))
+    )
 
 
 # --- as a separate process ----------------------------------------------------------------------------

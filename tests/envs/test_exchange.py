@@ -795,6 +795,71 @@ def test_the_feed_rides_out_transient_errors() -> None:
     run(scenario)
 
 
+def _waits(messages: list[str], what: str) -> list[float]:
+    return [float(m.rsplit("retrying in ", 1)[1].split()[0]) for m in messages if what in m]
+
+
+def test_the_feed_waits_as_a_rate_limit_or_ip_ban_asks(caplog: pytest.LogCaptureFixture) -> None:
+    """429 with Retry-After and Binance's 418 ban (its end in the body, by the exchange's clock) are
+    retried no sooner than asked, beyond max_backoff; the waits are read from the log, not timed."""
+
+    async def scenario() -> None:
+        bars = _btc()
+        async with exchange() as fake, feed_of(fake, warmup=3, poll_interval=0.01, max_backoff=0.02) as feed:
+            await feed.start()
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            task = asyncio.create_task(_consume(feed, queue))
+            try:
+                fake.set_time(fake.close_time_of(NOW_ROW + 1))
+                bar, _, _ = await asyncio.wait_for(queue.get(), 5.0)
+                assert bar.time_ns == _ns(bars, NOW_ROW + 1)
+                # The clock stands still from here (as an exchange's would, for the ban's end).
+                fake.fail_next("429", scope="any", retry_after=0.3)
+                fake.fail_next("418", scope="any", retry_after=0.4)
+                while fake._scripts:  # the feed keeps polling through them
+                    await asyncio.sleep(0.05)
+                fake.set_time(fake.close_time_of(NOW_ROW + 2))
+                bar, _, _ = await asyncio.wait_for(queue.get(), 5.0)
+                assert bar.time_ns == _ns(bars, NOW_ROW + 2)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        async with exchange() as fake, feed_of(fake, warmup=3, start_attempts=1) as banned:
+            fake.fail_next("418", scope="any", retry_after=120)
+            with pytest.raises(
+                RetryableBrokerError, match=r"rate limit \(HTTP 418, IP banned\), retry after 120 s: .*banned"
+            ) as err:
+                await banned.start()
+            assert "wait as the exchange asks" in str(err.value)
+
+    with caplog.at_level(logging.WARNING, logger="envs.exchange"):
+        run(scenario)
+    assert _waits(caplog.messages, "rate limit (HTTP 429), retry after 0.3 s") == [0.3]
+    (ban,) = _waits(caplog.messages, "rate limit (HTTP 418, IP banned), retry after")
+    assert 0.2 < ban <= 0.4  # the ban's end less the exchange's time now
+
+
+def test_a_rate_limited_order_tells_the_wait_the_exchange_asks() -> None:
+    async def scenario() -> None:
+        async with exchange() as fake, broker(fake) as b:
+            fake.fail_next("418", scope="order", retry_after=30)
+            banned = await b.submit(_order("ban-1", 0.01), _quote(fake))
+            assert (banned.status, banned.kind, banned.code) == (
+                OrderStatus.ERRORED,
+                ErrorKind.RATE_LIMIT,
+                "418",
+            )
+            assert b.retry_after is not None
+            assert 25.0 < b.retry_after <= 30.0
+            fake.fail_next("429", scope="order")  # no Retry-After header: no wait named
+            limited = await b.submit(_order("ban-2", 0.01), _quote(fake))
+            assert limited.kind is ErrorKind.RATE_LIMIT
+            assert b.retry_after is None
+
+    run(scenario)
+
+
 def test_an_unreachable_exchange_fails_start_with_a_retryable_error() -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))

@@ -109,7 +109,7 @@ from envs.broker import AccountSnapshot, AsyncBroker, Broker, OrderIntent, Quote
 from envs.clock import DAY_NS
 from envs.core import Execution, StepResult, TradingCore
 from envs.errors import ConfigError, RetryableBrokerError, StateError
-from envs.events import ErrorEvent, ErrorKind, OrderResult, OrderStatus
+from envs.events import ErrorEvent, ErrorKind, OrderResult, OrderStatus, Side
 from envs.features import DEFAULT_CLIP, FeatureConfig, NormalizationStats, compute_features, min_rows
 from envs.live import Bar, BarFeed, PaperBroker
 from envs.market import MarketSpec
@@ -420,6 +420,17 @@ class LiveRunner:
             runs without them (not restart-safe).
         retry: in-bar retries of transient failures (asynchronous brokers).
         max_bars: :meth:`run` stops after this many new bars (0: when the feed ends or on a signal).
+        capital: exchange only: the quote cash the runner may use (default: the bundle's initial cash).
+            At a fresh start (no checkpoint) the runner's cash is the smaller of the exchange's quote
+            balance and ``capital``; afterwards it is what the runner booked, never more than the
+            exchange holds: quote money that arrives on the account later is not imported (a
+            commission charged in the base asset is the one correction: the runner booked it in quote
+            currency, so the booked amount comes back to its cash while the base quantity shrinks).
+        adopt_position: exchange only: at a fresh start, take a base-asset holding the account already
+            has (worth at least the market's minimum notional) as the runner's position. Without it the
+            runner refuses to start: the policy would trade that holding (sell it when it wants to be
+            flat). The base asset on the account is always counted as the runner's position: give a
+            runner an account (or sub-account) whose base asset only it trades.
     """
 
     def __init__(
@@ -443,6 +454,8 @@ class LiveRunner:
         state_dir: Path | None = None,
         retry: RetryPolicy | None = None,
         max_bars: int = 0,
+        capital: float | None = None,
+        adopt_position: bool = False,
     ) -> None:
         need = HISTORY_FACTOR * min_rows(features)
         if isinstance(max_history, bool) or not isinstance(max_history, int) or max_history < need:
@@ -471,6 +484,13 @@ class LiveRunner:
                 f"max_bars={max_bars!r} must be an integer >= 0", where="--max-bars", fix="e.g. 100"
             )
         self.max_bars = max_bars
+        if capital is not None and not (
+            isinstance(capital, int | float) and not isinstance(capital, bool) and math.isfinite(capital)
+            and capital > 0.0
+        ):  # fmt: skip
+            raise ConfigError(f"capital={capital!r} must be > 0", where="--capital", fix="e.g. 1000")
+        self.capital = capital
+        self.adopt_position = adopt_position
         self._given_state = state
         self._given_broker = broker
         self._owned: list[Any] = []  # closed by stop() (a manager opened by from_bundle, the runner store)
@@ -668,7 +688,7 @@ class LiveRunner:
         self._decided_ns = -1  # the last bar whose decision is complete
         self._connected = False
         self._unsettled: dict[str, tuple[SentOrder, int]] = {}  # orders whose fate is unknown, their row
-        self._adopt_due: str | None = None  # a fill whose balances could not be fetched yet
+        self._adopt_due: tuple[str, float] | None = None  # a fill whose balances are not fetched yet
         self._stale = 0  # backlog bars learned from but not traded, not yet reported
         self._stale_ns = 0  # the last of them
         self._skipping = False
@@ -734,12 +754,14 @@ class LiveRunner:
         if self._async:
             broker = cast("AsyncBroker", self.broker)
             self._use_exchange_rules(await broker.start())
+            fees = 0.0  # commissions of buys booked now (see _adopt)
             if self._store is not None:
                 for logged in self._store.unbooked():
                     fate, found = await self._settle(logged.sent_id)
                     cid = logged.intent.client_order_id
                     if found is not None:
                         self._book_logged(logged, found)
+                        fees += _buy_fee(found) if found.filled else 0.0
                     elif fate is _Fate.UNKNOWN:
                         log.warning(
                             "order %s, sent before the restart: the exchange cannot be asked about it; "
@@ -752,7 +774,7 @@ class LiveRunner:
                             "order %s (sent as %s) never reached the exchange: void", cid, logged.sent_id
                         )
                         self._store.mark_void(cid)
-            self._adopt(await broker.account())
+            self._adopt(await broker.account(), fee=fees)
         self._connected = True
         log.info("live runner connected: %s", self.status())
         if self._async:
@@ -995,7 +1017,7 @@ class LiveRunner:
             if self._unsettled:
                 await self._settle_unsettled()
             if self._adopt_due is not None:
-                await self._adopt_after(self._adopt_due)
+                await self._adopt_after(*self._adopt_due)
         info, decision = self._process(bar)
         decision = self._unless_stale(decision)
         if decision is not None:
@@ -1275,9 +1297,9 @@ class LiveRunner:
         result = sub.result
         self._book(cid, result, row, reason, intent.decision_time_ns, withhold_error=sub.fed)
         if result.filled:
-            await self._adopt_after(result.order_id)
+            await self._adopt_after(result.order_id, _buy_fee(result))
 
-    async def _adopt_after(self, order_id: str) -> None:
+    async def _adopt_after(self, order_id: str, fee: float = 0.0) -> None:
         """Adopt the exchange's balances after a fill (if it cannot be asked now: at the next bar)."""
         try:
             account = await cast("AsyncBroker", self.broker).account()
@@ -1287,10 +1309,10 @@ class LiveRunner:
                 order_id,
                 exc.problem,
             )
-            self._adopt_due = order_id
+            self._adopt_due = (order_id, fee)
             return
         self._adopt_due = None
-        self._adopt(account, after=order_id)
+        self._adopt(account, after=order_id, fee=fee)
 
     async def _settle(self, client_order_id: str) -> tuple[_Fate, OrderResult | None]:
         """Ask the exchange what became of ``client_order_id`` (see :attr:`RetryPolicy.lookups`).
@@ -1335,7 +1357,7 @@ class LiveRunner:
             if found is not None:
                 self._book_logged(logged, found, row=row)
                 if found.filled:
-                    await self._adopt_after(found.order_id)
+                    await self._adopt_after(found.order_id, _buy_fee(found))
             else:
                 log.warning(
                     "order %s (sent as %s) never reached the exchange: void, not sent again",
@@ -1536,13 +1558,18 @@ class LiveRunner:
             with self._transaction():
                 manager.seed_minimums([self.spec])
 
-    def _adopt(self, account: AccountSnapshot, after: str | None = None) -> None:
-        """Take the exchange's balances as the account's (the exchange is the truth).
+    def _adopt(self, account: AccountSnapshot, after: str | None = None, fee: float = 0.0) -> None:
+        """Reconcile the account with the exchange's balances.
 
-        At start and after every fill (``after``: its client order id): an exchange may charge the
-        commission of a buy in the base asset (Binance without BNB), so it holds a little less than the
-        quantity filled, while the account booked the fee in quote currency; adopting both balances keeps
-        the equity and makes the next sell fit what the exchange holds.
+        The base quantity is the exchange's (at start and after every fill, ``after``: its client order
+        id; ``fee``: that fill's commission in quote currency). The cash is ``min(exchange quote,
+        capital)`` at a fresh start and afterwards what the runner booked, capped by the exchange's
+        quote balance (unrelated money on the account is not imported). An exchange may charge a buy's
+        commission in the base asset (Binance without BNB): it then holds a little less than the
+        quantity filled while the runner booked the fee in quote currency; the shortfall's value (at
+        most ``fee``) comes back to the cash, so the equity counts the fee once and the next sell fits
+        what the exchange holds. A fresh start refuses a base holding worth the minimum notional
+        unless ``adopt_position`` is set.
         """
         book = self.book
         price = book.last_price
@@ -1553,9 +1580,29 @@ class LiveRunner:
         qty = account.qty
         if abs(qty) < max(spec.min_qty, spec.qty_step):
             qty = 0.0  # dust the exchange would not let us trade
-        same_cash = math.isclose(book.cash, account.cash, rel_tol=1e-9, abs_tol=1e-9)
-        same_qty = math.isclose(book.qty, qty, rel_tol=1e-9, abs_tol=1e-12)
         fresh = not self._started
+        start = fresh and after is None
+        if start and qty != 0.0 and abs(qty) * price >= spec.min_notional and not self.adopt_position:
+            raise ConfigError(
+                f"the exchange account already holds {qty:g} {spec.base or 'of the base asset'} (about "
+                f"{abs(qty) * price:.2f} {spec.quote}) and this state directory has no checkpoint: the "
+                "runner would adopt that holding as its own position and the policy would trade it "
+                "(sell it whenever it wants to be flat)",
+                where="--adopt-position",
+                fix="move the holding to another account or sub-account, or pass --adopt-position to let "
+                "the runner trade it",
+            )
+        if start:
+            capital = self.capital if self.capital is not None else self.settings.initial_cash
+            cash = min(float(account.cash), capital)
+        else:
+            refund = 0.0
+            short = book.qty - qty
+            if fee > 0.0 and short > 0.0 and price > 0.0:
+                refund = min(fee, short * price)  # a buy's commission charged in the base asset
+            cash = min(book.cash + refund, float(account.cash))
+        same_cash = math.isclose(book.cash, cash, rel_tol=1e-9, abs_tol=1e-9)
+        same_qty = math.isclose(book.qty, qty, rel_tol=1e-9, abs_tol=1e-12)
         if same_cash and same_qty:
             if after is None:
                 log.info(
@@ -1567,7 +1614,8 @@ class LiveRunner:
             return
         (log.info if fresh or after is not None else log.warning)(
             "%s%s: the exchange holds cash %.8g and position %.8g; the runner %s cash %.8g and position %.8g "
-            "(difference cash %+.8g, position %+.8g): adopting the exchange's balances",
+            "(difference cash %+.8g, position %+.8g): adopting the exchange's balances "
+            "(the runner's cash: %.8g)",
             spec.symbol,
             "" if after is None else f" after order {after}",
             account.cash,
@@ -1577,9 +1625,10 @@ class LiveRunner:
             book.qty,
             account.cash - book.cash,
             qty - book.qty,
+            cash,
         )
         state = book.to_state()
-        state["cash"] = float(account.cash)
+        state["cash"] = cash
         state["qty"] = float(qty)
         trade = state["trade"]
         if qty == 0.0:
@@ -1841,6 +1890,11 @@ class LiveRunner:
             f"| equity {equity:.2f} pnl {pnl:+.2f} ({pnl / initial:+.2%}) | last {self.last_decision} "
             f"| rules {rules}{kill}"
         )
+
+
+def _buy_fee(result: OrderResult) -> float:
+    """A buy's commission (in quote currency): what may have been charged in the base asset instead."""
+    return result.fee if result.side is Side.BUY else 0.0
 
 
 def _iso(time_ns: int) -> str:

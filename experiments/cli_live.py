@@ -156,6 +156,24 @@ def live_command(
             "an exchange, ids must fit 36 characters: a longer prefix is refused at start.",
         ),
     ] = "live",
+    capital: Annotated[
+        float | None,
+        typer.Option(
+            "--capital",
+            help="Exchange only: quote cash the runner may use (default: the bundle's initial cash). At "
+            "the first start its cash is the smaller of this and the account's quote balance; later "
+            "deposits are not used. The account's base asset counts as the runner's position.",
+        ),
+    ] = None,
+    adopt_position: Annotated[
+        bool,
+        typer.Option(
+            "--adopt-position",
+            help="Exchange only: at the first start (no checkpoint), trade the base asset the account "
+            "already holds as the runner's position (the policy may sell it). Without it such a holding "
+            "stops the start.",
+        ),
+    ] = False,
 ) -> None:
     """Trade a promoted bundle bar by bar, on paper over a replay of --data or on an exchange (Ctrl-C
     stops it with the state saved; running it again with the same --state-dir continues).
@@ -171,6 +189,12 @@ def live_command(
         if paper:
             raise ConfigError("--api-url applies to exchanges", where="--api-url", fix="drop it for paper")
         _check_api_url(api_url)
+    if paper and (capital is not None or adopt_position):
+        raise ConfigError(
+            "--capital and --adopt-position apply to exchanges",
+            where="--capital" if capital is not None else "--adopt-position",
+            fix="drop it for paper (paper starts with the bundle's initial cash)",
+        )
     if testnet and paper:
         raise ConfigError("--testnet applies to exchanges", where="--testnet", fix="drop it for paper")
     bar_seconds = timeframe_seconds(timeframe) if timeframe is not None else None
@@ -258,6 +282,8 @@ def live_command(
         status_every=status_every,
         max_bars=max_bars,
         id_prefix=id_prefix,
+        capital=capital,
+        adopt_position=adopt_position,
     )
     runner.build()
     asyncio.run(runner.run())

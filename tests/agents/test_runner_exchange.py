@@ -32,6 +32,7 @@ from agents.runner import INFO_RETRIES, LiveRunner, RetryPolicy, RunnerState
 from agents.runner_state import RunnerStore, SentOrder
 from agents.switches import LearningSwitches
 from envs.data import load_dataset
+from envs.errors import ConfigError
 from envs.events import ErrorKind, OrderStatus
 from envs.exchange import CcxtFeed, ExchangeBroker
 from envs.features import FeatureConfig, NormalizationStats, compute_features
@@ -353,6 +354,7 @@ class _LiveProcess:
             sys.executable, "-m", "experiments.cli", "live", "--bundle", str(bundle), "--symbol", SYMBOL,
             "--timeframe", "1m", "--exchange", "binance", "--api-url", url, "--state-dir", str(state),
             "--backfill", str(WARMUP), "--poll-interval", "0.05", "--status-every", "1",
+            "--capital", "10000",  # the whole account (the bundle's cash is 40)
         ]  # fmt: skip
         self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
@@ -562,3 +564,38 @@ def test_after_a_pause_only_the_newest_bar_is_traded(tmp_path: Path) -> None:
     assert len(orders) == 1
     newest = int(_btc().index[NOW_ROW + 6].value)
     assert orders[0]["clientOrderId"].endswith(f"-{newest // 1_000_000}-0")
+
+
+def _hold(base: float = 0.0, cash: float = 10_000.0) -> Any:
+    def setup(fake: FakeBinance) -> None:
+        fake.balances[fake.base] = base
+        fake.balances[fake.quote] = cash
+
+    return setup
+
+
+def test_a_fresh_start_refuses_to_adopt_the_accounts_holding_unless_asked(tmp_path: Path) -> None:
+    # The user's own 0.5 BTC: the flat policy would sell it at the first bar.
+    with pytest.raises(ConfigError, match=r"already holds 0\.5 BTC") as info:
+        _on_fake(tmp_path / "refused", {}, bars_to_trade=1, setup=_hold(base=0.5))
+    assert info.value.where == "--adopt-position"
+    runner, fake, _ = _on_fake(
+        tmp_path / "adopted", {}, bars_to_trade=1, setup=_hold(base=0.5), adopt_position=True
+    )
+    assert runner.book.qty == pytest.approx(fake.balances[fake.base], abs=1e-5)
+    # Dust below the minimum notional is not a holding.
+    runner, _, _ = _on_fake(tmp_path / "dust", {}, bars_to_trade=1, setup=_hold(base=1e-6))
+    assert runner.lifecycle is RunnerState.STOPPED
+
+
+def test_the_runner_trades_its_capital_not_the_whole_account(tmp_path: Path) -> None:
+    # 50 000 USDT on the account, a bundle of 10 000 and --capital 4 000: the runner uses 4 000 and,
+    # trading, never takes more than it booked (the rest of the account stays out of its equity).
+    runner, fake, orders = _on_fake(
+        tmp_path, {}, bars_to_trade=4, setup=_hold(cash=50_000.0), capital=4_000.0
+    )
+    buys = [o for o in orders if o["side"] == "BUY"]
+    assert buys
+    assert max(float(o["cummulativeQuoteQty"]) for o in buys) < 4_000.0
+    assert runner.book.equity < 4_100.0
+    assert fake.balances[fake.quote] > 45_000.0

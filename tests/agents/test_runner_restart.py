@@ -361,7 +361,7 @@ def test_exchange_rules_and_balances_replace_the_bundles(
         runner = LiveRunner(
             feed, MomentumPolicy(len(normalization.columns)), spec=SPEC, features=FeatureConfig(),
             normalization=normalization, env=SETTINGS, broker=ExchangeBroker(exchange, spec=rules),
-            state_dir=tmp_path / "off",
+            state_dir=tmp_path / "off", capital=60_000.0, adopt_position=True,
         ).build()  # fmt: skip
         asyncio.run(runner.connect())
         assert (runner.book.cash, runner.book.qty) == (50_000.0, 3000.0)

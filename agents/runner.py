@@ -142,6 +142,8 @@ DEFAULT_MAX_HISTORY: Final = 4096
 HISTORY_FACTOR: Final = 3
 """``max_history`` must be at least this many times :func:`envs.features.min_rows` of the features."""
 EXIT_RISK_LIMIT: Final = "risk_limit"
+EXIT_DUST: Final = "dust"
+"""Exit reason of a trade whose remainder below the lot step is closed after its last order."""
 INFO_RETRIES: Final = "retries"
 """``info`` key of the failed attempts retried within the previous decision (already fed to the learner)."""
 _EXCHANGE_RULES: Final = ("min_qty", "qty_step", "min_notional", "price_tick")
@@ -1580,6 +1582,9 @@ class LiveRunner:
         qty = account.qty
         if abs(qty) < max(spec.min_qty, spec.qty_step):
             qty = 0.0  # dust the exchange would not let us trade
+        lot = max(spec.min_qty, spec.qty_step)
+        if qty == 0.0 and 0.0 < abs(book.qty) < lot and book.to_state()["trade"] is not None and price > 0:
+            self._close_dust(price)
         fresh = not self._started
         start = fresh and after is None
         if start and qty != 0.0 and abs(qty) * price >= spec.min_notional and not self.adopt_position:
@@ -1665,6 +1670,30 @@ class LiveRunner:
             self._day_equity = self.book.equity
         if self._store is not None and self._started:  # before the first bar there is no checkpoint yet
             self._save_checkpoint()
+
+    def _close_dust(self, price: float) -> None:
+        """Close the open trade's remainder below the lot step at ``price`` (exit reason ``"dust"``).
+
+        A buy's commission charged in the base asset leaves the exchange holding a little less than was
+        bought; the closing sell is floored to the lot step, and the rest cannot be sold. The trade
+        ends here, so its result reaches the learning manager with the next step.
+        """
+        book = self.book
+        qty = abs(book.qty)
+        when = self.feed.quote()
+        time_ns = when.time_ns if when is not None else (self._times[-1] if self._times else 0)
+        side = Side.SELL if book.qty > 0.0 else Side.BUY
+        fill = OrderResult(
+            "dust", self.spec.symbol, side, time_ns, qty, price, OrderStatus.FILLED, qty, 0.0, 0.0
+        )
+        trades = book.apply_fill(fill, bar_index=self.core.bar_index, exit_reason=EXIT_DUST)
+        self._pending = _merge(self._pending, Execution((), trades, (), ()))
+        log.info(
+            "%s: %g left below the lot step after the closing order; trade closed at %.8g (dust)",
+            self.spec.symbol,
+            qty,
+            price,
+        )
 
     # --- restart ------------------------------------------------------------------------------------------
     def _reconcile_sync(self, logged: SentOrder) -> None:

@@ -599,3 +599,15 @@ def test_the_runner_trades_its_capital_not_the_whole_account(tmp_path: Path) -> 
     assert max(float(o["cummulativeQuoteQty"]) for o in buys) < 4_000.0
     assert runner.book.equity < 4_100.0
     assert fake.balances[fake.quote] > 45_000.0
+
+
+def test_every_binance_round_trip_reaches_the_learner_as_a_trade(tmp_path: Path) -> None:
+    # The fake charges a buy's commission in BTC: the closing sell (floored to the lot step) leaves a
+    # remainder the exchange will not trade. The trade must still close and be reported.
+    runner, _, orders = _on_fake(tmp_path, {}, bars_to_trade=5)
+    sides = [o["side"] for o in orders]
+    assert sides == ["BUY", "SELL", "BUY", "SELL", "BUY"]
+    trades = [t for i in runner.infos for t in i["trades"]]
+    buys = [o["clientOrderId"] for o in orders if o["side"] == "BUY"]
+    assert {t.trade_id.split(":")[0] for t in trades} == set(buys[:2])  # the last buy is still open
+    assert "dust" in {t.exit_reason for t in trades}

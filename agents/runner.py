@@ -759,7 +759,7 @@ class LiveRunner:
             fees = 0.0  # commissions of buys booked now (see _adopt)
             if self._store is not None:
                 for logged in self._store.unbooked():
-                    fate, found = await self._settle(logged.sent_id)
+                    fate, found = await self._settle(logged.sent_id, logged.intent, logged.quote)
                     cid = logged.intent.client_order_id
                     if found is not None:
                         self._book_logged(logged, found)
@@ -1316,7 +1316,9 @@ class LiveRunner:
         self._adopt_due = None
         self._adopt(account, after=order_id, fee=fee)
 
-    async def _settle(self, client_order_id: str) -> tuple[_Fate, OrderResult | None]:
+    async def _settle(
+        self, client_order_id: str, intent: OrderIntent | None = None, quote: Quote | None = None
+    ) -> tuple[_Fate, OrderResult | None]:
         """Ask the exchange what became of ``client_order_id`` (see :attr:`RetryPolicy.lookups`).
 
         ``FOUND`` with the exchange's answer as soon as it has the order. Otherwise the exchange is asked
@@ -1332,7 +1334,14 @@ class LiveRunner:
         last_absent = False
         for k in range(1, policy.lookups + 1):
             try:
-                found = await broker.known(client_order_id)
+                if intent is not None and _takes_intent(broker):
+                    # The exchange's answer then carries the intent's side, size and slippage.
+                    ask = cast("Any", broker.known)
+                    found = await ask(
+                        client_order_id, intent._replace(client_order_id=client_order_id), quote
+                    )
+                else:
+                    found = await broker.known(client_order_id)
             except RetryableBrokerError as exc:
                 log.warning("cannot ask the exchange about order %s (%s)", client_order_id, exc.problem)
                 last_absent = False
@@ -1352,7 +1361,7 @@ class LiveRunner:
     async def _settle_unsettled(self) -> None:
         """At a new bar: settle the orders whose fate was unknown (book them, or void them if absent)."""
         for cid, (logged, row) in list(self._unsettled.items()):
-            fate, found = await self._settle(logged.sent_id)
+            fate, found = await self._settle(logged.sent_id, logged.intent, logged.quote)
             if fate is _Fate.UNKNOWN:
                 continue
             del self._unsettled[cid]
@@ -1443,7 +1452,7 @@ class LiveRunner:
             transient = not result.filled and kind is not None and kind.retryable
             if transient and kind is not ErrorKind.RATE_LIMIT:
                 # A timeout, 5xx or dropped connection leaves the order's fate open: settle it first.
-                fate, found = await self._settle(current.client_order_id)
+                fate, found = await self._settle(current.client_order_id, current, quote)
                 if found is not None:
                     # The exchange has the order: its answer is the order's (filled or not).
                     log.info(
@@ -1919,6 +1928,16 @@ class LiveRunner:
             f"| equity {equity:.2f} pnl {pnl:+.2f} ({pnl / initial:+.2%}) | last {self.last_decision} "
             f"| rules {rules}{kill}"
         )
+
+
+def _takes_intent(broker: Any) -> bool:
+    """Whether ``broker.known`` also takes the intent and the quote (an exchange broker does)."""
+    import inspect
+
+    try:
+        return len(inspect.signature(broker.known).parameters) >= 3
+    except (TypeError, ValueError):
+        return False
 
 
 def _buy_fee(result: OrderResult) -> float:

@@ -394,7 +394,9 @@ def _trade_through(
     bars = _btc()
     state = tmp_path / name / "state"
     kills = 0
-    with _fake_server(tmp_path / name, 0.0) as url:
+    # Binance refuses a client order id again only while its order is open: a resent id would be a
+    # second order, which the id check below would catch.
+    with _fake_server(tmp_path / name, 0.0, "--dedupe", "open") as url:
         runner = _LiveProcess(bundle, url, state)
         runner.connected()
 

@@ -187,7 +187,9 @@ class RiskLimits:
         max_position: cap on the absolute target exposure (fraction of equity, before leverage).
         daily_loss: kill switch: when equity falls this fraction below the UTC day's first equity, the
             position is closed (reduce-only, exit reason ``"risk_limit"``) and no further orders are
-            sent until the runner is restarted.
+            sent; bars are still marked and learned from. It does not reset at the next UTC day, and
+            the switch is part of the checkpoint, so a restart with the same state directory stays
+            halted (a new state directory starts afresh).
     """
 
     max_position: float | None = None

@@ -138,7 +138,11 @@ def live_command(
     daily_loss: Annotated[
         float | None,
         typer.Option(
-            "--daily-loss", help="Kill switch: close and stop after losing this fraction in a UTC day."
+            "--daily-loss",
+            help="Kill switch: when equity falls this fraction below the UTC day's first equity, the "
+            "position is closed and no order is sent again; the runner keeps marking and learning. The "
+            "switch is kept in the checkpoint (a restart stays halted): trade again with a new "
+            "--state-dir.",
         ),
     ] = None,
     max_bars: Annotated[

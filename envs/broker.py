@@ -169,7 +169,9 @@ class AsyncBroker(Protocol):
     what no retry can fix (bad credentials, unknown symbol). ``start`` connects and returns the
     market's rules; ``account`` reports balances; ``known`` answers what became of an order sent
     under a client order id (``None`` when the exchange never received it), for restart
-    reconciliation; ``close`` releases the connection.
+    reconciliation; given the ``intent`` sent under the id and its ``quote``, it books the order as its own
+    answer would have been, and refuses (``BrokerError``) an order under the id that is not that intent;
+    ``close`` releases the connection.
     """
 
     async def start(self) -> MarketSpec: ...
@@ -178,7 +180,9 @@ class AsyncBroker(Protocol):
 
     async def submit(self, order: OrderIntent, quote: Quote) -> OrderResult: ...
 
-    async def known(self, client_order_id: str) -> OrderResult | None: ...
+    async def known(
+        self, client_order_id: str, intent: OrderIntent | None = None, quote: Quote | None = None
+    ) -> OrderResult | None: ...
 
     async def close(self) -> None: ...
 

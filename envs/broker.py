@@ -57,6 +57,7 @@ __all__ = [
     "OrderIntent",
     "Quote",
     "SimBroker",
+    "refusal",
 ]
 
 # The exchange's own wording (Binance spot), so learned error resolutions carry over to live trading.
@@ -185,6 +186,36 @@ class AsyncBroker(Protocol):
     ) -> OrderResult | None: ...
 
     async def close(self) -> None: ...
+
+
+def refusal(
+    order: OrderIntent,
+    quote: Quote,
+    kind: ErrorKind,
+    message: str,
+    code: str | None,
+    status: OrderStatus = _REJECTED,
+) -> OrderResult:
+    """The result of ``order`` refused or failed at ``quote``: nothing filled, the exchange's ``kind``,
+    ``message`` and ``code`` (every broker builds its refusals here, so learners see one shape)."""
+    return _new_record(
+        OrderResult,
+        (
+            order.client_order_id,
+            order.symbol,
+            order.side,
+            quote.time_ns,
+            order.qty,
+            quote.price,
+            status,
+            0.0,
+            0.0,
+            0.0,
+            kind,
+            message,
+            code,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,31 +419,4 @@ class SimBroker:
             ),
         )
 
-    @staticmethod
-    def _refuse(
-        order: OrderIntent,
-        quote: Quote,
-        kind: ErrorKind,
-        message: str,
-        code: str,
-        *,
-        status: OrderStatus = _REJECTED,
-    ) -> OrderResult:
-        return _new_record(
-            OrderResult,
-            (
-                order.client_order_id,
-                order.symbol,
-                order.side,
-                quote.time_ns,
-                order.qty,
-                quote.price,
-                status,
-                0.0,
-                0.0,
-                0.0,
-                kind,
-                message,
-                code,
-            ),
-        )
+    _refuse = staticmethod(refusal)

@@ -55,6 +55,7 @@ from envs.broker import (
     AccountSnapshot,
     OrderIntent,
     Quote,
+    refusal,
 )
 from envs.errors import BrokerError, ConfigError, RetryableBrokerError, did_you_mean
 from envs.events import ErrorKind, OrderResult, OrderStatus, Side
@@ -721,7 +722,7 @@ class ExchangeBroker:
         if not (math.isfinite(qty) and qty > 0.0):
             # Nothing left after the lot step: ccxt would refuse it before sending; the exchange's words.
             return self._remember(
-                _refusal(order, quote, ErrorKind.LOT_SIZE, MSG_LOT_SIZE, "-1013", OrderStatus.REJECTED)
+                refusal(order, quote, ErrorKind.LOT_SIZE, MSG_LOT_SIZE, "-1013", OrderStatus.REJECTED)
             )
         errors = _errors()
         if self.verify_ids:
@@ -767,7 +768,7 @@ class ExchangeBroker:
         except _StillOpen as exc:
             return _still_open(order, quote, exc)
         if found is None:  # answered as placed, yet unknown when asked: its fate is open
-            return _refusal(
+            return refusal(
                 order,
                 quote,
                 ErrorKind.NETWORK,
@@ -851,7 +852,7 @@ class ExchangeBroker:
                     "does not have it" if found is None else f"has it without a fill ({found.message})",
                 )  # fmt: skip
         status_out = OrderStatus.ERRORED if kind.retryable else OrderStatus.REJECTED
-        return _refusal(order, quote, kind, message, code, status_out)
+        return refusal(order, quote, kind, message, code, status_out)
 
     async def _known_quietly(self, order: OrderIntent, quote: Quote) -> OrderResult | None:
         try:
@@ -1035,7 +1036,7 @@ class _StillOpen(Exception):
 
 def _still_open(order: OrderIntent, quote: Quote, exc: _StillOpen) -> OrderResult:
     """An order the exchange has not finished: its fate is open (an errored result, not remembered)."""
-    return _refusal(order, quote, ErrorKind.TIMEOUT, str(exc), None, OrderStatus.ERRORED)
+    return refusal(order, quote, ErrorKind.TIMEOUT, str(exc), None, OrderStatus.ERRORED)
 
 
 def _fee_in_quote(raw: Mapping[str, Any], spec: MarketSpec, price: float) -> float | None:
@@ -1054,26 +1055,6 @@ def _fee_in_quote(raw: Mapping[str, Any], spec: MarketSpec, price: float) -> flo
         else:
             return None
     return total
-
-
-def _refusal(
-    order: OrderIntent, quote: Quote, kind: ErrorKind, message: str, code: str | None, status: OrderStatus
-) -> OrderResult:
-    return OrderResult(
-        order.client_order_id,
-        order.symbol,
-        order.side,
-        quote.time_ns,
-        order.qty,
-        quote.price,
-        status,
-        0.0,
-        0.0,
-        0.0,
-        kind,
-        message,
-        code,
-    )
 
 
 def _strip(text: str) -> str:

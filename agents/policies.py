@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -27,7 +27,20 @@ if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.vec_env import VecEnv
 
-__all__ = ["ALGORITHMS", "AlgoConfig", "AlgoName", "AlgoSpec", "build_model", "load_model"]
+__all__ = ["ALGORITHMS", "AlgoConfig", "AlgoName", "AlgoSpec", "Policy", "build_model", "load_model"]
+
+
+class Policy(Protocol):
+    """What evaluation and the live runner ask for a decision: SB3's ``predict`` (models, baselines,
+    anything with the same call)."""
+
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[Any, Any]: ...
 
 
 class AlgoName(StrEnum):

@@ -87,7 +87,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -102,6 +102,7 @@ from agents.hooks import (
     HookEvent,
     LearnedOrderHook,
 )
+from agents.policies import Policy
 from agents.runner_state import SENT, RunnerStore, SentOrder, decode_record, encode_record
 from agents.switches import LearningSwitches
 from agents.wrappers import INFO_CONDITIONS, INFO_EVENTS, INFO_VERSION
@@ -165,18 +166,6 @@ _MS_DIGITS: Final = 13  # a millisecond timestamp until the year 2286
 _SEQ_DIGITS: Final = 1  # orders per decision: the kill switch's close and the policy's order
 _FILLED = OrderStatus.FILLED
 _REJECTED = OrderStatus.REJECTED
-
-
-class Policy(Protocol):
-    """What the runner asks for a decision: SB3's ``predict`` (models; anything with the same call)."""
-
-    def predict(
-        self,
-        observation: Any,
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = True,
-    ) -> tuple[Any, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)

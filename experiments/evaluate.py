@@ -18,11 +18,12 @@ import math
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from agents.policies import Policy
 from envs.clock import DAY_NS
 from envs.errors import ConfigError
 from envs.events import ErrorEvent, OrderResult, OrderStatus, TradeResult
@@ -48,18 +49,6 @@ CALENDAR_DAYS_PER_YEAR: Final = 365.0
 _SATURDAY: Final = 5  # Monday is 0
 _MIN_BARS_FOR_SHARPE: Final = 2
 REPORT_WIDTH: Final = 120
-
-
-class Policy(Protocol):
-    """Anything with the prediction interface of an SB3 model."""
-
-    def predict(
-        self,
-        observation: Any,
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = True,
-    ) -> tuple[Any, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)

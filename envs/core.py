@@ -286,8 +286,7 @@ class TradingCore:
         tick = spec.price_tick
         if impact != 0.0 and not volume > 0.0:  # unknown volume: full participation even at qty 0
             slippage = slippage + impact * math.sqrt(MAX_PARTICIPATION)
-        elif impact != 0.0:
-            slippage = slippage + impact * math.sqrt(min(0.0 / volume, MAX_PARTICIPATION))
+        # (known volume: a zero-size change has zero participation, so no impact term)
         move = price * ((half_spread + slippage) * BPS)
         if buy:
             fill = price + move

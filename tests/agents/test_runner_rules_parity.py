@@ -13,7 +13,6 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -32,6 +31,7 @@ from envs.replay import MarketReplayEnv
 from learning.discretize import Discretizer
 from learning.records import AvoidanceRule, ConditionAdjustment, LearnedMinimum
 from learning.state import LearnedState
+from tests.agents.test_runner import MomentumPolicy, _Host, _strip
 
 START = 1000
 END = 1300
@@ -59,21 +59,6 @@ def matrix(bars: pd.DataFrame) -> Any:
 @pytest.fixture(scope="module")
 def normalization(matrix: Any) -> NormalizationStats:
     return NormalizationStats.fit(matrix, 0, START)
-
-
-class MomentumPolicy:
-    """Deterministic: the newest row's normalized momentum, bucketed into the five actions."""
-
-    def __init__(self, k: int) -> None:
-        self.column = (WINDOW - 1) * k + 5
-
-    def predict(
-        self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True
-    ) -> tuple[Any, Any]:
-        obs = np.asarray(observation)
-        x = float(obs.reshape(-1)[self.column]) if obs.ndim == 1 else float(obs[0, self.column])
-        action = int(np.digitize(x, [-0.6, -0.2, 0.2, 0.6]))
-        return (np.array([action]) if obs.ndim == 2 else np.int64(action)), state
 
 
 def _rule(factor: str) -> AvoidanceRule:
@@ -122,18 +107,6 @@ def state(matrix: Any, bars: pd.DataFrame) -> LearnedState:
     )
 
 
-class _Host:
-    def __init__(self, env: Any) -> None:
-        from stable_baselines3.common.logger import Logger
-
-        self.env = env
-        self.logger = Logger(folder=None, output_formats=[])
-        self.num_timesteps = 0
-
-    def get_env(self) -> Any:
-        return self.env
-
-
 def _replay(
     bars: pd.DataFrame, normalization: NormalizationStats, state: LearnedState
 ) -> list[dict[str, Any]]:
@@ -171,10 +144,6 @@ def _live(bars: pd.DataFrame, normalization: NormalizationStats, state: LearnedS
     runner.build()
     asyncio.run(runner.run())
     return runner
-
-
-def _strip(order_id: str) -> str:
-    return order_id.split("-", 1)[1]
 
 
 def _comparable(info: dict[str, Any]) -> dict[str, Any]:

@@ -244,7 +244,12 @@ class LearningConfig(BaseModel):
         "uncompacted trades (also before reads that need them and at close); until then the journal "
         "holds them and a restart replays it.",
     )
-    archive_chunk: int = Field(default=200_000, ge=1, description="Maximum patterns per archive file.")
+    archive_chunk: int = Field(
+        default=200_000,
+        ge=1,
+        description="Maximum patterns per archive file. The periodic memory passes gather this many before "
+        "a file is written (what has gathered is also written when the archive is read and at close).",
+    )
     seed: int = Field(default=0, ge=0, description="Seed of the exploration generator.")
 
     @model_validator(mode="after")

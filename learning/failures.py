@@ -182,7 +182,7 @@ class FailureAnalyzer:
     def record_veto(self, rule_id: str, time_ns: int, symbol: str = "") -> AvoidanceRule:
         """Count an entry this rule vetoed."""
         old = self._require(rule_id)
-        rule = replace(old, vetoes=old.vetoes + 1)
+        rule = _counted(old, old.vetoes + 1, old.judged, old.wrong)
         self._rules[rule_id] = rule
         self._changes += 1
         self._dirty.add(rule_id)
@@ -199,7 +199,7 @@ class FailureAnalyzer:
         margin: a rule earns its place only by filtering out clearly worse entries.
         """
         old = self._require(rule_id)
-        rule = replace(old, judged=old.judged + 1, wrong=old.wrong + bool(would_have_won))
+        rule = _counted(old, old.vetoes, old.judged + 1, old.wrong + bool(would_have_won))
         threshold = self._retire_rate
         if baseline_win_rate is not None:
             threshold = min(threshold, max(baseline_win_rate - self._retire_margin, 0.0))
@@ -289,6 +289,30 @@ class FailureAnalyzer:
                 (outcome, rule_id),
             )
         self._pending_judgements.clear()
+
+
+def _counted(rule: AvoidanceRule, vetoes: int, judged: int, wrong: int) -> AvoidanceRule:
+    """``replace(rule, vetoes=..., judged=..., wrong=...)`` without its field introspection (a veto and
+    its outcome can come every bar)."""
+    return AvoidanceRule(
+        rule.rule_id,
+        rule.factor,
+        rule.description,
+        rule.support,
+        rule.losers,
+        rule.occurrence,
+        rule.winner_occurrence,
+        rule.lift,
+        rule.window_days,
+        rule.created_ns,
+        rule.updated_ns,
+        vetoes,
+        judged,
+        wrong,
+        rule.active,
+        rule.retired_ns,
+        rule.retire_reason,
+    )
 
 
 def fisher_greater(loser_hits: int, losers: int, winner_hits: int, winners: int) -> float:

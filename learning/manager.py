@@ -23,11 +23,14 @@ Durability contract:
   write. On hourly bars it changes almost every bar; writing the whole weight table and the history on
   each of them cost more than the learning. A kill therefore also loses at most the periodic work of
   the last ``persist_interval_minutes`` of market time (and what depends on it), never more.
-* Archiving by the periodic memory pass writes its Parquet files (fsync'd) in a background thread;
-  the rows leave the store, and the files are recorded, once the files are durable: at the next memory
-  pass, effectiveness measurement, archive read, close, or before an archived pattern's new trades are
-  compacted. Until then the rows stay in the store (reads skip them), so a kill in between leaves
-  them active, with at worst an unrecorded duplicate file (see :mod:`learning.memory`).
+* The periodic memory pass takes the stale patterns out of the learned state at once, but their rows
+  stay in the store (reads skip them) until their archive file is durable. The passes gather them
+  until a file's worth (``archive_chunk`` patterns) is waiting, which a background thread writes and
+  the next pass records; whatever is waiting is written at once when the archive is read, at close,
+  and before one of those patterns' new trades is compacted. (On hourly bars a daily pass archives
+  about a dozen patterns: a Parquet file for each took a quarter of the learning's CPU time.) A kill
+  before the record leaves them active, with at worst an unrecorded duplicate file (see
+  :mod:`learning.memory`).
 * Every other update (errors, resolutions, minimums, reinforcement, effectiveness history, and the
   same periodic methods when called directly, archiving included) is written through at once.
 * Every write is one transaction carrying everything pending (buffered trades and vetoes, written-behind
@@ -59,7 +62,14 @@ from learning.discretize import FACTOR_SEPARATOR, ConditionClassifier, Discretiz
 from learning.error_patterns import ErrorMatch, ErrorPattern, ErrorPatternLearner, Resolution
 from learning.failures import FailureAnalyzer
 from learning.journal import TradeJournal
-from learning.memory import ArchiveJob, ArchiveResult, finish_archive, load_archive, start_archive
+from learning.memory import (
+    ArchiveJob,
+    ArchiveResult,
+    finish_archive,
+    load_archive,
+    stale_patterns,
+    start_archive,
+)
 from learning.minimums import OrderMinimumLearner
 from learning.patterns import PatternRecognitionEngine
 from learning.records import AvoidanceRule, ConditionAdjustment, LearnedMinimum, PatternScore
@@ -232,6 +242,12 @@ class UniversalLearningManager:
         # store when they are durable (finished before anything else reads or writes those tables).
         self._archiving: ArchiveJob | None = None
         self._archiver: ThreadPoolExecutor | None = None
+        # Patterns archived by periodic passes whose file is not started yet (in selection order), the
+        # cutoff of the latest of those passes, and the cutoff below which every stored pattern has been
+        # selected (None: not known, the next pass looks at every stored pattern).
+        self._waiting: list[int] = []
+        self._waiting_cutoff = 0
+        self._scanned_ns: int | None = None
         # Written-behind periodic work (see the durability contract): inside periodic() and on_bar(),
         # changes are marked unsaved instead of flushed; flush() records the market time it wrote.
         self._defer = False
@@ -333,9 +349,13 @@ class UniversalLearningManager:
     def _compact_patterns(self, conn: sqlite3.Connection) -> None:
         """Fold pending pattern updates into the store with their journal watermark (in the caller's
         transaction, which must also write the journal rows up to the watermark)."""
-        if self._patterns.blocks_compaction:
+        patterns = self._patterns
+        if patterns.blocks_compaction:
             self._finish_archive()
-        self._patterns.compact(conn)
+        scanned = self._scanned_ns
+        if scanned is not None and patterns.pending and patterns.oldest_pending_seen() < scanned:
+            self._scanned_ns = None  # a pattern last seen before the memory passes' cutoff comes back
+        patterns.compact(conn)
         self._store.set_meta(_META_PATTERNS_SEQ, self._journal.last_seq)
 
     @property
@@ -534,7 +554,8 @@ class UniversalLearningManager:
 
     def record_veto(self, rule_id: str, time_ns: int | None = None, symbol: str = "") -> AvoidanceRule:
         """Count an entry that rule ``rule_id`` vetoed (buffered like trades: a veto can repeat every bar)."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         rule = self._failures.record_veto(rule_id, self._now(time_ns), symbol)
         if self._failures.pending >= self.config.flush_every:
             self.flush()
@@ -557,7 +578,8 @@ class UniversalLearningManager:
         self, rule_id: str, would_have_won: bool, time_ns: int | None = None
     ) -> AvoidanceRule:
         """Report what a vetoed entry would have done; a rule proven wrong often enough retires."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         before = self._failures.get(rule_id)
         now = self._now(time_ns)
         rule = self._failures.record_outcome(rule_id, would_have_won, now, self._baseline_win_rate(now))
@@ -577,46 +599,66 @@ class UniversalLearningManager:
         """Archive patterns not seen for more than ``archive_age_days`` (durably, then delete).
 
         Called directly, the archive is complete on return. From :meth:`periodic` and :meth:`on_bar`, the
-        files are written by a background thread and the rows leave the store once they are durable
-        (at the next memory pass, effectiveness measurement, archive read or close, or before one of
-        those patterns' new trades are compacted); the patterns leave the learned state at once either
-        way (reads of the store skip their rows meanwhile).
+        stale patterns leave the learned state at once but their rows wait in the store (reads skip
+        them) until a file's worth (``archive_chunk``) has gathered over the passes, whose file is then
+        written by a background thread and recorded at the next pass; or until the archive is read, the
+        manager closes, or one of those patterns' new trades is compacted, when whatever is waiting is
+        written at once.
         """
         self._check_open()
         t = self._now(now)
+        cutoff = t - self.config.archive_age_ns
         if not self._defer:
             self._finish_archive()
             self.compact()
-            job = self._start_archive(t)
+            ids = stale_patterns(self._store, cutoff_ns=cutoff)
+            job = self._start_archive(ids, cutoff, t, background=False)
             finish_archive(self._store, job)
-            self._patterns.forget(job.result.ids)
+            self._patterns.forget(ids)
+            self._scanned_ns = max(cutoff, self._scanned_ns or cutoff)
             return self._archived(t, job.result)
-        # Periodic: one transaction for the previous pass's record, the compaction and this pass's
-        # bookkeeping (its files are written behind).
+        # Periodic: one transaction for the previous batch's record, the compaction and this pass's
+        # bookkeeping (its file is written once a batch is full).
         with self._store.transaction() as conn:
-            self._finish_archive()
+            self._record_archive()
             self.flush()
             self._compact_patterns(conn)
-            job = self._start_archive(t)
-            if job.result.patterns:
-                self._patterns.hide(job.result.ids)
-                self._archiving = job
-            return self._archived(t, job.result)
+            patterns = self._patterns
+            ids = stale_patterns(
+                self._store, cutoff_ns=cutoff, since_ns=self._scanned_ns, exclude=patterns.hidden
+            )
+            # Every stored pattern last seen before the cutoff is now archived or waiting for its file:
+            # the next pass only looks at later ones (unless a compaction brings an older one back).
+            self._scanned_ns = max(cutoff, self._scanned_ns or cutoff)
+            files: tuple[str, ...] = ()
+            if ids:
+                patterns.hide(ids)
+                self._waiting.extend(ids)
+                self._waiting_cutoff = cutoff
+                if len(self._waiting) >= self.config.archive_chunk:
+                    self._archiving = self._start_archive(self._waiting, cutoff, t, background=True)
+                    files = self._archiving.result.files
+                    self._waiting = []
+            return self._archived(t, ArchiveResult(files, len(ids), tuple(ids)))
 
-    def _start_archive(self, t: int) -> ArchiveJob:
+    def _start_archive(self, ids: list[int], cutoff: int, t: int, *, background: bool) -> ArchiveJob:
         return start_archive(
             self._store,
             self.archive_dir,
-            cutoff_ns=t - self.config.archive_age_ns,
+            ids,
+            cutoff_ns=cutoff,
             now_ns=t,
             chunk=self.config.archive_chunk,
-            submit=self._archive_writer().submit if self._defer else None,
+            submit=self._archive_writer().submit if background else None,
         )
 
     def _archived(self, t: int, result: ArchiveResult) -> ArchiveResult:
         self._journal.prune(t)
         if result.patterns:
-            log.info("archived %d patterns to %s", result.patterns, ", ".join(result.files))
+            if result.files:
+                log.info("archived %d patterns to %s", result.patterns, ", ".join(result.files))
+            else:
+                log.info("archived %d patterns (their file is written with a later batch)", result.patterns)
             self._bump()
             self.flush()
         return result
@@ -626,14 +668,31 @@ class UniversalLearningManager:
             self._archiver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slf-archive")
         return self._archiver
 
-    def _finish_archive(self) -> None:
+    def _record_archive(self) -> None:
         """Record the background archive (waiting for its files) and delete its rows from the store."""
         job = self._archiving
         if job is None:
             return
         self._archiving = None
         finish_archive(self._store, job)
-        self._patterns.unhide()
+        self._patterns.unhide(job.result.ids)
+
+    def _finish_archive(self) -> None:
+        """Record the background archive, then write, record and delete the patterns still waiting."""
+        self._record_archive()
+        waiting = self._waiting
+        if not waiting:
+            return
+        self._waiting = []
+        job = self._start_archive(waiting, self._waiting_cutoff, self._clock.now_ns(), background=False)
+        finish_archive(self._store, job)
+        self._patterns.unhide(waiting)
+
+    @property
+    def _archived_pending(self) -> int:
+        """Archived patterns whose file is not recorded yet (waiting, or being written)."""
+        job = self._archiving
+        return len(self._waiting) + (job.result.patterns if job is not None else 0)
 
     def load_archive(self) -> list[PatternScore]:
         """Every archived pattern, read back from the archive files (checksums verified)."""
@@ -717,10 +776,10 @@ class UniversalLearningManager:
         """Measure patterns, rules, resolutions, adaptations and trends; appended to the history."""
         self._check_open()
         t = self._now(now)
-        self._finish_archive()  # the archived count reads the store
         win_rate, win_trend, profit_trend, mean_pnl = trends(self._journal.recent_pnls())
         rules = self._failures.rules()
-        archived = int(self._store.conn.execute("SELECT COALESCE(SUM(rows), 0) FROM archives").fetchone()[0])
+        recorded = self._store.conn.execute("SELECT COALESCE(SUM(rows), 0) FROM archives").fetchone()[0]
+        archived = int(recorded) + self._archived_pending
         measurement = LearningEffectiveness(
             time_ns=t,
             patterns=self.pattern_count(),

@@ -14,17 +14,21 @@ a loss); the next run writes a new file name. :func:`load_archive` reads back ev
 checks its checksum.
 
 Step 1 waits on the disk (two fsyncs) while step 2 needs only the rows chosen at the start, so the
-manager's periodic memory pass splits them (:func:`start_archive`, then :func:`finish_archive`): the
-stale rows are selected at once and their files written by a background thread while training goes on;
-the SQLite step runs later, in the main thread, once the files are durable. Which rows go to which file
-is decided by the selection alone, so the archive is the same whenever the files are written.
+selection (:func:`stale_patterns`) and the two steps (:func:`start_archive`, then
+:func:`finish_archive`) are separate: the manager's periodic memory pass selects the stale rows at once
+(they leave the learned state then) and gathers them until a file's worth (``archive_chunk``) is
+waiting, or the archive is read or the manager closes; the files are then written (by a background
+thread for a full batch) and the SQLite step runs later, in the main thread, once they are durable.
+Meanwhile the selected rows stay in the store, unchanged. A file holds the rows of one or more passes
+in the order they were selected (by id within a pass), so reading the archive back gives the same
+sequence however the passes were grouped into files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Container, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +47,7 @@ __all__ = [
     "archive_stale_patterns",
     "finish_archive",
     "load_archive",
+    "stale_patterns",
     "start_archive",
 ]
 
@@ -121,12 +126,12 @@ def _next_free(archive_dir: Path, start: int) -> tuple[int, Path]:
     return n, archive_dir / f"patterns-{n:06d}.parquet"
 
 
-_SELECT_STALE = (
+_SELECT_STALE = "SELECT id FROM patterns WHERE last_seen_ns < ? AND last_seen_ns >= ? ORDER BY id"
+_SELECT_ROW = (
     "SELECT p.id, s.signature, p.count, p.wins, p.total_pnl, p.score, p.weight, p.first_seen_ns, "
-    "p.last_seen_ns, p.sig FROM patterns p JOIN pattern_signatures s ON s.sig = p.sig "
-    "WHERE p.last_seen_ns < ? AND p.id >= ? ORDER BY p.id LIMIT ?"
+    "p.last_seen_ns, p.sig FROM patterns p JOIN pattern_signatures s ON s.sig = p.sig WHERE p.id = ?"
 )
-_MIN_ID = -(1 << 63)
+_MIN_NS = -(1 << 63)
 
 Row = tuple[object, ...]
 Submit = Callable[[Callable[[list[Row], Path], str], list[Row], Path], "Future[str]"]
@@ -168,45 +173,64 @@ def _write_now(write: Callable[[list[Row], Path], str], rows: list[Row], path: P
     return done
 
 
+def stale_patterns(
+    store: LearningStore,
+    *,
+    cutoff_ns: int,
+    since_ns: int | None = None,
+    exclude: Container[int] = (),
+) -> list[int]:
+    """Ids of the stored patterns last seen before ``cutoff_ns`` (and not before ``since_ns``, when the
+    caller knows that older ones were all selected already), leaving out ``exclude``, in id order.
+
+    The caller compacts pending pattern updates first, so the store holds the latest statistics.
+    """
+    since = _MIN_NS if since_ns is None else since_ns
+    rows = store.conn.execute(_SELECT_STALE, (cutoff_ns, since))
+    return [pid for (pid,) in rows if pid not in exclude]
+
+
 def start_archive(
     store: LearningStore,
     archive_dir: Path,
+    ids: Sequence[int],
     *,
     cutoff_ns: int,
     now_ns: int,
     chunk: int,
     submit: Submit | None = None,
 ) -> ArchiveJob:
-    """Select the patterns last seen before ``cutoff_ns`` (``chunk`` per file) and start writing their
-    files durably with ``submit`` (at once, in this thread, when ``None``).
+    """Start writing the stored patterns ``ids`` (``chunk`` per file, in the given order) durably with
+    ``submit`` (at once, in this thread, when ``None``).
 
-    Nothing leaves the store until :func:`finish_archive`. The caller flushes pending pattern updates
-    first, so the store holds the latest statistics; no other archive of the same store may be pending.
+    Nothing leaves the store until :func:`finish_archive`; the rows must not change meanwhile, and no
+    other archive of the same store may be pending.
     """
     conn = store.conn
     chunks: list[_Chunk] = []
-    archived: list[int] = []
     number = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM archives").fetchone()[0]) + 1
-    first_id: int | None = _MIN_ID  # ids are signed 64-bit: the next chunk starts after the last id
-    while first_id is not None:
-        rows = conn.execute(_SELECT_STALE, (cutoff_ns, first_id, chunk)).fetchall()
-        if not rows:
-            break
-        last = int(rows[-1][0])  # type: ignore[call-overload]
-        first_id = last + 1 if len(rows) == chunk and last < -_MIN_ID - 1 else None
-        if not chunks:
-            archive_dir.mkdir(parents=True, exist_ok=True)
-            import pyarrow.parquet  # noqa: F401 - import in this thread, not the writer's
-
+    if ids:
+        archive_dir.mkdir(parents=True, exist_ok=True)
+        import pyarrow.parquet  # noqa: F401 - import in this thread, not the writer's
+    for first in range(0, len(ids), chunk):
+        rows: list[Row] = []
+        for pid in ids[first : first + chunk]:
+            row = conn.execute(_SELECT_ROW, (pid,)).fetchone()
+            if row is None:
+                raise StateError(
+                    f"pattern {pid} chosen for the archive left the store before its file was written",
+                    where=str(store.path),
+                    fix="report this as a bug; the pattern's statistics are still in the journal",
+                )
+            rows.append(row)
         number, path = _next_free(archive_dir, number)
         body = [r[1:-1] for r in rows]
         digest = (
             _write_now(_write_durably, body, path) if submit is None else submit(_write_durably, body, path)
         )
         chunks.append(_Chunk(number, path, rows, digest))
-        archived.extend(r[0] for r in rows)
         number += 1
-    result = ArchiveResult(tuple(c.path.name for c in chunks), len(archived), tuple(archived))
+    result = ArchiveResult(tuple(c.path.name for c in chunks), len(ids), tuple(ids))
     return ArchiveJob(result, now_ns, cutoff_ns, tuple(chunks))
 
 
@@ -230,12 +254,13 @@ def finish_archive(store: LearningStore, job: ArchiveJob) -> ArchiveResult:
 def archive_stale_patterns(
     store: LearningStore, archive_dir: Path, *, cutoff_ns: int, now_ns: int, chunk: int
 ) -> ArchiveResult:
-    """Move patterns last seen before ``cutoff_ns`` to Parquet files under ``archive_dir`` (write, then
-    record and delete: :func:`start_archive` and :func:`finish_archive` in one go).
+    """Move patterns last seen before ``cutoff_ns`` to Parquet files under ``archive_dir`` (select, write,
+    then record and delete: :func:`stale_patterns`, :func:`start_archive` and :func:`finish_archive`).
 
     The caller flushes pending pattern updates first, so the store holds the latest statistics.
     """
-    job = start_archive(store, archive_dir, cutoff_ns=cutoff_ns, now_ns=now_ns, chunk=chunk)
+    ids = stale_patterns(store, cutoff_ns=cutoff_ns)
+    job = start_archive(store, archive_dir, ids, cutoff_ns=cutoff_ns, now_ns=now_ns, chunk=chunk)
     return finish_archive(store, job)
 
 

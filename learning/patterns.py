@@ -24,8 +24,10 @@ about n^2 / 2^65: 3e-8 with a million patterns) would share statistics; nothing 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
+from dataclasses import replace
 
 import numpy as np
 
@@ -53,11 +55,12 @@ _SELECT = (
     "p.last_seen_ns FROM patterns p JOIN pattern_signatures s ON s.sig = p.sig"
 )
 
-_SELECT_TOP = (
+_SELECT_ROW = (
     "SELECT p.id, s.signature, p.count, p.wins, p.total_pnl, p.score, p.weight, p.first_seen_ns, "
-    "p.last_seen_ns FROM patterns p JOIN pattern_signatures s ON s.sig = p.sig WHERE p.weight > ? "
-    "ORDER BY p.weight DESC, p.score DESC, p.id DESC LIMIT ?"
+    "p.last_seen_ns FROM patterns p JOIN pattern_signatures s ON s.sig = p.sig"
 )
+_SELECT_REINFORCED = f"{_SELECT_ROW} WHERE p.weight > ?"
+_SELECT_ONE = f"{_SELECT_ROW} WHERE p.id = ?"
 
 
 def pattern_id(signature: str) -> int:
@@ -130,15 +133,21 @@ class PatternRecognitionEngine:
         self._next_sig = (
             int(conn.execute("SELECT COALESCE(MAX(sig), 0) FROM pattern_signatures").fetchone()[0]) + 1
         )
-        # top() is read for every snapshot. Which patterns it ranks, and their stored rows, change only
-        # when the store's patterns do (compaction, boost, archiving); its result also changes when a
-        # trade of one of them is observed (its pending delta).
+        # The stored rows of the reinforced patterns (weight above neutral), kept in step with the store
+        # by compaction, boost and archiving: top() ranks them without a query. Weights only grow
+        # (boosts multiply by more than 1), so a pattern leaves this set only when it is archived.
+        self._reinforced: dict[int, PatternScore] = {
+            row[0]: _record(row[1:]) for row in conn.execute(_SELECT_REINFORCED, (NEUTRAL_WEIGHT,))
+        }
+        # top() is read for every snapshot: its ranking changes only when a reinforced pattern's stored
+        # row does (compaction, boost, archiving); its result also changes when a trade of one of them
+        # is observed (its pending delta).
         self._top_rows: tuple[int, tuple[tuple[int, PatternScore], ...]] | None = None
         self._top: tuple[PatternScore, ...] | None = None
         self._top_ids: frozenset[int] = frozenset()
         # Archived patterns whose rows are still in the store until their archive file is recorded
-        # (see learning.memory.start_archive): every read leaves them out.
-        self._hidden: frozenset[int] = frozenset()
+        # (see learning.memory): every read leaves them out.
+        self._hidden: set[int] = set()
 
     # --- signatures --------------------------------------------------------------------------------
     def factors(self, *groups: Mapping[str, float]) -> tuple[str, ...]:
@@ -186,19 +195,27 @@ class PatternRecognitionEngine:
         transaction, after a compaction); returns the signatures whose weight changed."""
         changed: list[str] = []
         hidden = self._hidden
+        reinforced = self._reinforced
         for signature in dict.fromkeys(signatures):
             pid = pattern_id(signature)
             if pid in hidden:
                 continue  # archived
-            row = conn.execute("SELECT weight FROM patterns WHERE id = ?", (pid,)).fetchone()
-            if row is None:
-                continue
-            new = min(self._w_max, max(self._w_min, row[0] * factor))
-            if new != row[0]:
+            record = reinforced.get(pid)
+            if record is None:
+                row = conn.execute(_SELECT_ONE, (pid,)).fetchone()
+                if row is None:
+                    continue
+                record = _record(row[1:])
+            new = min(self._w_max, max(self._w_min, record.weight * factor))
+            if new != record.weight:
                 conn.execute("UPDATE patterns SET weight = ? WHERE id = ?", (new, pid))
+                if new > NEUTRAL_WEIGHT:
+                    reinforced[pid] = replace(record, weight=new)
+                else:
+                    reinforced.pop(pid, None)
                 changed.append(signature)
         if changed:
-            self._store_changed()
+            self._reinforced_changed()
         return changed
 
     # --- reading (store plus pending deltas) -------------------------------------------------------
@@ -221,21 +238,16 @@ class PatternRecognitionEngine:
     def top(self, k: int) -> tuple[PatternScore, ...]:
         """The ``k`` reinforced patterns (weight above neutral) of highest weight, then score, then id.
 
-        Weights only change in the store (reinforcement compacts first), so the weight index finds the
-        candidates; pending deltas are applied to their statistics.
+        Ranked by their stored rows (weights only change in the store: reinforcement compacts first);
+        pending deltas are applied to their statistics.
         """
         if k <= 0:
             return ()
         stored = self._top_rows
         if stored is None or stored[0] != k:
-            hidden = self._hidden
-            rows = self._conn.execute(_SELECT_TOP, (NEUTRAL_WEIGHT, k + len(hidden))).fetchall()
-            if hidden:
-                rows = [row for row in rows if row[0] not in hidden][:k]
-            # A stored pattern's id is the hash of its signature: read it instead of hashing again.
-            # (Hidden rows leave the store later without changing this ranking of the others.)
-            stored = self._top_rows = (k, tuple((row[0], _record(row[1:])) for row in rows))
-            self._top_ids = frozenset(pid for pid, _ in stored[1])
+            ranked = heapq.nsmallest(k, self._reinforced.items(), key=_rank)
+            stored = self._top_rows = (k, tuple(ranked))
+            self._top_ids = frozenset(pid for pid, _ in ranked)
             self._top = None
         top = self._top
         if top is None:
@@ -246,7 +258,7 @@ class PatternRecognitionEngine:
             )
         return top
 
-    def _store_changed(self) -> None:
+    def _reinforced_changed(self) -> None:
         self._top_rows = None
         self._top = None
         self._top_ids = frozenset()
@@ -308,6 +320,10 @@ class PatternRecognitionEngine:
         """Patterns with trades not yet compacted into the store."""
         return len(self._pending)
 
+    def oldest_pending_seen(self) -> int:
+        """The earliest last-seen time among the patterns with pending trades (they must be some)."""
+        return min(d.last for d in self._pending.values())
+
     # --- persistence -------------------------------------------------------------------------------
     def compact(self, conn: sqlite3.Connection) -> None:
         """Apply every pending delta, in id order (inside the caller's transaction)."""
@@ -316,7 +332,6 @@ class PatternRecognitionEngine:
         if self.blocks_compaction:
             # A hidden pattern seen again would be merged into its archived row.
             raise RuntimeError("an archived pattern was seen again before its archive was finished")
-        self._store_changed()
         # Id order walks the b-tree pages in order: far fewer page misses and WAL frames than random.
         items = sorted(self._pending.items())
         new = self._new_ids(np.fromiter((pid for pid, _ in items), np.int64, len(items)))
@@ -335,6 +350,16 @@ class PatternRecognitionEngine:
             ],
         )
         self._pending = {}
+        # The same arithmetic as the upsert (IEEE doubles both), so the reinforced rows equal the store's.
+        reinforced = self._reinforced
+        touched = False
+        for pid, d in items:
+            record = reinforced.get(pid)
+            if record is not None:
+                reinforced[pid] = d.apply(record)
+                touched = True
+        if touched:
+            self._reinforced_changed()
         # Both are sorted and disjoint: inserting at the search positions is a linear merge.
         self._known = np.insert(self._known, np.searchsorted(self._known, new), new)
 
@@ -343,11 +368,16 @@ class PatternRecognitionEngine:
         being written): reads leave them out meanwhile."""
         ids = tuple(ids)
         self.forget(ids)
-        self._hidden = self._hidden | frozenset(ids)
+        self._hidden.update(ids)
 
-    def unhide(self) -> None:
-        """The hidden rows have left the store."""
-        self._hidden = frozenset()
+    def unhide(self, ids: Iterable[int]) -> None:
+        """These hidden rows have left the store."""
+        self._hidden.difference_update(ids)
+
+    @property
+    def hidden(self) -> Set[int]:
+        """Ids of the archived patterns whose rows are still in the store (read-only view)."""
+        return self._hidden
 
     @property
     def blocks_compaction(self) -> bool:
@@ -359,9 +389,16 @@ class PatternRecognitionEngine:
     def forget(self, ids: Iterable[int]) -> None:
         """Drop archived patterns from the known ids (their rows have left the store)."""
         gone = np.fromiter(ids, np.int64)
-        if gone.size:
-            self._store_changed()
+        reinforced = self._reinforced
+        if any([reinforced.pop(pid, None) is not None for pid in gone.tolist()]):
+            self._reinforced_changed()
         if gone.size and self._known.size:
             pos = np.searchsorted(self._known, gone)
             pos = pos[(pos < self._known.size) & (self._known[np.minimum(pos, self._known.size - 1)] == gone)]
             self._known = np.delete(self._known, pos)
+
+
+def _rank(item: tuple[int, PatternScore]) -> tuple[float, float, int]:
+    """Sort key of :meth:`PatternRecognitionEngine.top`: weight, then score, then id, all descending."""
+    pid, record = item
+    return (-record.weight, -record.score, -pid)

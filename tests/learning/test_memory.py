@@ -11,6 +11,7 @@ import pytest
 
 from envs.clock import DAY_NS, MarketClock
 from envs.errors import StateError
+from learning.config import LearningConfig
 from learning.manager import UniversalLearningManager
 from learning.memory import archive_stale_patterns
 
@@ -106,11 +107,16 @@ def _archived_rows(manager: UniversalLearningManager) -> int:
     return int(conn.execute("SELECT COALESCE(SUM(rows), 0) FROM archives").fetchone()[0])
 
 
+def _stored_rows(manager: UniversalLearningManager) -> int:
+    return int(manager._store.conn.execute("SELECT COUNT(*) FROM patterns").fetchone()[0])
+
+
 def test_the_periodic_pass_leaves_the_store_when_its_file_is_durable(
-    manager: UniversalLearningManager, monkeypatch: pytest.MonkeyPatch
+    manager_factory: ManagerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import learning.memory as memory
 
+    manager = manager_factory(config=LearningConfig(archive_chunk=1))  # every pass fills a file
     old, recent = _two_patterns(manager)
     stats = manager.pattern(old)
     release = threading.Event()
@@ -121,13 +127,15 @@ def test_the_periodic_pass_leaves_the_store_when_its_file_is_durable(
         return write(rows, path)
 
     monkeypatch.setattr(memory, "_write_durably", slow_disk)
-    manager.periodic(START_NS + MONTH + 1)  # the memory pass is due: its file is written behind
+    result = manager.periodic(START_NS + MONTH + 1)  # the memory pass is due: its file is written behind
+    assert result
     # Gone from the learned state at once, still in the store (and unrecorded) until the file is durable.
     assert manager.pattern(old) is None
     assert [p.signature for p in manager.patterns()] == [recent]
     assert manager.pattern_count() == 1
     assert _archived_rows(manager) == 0
-    assert manager._store.conn.execute("SELECT COUNT(*) FROM patterns").fetchone()[0] == 2
+    assert _stored_rows(manager) == 2
+    assert manager.track_learning_effectiveness().archived_patterns == 1  # counted without waiting
     # Compacting other patterns' trades does not wait for the file.
     manager.learn_from_trade(make_trade(3, -1.0, exit_ns=START_NS + MONTH + 1, conditions=WILD))
     manager.compact()
@@ -137,7 +145,66 @@ def test_the_periodic_pass_leaves_the_store_when_its_file_is_durable(
     (restored,) = manager.load_archive()  # waits for the file, then records it and deletes the row
     assert restored == stats
     assert _archived_rows(manager) == 1
-    assert manager._store.conn.execute("SELECT COUNT(*) FROM patterns").fetchone()[0] == 1
+    assert _stored_rows(manager) == 1
+
+
+def test_periodic_passes_gather_their_patterns_until_a_file_is_full(manager_factory: ManagerFactory) -> None:
+    manager = manager_factory(config=LearningConfig(archive_chunk=3))
+    names = [
+        manager.learn_from_trade(make_trade(n, 1.0, exit_ns=START_NS + n * DAY_NS, conditions=c))
+        for n, c in enumerate((CALM, WILD, {"regime": 3.0, "volatility_ratio": 1.0}))
+    ]
+    archived = []
+    for n in range(3):  # one pattern becomes stale per daily pass
+        manager.periodic(START_NS + (n + 31) * DAY_NS)
+        archived.append([p.signature for p in manager.patterns()])
+        # Out of the learned state at once; their rows wait in the store until a file's worth is there.
+        assert manager.pattern(names[n]) is None
+        assert _archived_rows(manager) == 0
+        assert _stored_rows(manager) == 3
+    assert archived == [names[1:], names[2:], []]
+    assert manager.track_learning_effectiveness().archived_patterns == 3
+    manager.periodic(START_NS + 40 * DAY_NS)  # the next pass records the full batch's file
+    assert _archived_rows(manager) == 3
+    assert _stored_rows(manager) == 0
+    assert len(list(manager.archive_dir.glob("*.parquet"))) == 1
+    assert [p.signature for p in manager.load_archive()] == names  # in the order they were archived
+
+
+def test_patterns_waiting_for_their_file_are_written_at_close_and_survive_a_crash(
+    manager_factory: ManagerFactory,
+) -> None:
+    crashed = manager_factory("crashed")
+    old, recent = _two_patterns(crashed)
+    crashed.periodic(START_NS + MONTH + 1)
+    assert crashed.pattern(old) is None
+    # Killed now (never closed): the row never left the store, so a new run finds the pattern active.
+    with UniversalLearningManager(crashed.root, read_only=True) as reader:
+        assert reader.pattern(old) is not None
+    closed = manager_factory("closed")
+    _two_patterns(closed)
+    closed.periodic(START_NS + MONTH + 1)
+    closed.close()  # writes what is waiting
+    with UniversalLearningManager(closed.root, read_only=True) as reader:
+        assert reader.pattern(old) is None
+        assert [p.signature for p in reader.load_archive()] == [old]
+        assert reader.pattern(recent) is not None
+
+
+def test_a_pattern_brought_back_from_before_the_last_cutoff_is_still_archived(
+    manager: UniversalLearningManager,
+) -> None:
+    old = manager.learn_from_trade(make_trade(1, 2.0, exit_ns=START_NS, conditions=CALM))
+    recent = manager.learn_from_trade(make_trade(2, -1.0, exit_ns=START_NS + 10 * DAY_NS, conditions=WILD))
+    manager.periodic(START_NS + MONTH + 1)  # archives old; later passes look at later patterns only
+    # A trade that closed long before (a late report) creates a pattern already past the archive age.
+    late = manager.learn_from_trade(
+        make_trade(3, 1.0, exit_ns=START_NS - DAY_NS, conditions=WILD, signals={})
+    )
+    manager.periodic(START_NS + MONTH + 1 + DAY_NS)  # the next daily pass
+    assert manager.pattern(late) is None
+    assert manager.pattern(recent) is not None
+    assert sorted(p.signature for p in manager.load_archive()) == sorted([old, late])
 
 
 def test_a_pattern_seen_again_while_its_archive_is_written_starts_afresh(

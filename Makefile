@@ -12,8 +12,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# The compiled trading core is rebuilt (by reinstalling) whenever its sources change.
+CORE_SRC := setup.py $(wildcard envs/portfolio.py envs/broker.py envs/core.py envs/cursor.py envs/*.pxd)
+
 # torch first, pinned: 2.13.0 is a CPU build; an unpinned torch would pull a multi-GB CUDA build.
-$(STAMP): $(PY) pyproject.toml
+$(STAMP): $(PY) pyproject.toml $(CORE_SRC)
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev,live]"
 	@touch $(STAMP)
@@ -24,8 +27,8 @@ demo: setup
 	$(BIN)/slf demo
 
 lint: setup
-	$(BIN)/ruff check envs learning agents backtests experiments tests benchmarks
-	$(BIN)/ruff format --check envs learning agents backtests experiments tests benchmarks
+	$(BIN)/ruff check setup.py envs learning agents backtests experiments tests benchmarks
+	$(BIN)/ruff format --check setup.py envs learning agents backtests experiments tests benchmarks
 
 typecheck: setup
 	$(BIN)/mypy

@@ -6,6 +6,10 @@ Importing this package registers ``slf/MarketReplay-v0`` with Gymnasium, so
 torch or Stable-Baselines3.
 """
 
+from envs import _native
+
+_native.select()  # compiled trading core, or its pure-Python sources when stale or switched off
+
 import envs.registration  # noqa: F401  (registers slf/MarketReplay-v0)
 from envs.broker import Broker, FaultConfig, OrderIntent, Quote, SimBroker
 from envs.clock import Clock, MarketClock

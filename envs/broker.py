@@ -35,6 +35,7 @@ import numpy as np
 from envs.errors import ConfigError, did_you_mean
 from envs.events import ErrorKind, OrderResult, OrderStatus, Side
 from envs.market import BPS, MAX_PARTICIPATION, TICK_TOLERANCE, MarketSpec, SlippageModel
+from envs.portfolio import Portfolio
 
 __all__ = [
     "CODE_FILTER_FAILURE",
@@ -285,14 +286,34 @@ class SimBroker:
     """A simulated spot exchange: fills market orders at the quote with costs, or refuses them.
 
     Args:
-        spec: the symbol's rules and costs.
+        spec: the symbol's rules and costs (assignable: the broker reads its numbers from then on).
         account: the account the exchange checks balances against (the replay portfolio).
         faults: injected fault rates (off by default).
         seed: seed or generator for fault injection; replay passes a seed drawn from the env's
             ``np_random`` at every reset (see :meth:`reseed`).
     """
 
-    __slots__ = ("_account", "_cum", "_draws", "_faults", "_next", "_rng", "spec")
+    __slots__ = (
+        "_account",
+        "_book",
+        "_draws",
+        "_fault_cut",
+        "_faults",
+        "_half_spread",
+        "_impact",
+        "_min_notional",
+        "_min_qty",
+        "_next",
+        "_rate_limit_cut",
+        "_rng",
+        "_slippage",
+        "_spec",
+        "_step",
+        "_taker_fee",
+        "_tick",
+        "_timeout_cut",
+    )
+    _draws: list[float]
 
     def __init__(
         self,
@@ -304,11 +325,35 @@ class SimBroker:
     ) -> None:
         self.spec = spec
         self._account = account
+        # The replay portfolio is asked directly (one C call in the compiled build); other accounts
+        # through their can_fill().
+        self._book = account if isinstance(account, Portfolio) else None
         self._faults = faults or FaultConfig()
         f = self._faults
         # Cumulative thresholds: one uniform draw per order picks at most one fault.
-        self._cum = (f.rate_limit, f.rate_limit + f.timeout, f.total)
+        self._rate_limit_cut = f.rate_limit
+        self._timeout_cut = f.rate_limit + f.timeout
+        self._fault_cut = f.total
         self.reseed(seed)
+
+    @property
+    def spec(self) -> MarketSpec:
+        """The symbol's rules and costs."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, spec: MarketSpec) -> None:
+        # The numbers every order reads, copied out of the frozen spec.
+        self._spec = spec
+        self._taker_fee = float(spec.taker_fee)
+        self._half_spread = 0.5 * spec.spread_bps
+        self._slippage = float(spec.slippage_bps)
+        # The impact term applies under the volume model only.
+        self._impact = float(spec.impact_bps) if spec.slippage_model is not _FIXED else 0.0
+        self._step = float(spec.qty_step)
+        self._min_qty = float(spec.min_qty)
+        self._min_notional = float(spec.min_notional)
+        self._tick = float(spec.price_tick)
 
     @property
     def faults(self) -> FaultConfig:
@@ -317,16 +362,8 @@ class SimBroker:
     def reseed(self, seed: int | np.random.Generator | None) -> None:
         """Restart the fault generator (at every episode reset, from the env's ``np_random``)."""
         self._rng = np.random.default_rng(seed)
-        self._draws: list[float] = []
+        self._draws = []
         self._next = 0
-
-    def _uniform(self) -> float:
-        i = self._next
-        if i == len(self._draws):
-            self._draws = self._rng.random(_DRAW_BLOCK).tolist()
-            i = 0
-        self._next = i + 1
-        return self._draws[i]
 
     @staticmethod
     def seed_from(rng: np.random.Generator) -> int:
@@ -335,19 +372,17 @@ class SimBroker:
 
     def submit(self, order: OrderIntent, quote: Quote) -> OrderResult:
         """Fill, refuse or fail ``order`` at ``quote`` (see the module docstring for the rule order)."""
-        spec = self.spec
         ref = quote.price
         requested = order.qty
         if not (math.isfinite(requested) and requested > 0.0):
-            return self._refuse(
-                order, quote, ErrorKind.INVALID_ORDER, MSG_INVALID_QUANTITY, CODE_FILTER_FAILURE
-            )
+            return refusal(order, quote, ErrorKind.INVALID_ORDER, MSG_INVALID_QUANTITY, CODE_FILTER_FAILURE)
 
+        reduce_only = order.reduce_only
         # One draw per order whenever faults are on, so the fault sequence depends only on the seed
         # and the number of orders, not on which orders happened to be refused by the rules.
-        rate_limit, timeout, any_fault = self._cum
-        if any_fault > 0.0 and not order.reduce_only:
-            # _uniform() inlined.
+        any_fault = self._fault_cut
+        if any_fault > 0.0 and not reduce_only:
+            # Draws come in blocks (one scalar call to the generator costs as much as a whole order).
             i = self._next
             if i == len(self._draws):
                 self._draws = self._rng.random(_DRAW_BLOCK).tolist()
@@ -355,32 +390,32 @@ class SimBroker:
             self._next = i + 1
             u = self._draws[i]
             if u < any_fault:
-                if u < rate_limit:
+                if u < self._rate_limit_cut:
                     kind, msg, code = ErrorKind.RATE_LIMIT, MSG_RATE_LIMIT, CODE_RATE_LIMIT
-                elif u < timeout:
+                elif u < self._timeout_cut:
                     kind, msg, code = ErrorKind.TIMEOUT, MSG_TIMEOUT, CODE_TIMEOUT
                 else:
                     kind, msg, code = ErrorKind.MAINTENANCE, MSG_MAINTENANCE, CODE_MAINTENANCE
-                return self._refuse(order, quote, kind, msg, code, status=_ERRORED)
+                return refusal(order, quote, kind, msg, code, _ERRORED)
 
-        step = spec.qty_step
+        step = self._step
         # floor_to_step() inlined, same arithmetic.
         qty = max(math.floor(requested / step * (1.0 + 1e-12) + 1e-9), 0) * step if step > 0.0 else requested
-        if qty <= 0.0 or qty < spec.min_qty:
-            return self._refuse(order, quote, ErrorKind.LOT_SIZE, MSG_LOT_SIZE, CODE_FILTER_FAILURE)
-        if not order.reduce_only and qty * ref < spec.min_notional:
-            return self._refuse(order, quote, ErrorKind.MIN_NOTIONAL, MSG_NOTIONAL, CODE_FILTER_FAILURE)
+        if qty <= 0.0 or qty < self._min_qty:
+            return refusal(order, quote, ErrorKind.LOT_SIZE, MSG_LOT_SIZE, CODE_FILTER_FAILURE)
+        if not reduce_only and qty * ref < self._min_notional:
+            return refusal(order, quote, ErrorKind.MIN_NOTIONAL, MSG_NOTIONAL, CODE_FILTER_FAILURE)
 
         side = order.side
         # MarketSpec.fill_price() inlined, same arithmetic (see there).
-        slippage = spec.slippage_bps
-        impact = spec.impact_bps
-        if impact != 0.0 and spec.slippage_model is not _FIXED:
+        slippage = self._slippage
+        impact = self._impact
+        if impact != 0.0:
             volume = quote.volume
             participation = MAX_PARTICIPATION if not volume > 0.0 else min(qty / volume, MAX_PARTICIPATION)
             slippage = slippage + impact * math.sqrt(participation)
-        move = ref * ((0.5 * spec.spread_bps + slippage) * BPS)
-        tick = spec.price_tick
+        move = ref * ((self._half_spread + slippage) * BPS)
+        tick = self._tick
         if side is _BUY:
             price = ref + move
             if tick > 0.0:
@@ -389,9 +424,15 @@ class SimBroker:
             price = ref - move
             if tick > 0.0:
                 price = math.floor(price / tick + TICK_TOLERANCE) * tick
-        fee = qty * price * spec.taker_fee
-        if not self._account.can_fill(side, qty, price, fee):
-            return self._refuse(
+        fee = qty * price * self._taker_fee
+        book = self._book
+        fits = (
+            book.can_fill(side, qty, price, fee)
+            if book is not None
+            else self._account.can_fill(side, qty, price, fee)
+        )
+        if not fits:
+            return refusal(
                 order,
                 quote,
                 ErrorKind.INSUFFICIENT_BALANCE,
@@ -418,5 +459,3 @@ class SimBroker:
                 None,
             ),
         )
-
-    _refuse = staticmethod(refusal)

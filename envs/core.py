@@ -150,15 +150,23 @@ class TradingCore:
 
     __slots__ = (
         "_bar",
+        "_broker",
+        "_half_spread",
         "_id_prefix",
+        "_impact",
+        "_impact_bps",
         "_last_decision_ns",
         "_seq",
+        "_sim",
+        "_slippage",
+        "_spec",
         "_sym_id",
+        "_symbol",
+        "_taker_fee",
+        "_tick",
         "band",
-        "broker",
         "order_hook",
         "portfolio",
-        "spec",
     )
 
     def __init__(
@@ -182,11 +190,40 @@ class TradingCore:
         self.broker = broker
         self.band = float(rebalance_band)
         self.order_hook = order_hook
-        self._sym_id = _symbol_id(spec.symbol)
         self._id_prefix = id_prefix
         self._bar = 0
         self._seq = 0
         self._last_decision_ns = -1
+
+    @property
+    def spec(self) -> MarketSpec:
+        """The symbol's rules and costs (assignable: a live runner adopts the exchange's at start)."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, spec: MarketSpec) -> None:
+        # The numbers every order's sizing reads, copied out of the frozen spec.
+        self._spec = spec
+        self._symbol = spec.symbol
+        self._sym_id = _symbol_id(spec.symbol)
+        self._taker_fee = float(spec.taker_fee)
+        self._half_spread = 0.5 * spec.spread_bps
+        self._slippage = float(spec.slippage_bps)
+        self._impact_bps = float(spec.impact_bps)
+        # The impact term applies under the volume model only.
+        self._impact = self._impact_bps if spec.slippage_model is not _FIXED else 0.0
+        self._tick = float(spec.price_tick)
+
+    @property
+    def broker(self) -> Broker:
+        """Where orders go."""
+        return self._broker
+
+    @broker.setter
+    def broker(self, broker: Broker) -> None:
+        self._broker = broker
+        # The simulated exchange is called directly (one C call in the compiled build).
+        self._sim = broker if isinstance(broker, SimBroker) else None
 
     @classmethod
     def simulated(
@@ -269,21 +306,20 @@ class TradingCore:
         equity = book.cash + q * price
         if price <= 0.0 or equity <= 0.0:
             return q
-        f = target * book.config.leverage
+        f = target * book._leverage
         delta = f * equity / price - q
         if delta == 0.0:
             return q
-        spec = self.spec
         buy = delta > 0.0
         s = 1.0 if buy else -1.0
         # _solve_target() and MarketSpec.fill_price() inlined, same arithmetic (this runs for nearly
         # every order): q1 at the fill price `fill`, first without market impact (qty 0).
         cash = book.cash
-        phi = spec.taker_fee
-        half_spread = 0.5 * spec.spread_bps
-        slippage = spec.slippage_bps
-        impact = spec.impact_bps if spec.slippage_model is not _FIXED else 0.0
-        tick = spec.price_tick
+        phi = self._taker_fee
+        half_spread = self._half_spread
+        slippage = self._slippage
+        impact = self._impact
+        tick = self._tick
         if impact != 0.0 and not volume > 0.0:  # unknown volume: full participation even at qty 0
             slippage = slippage + impact * math.sqrt(MAX_PARTICIPATION)
         # (known volume: a zero-size change has zero participation, so no impact term)
@@ -298,9 +334,9 @@ class TradingCore:
                 fill = math.floor(fill / tick + TICK_TOLERANCE) * tick
         e = cash + q * fill
         q1 = f * (e + s * q * fill * phi) / (fill * (1.0 + f * s * phi)) if e > 0.0 else q
-        if spec.impact_bps > 0.0:
+        if self._impact_bps > 0.0:
             # ... then with the impact of the naive change |delta|.
-            slippage = spec.slippage_bps
+            slippage = self._slippage
             if impact != 0.0:
                 size = delta if buy else -delta
                 participation = (
@@ -343,7 +379,7 @@ class TradingCore:
         """The order for ``target`` at ``price`` after the band and the hook: ``(intent, vetoed)``."""
         book = self.portfolio
         band = self.band
-        f = target * book.config.leverage
+        f = target * book._leverage
         q = book.qty
         if -band < f < band:
             target = f = 0.0
@@ -362,7 +398,7 @@ class TradingCore:
         hook = self.order_hook
         if hook is not None:
             proposal = OrderProposal(
-                self.spec.symbol,
+                self._symbol,
                 side,
                 qty,
                 price,
@@ -393,7 +429,7 @@ class TradingCore:
         # tuple.__new__: every field given, in order (the NamedTuple constructor costs more per order).
         intent = _new_record(
             OrderIntent,
-            (self._next_order_id(decision_time_ns), self.spec.symbol, side, qty, decision_time_ns, False),
+            (self._next_order_id(decision_time_ns), self._symbol, side, qty, decision_time_ns, False),
         )
         return intent, None
 
@@ -439,7 +475,7 @@ class TradingCore:
         book = self.portfolio
         book.mark(close)
         self._bar += 1
-        return BarEvent(time_ns, self.spec.symbol, close, book.cash + book.qty * close, book.qty, book.cash)
+        return BarEvent(time_ns, self._symbol, close, book.cash + book.qty * close, book.qty, book.cash)
 
     def step(
         self,
@@ -467,7 +503,9 @@ class TradingCore:
             errors: tuple[ErrorEvent, ...] = ()
             vetoes = () if vetoed is None else (vetoed,)
         else:
-            result = self.broker.submit(intent, _new_record(Quote, (time_ns, open_, volume)))
+            quote = _new_record(Quote, (time_ns, open_, volume))
+            sim = self._sim
+            result = sim.submit(intent, quote) if sim is not None else self._broker.submit(intent, quote)
             orders = (result,)
             vetoes = ()
             if result.status is _FILLED:
@@ -484,7 +522,7 @@ class TradingCore:
         self._bar += 1
         qty = book.qty
         cash = book.cash
-        bar = _new_record(BarEvent, (time_ns, self.spec.symbol, close, cash + qty * close, qty, cash))
+        bar = _new_record(BarEvent, (time_ns, self._symbol, close, cash + qty * close, qty, cash))
         return _new_record(StepResult, (orders, trades, errors, vetoes, bar))
 
     def close_position(
@@ -497,7 +535,7 @@ class TradingCore:
         side = _SELL if q > 0.0 else _BUY
         intent = OrderIntent(
             self._next_order_id(decision_time_ns),
-            self.spec.symbol,
+            self._symbol,
             side,
             abs(q),
             decision_time_ns,

@@ -22,10 +22,12 @@ Accounting rules (the identity ``equity == cash + qty * last_price`` holds after
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
+
+import numpy as np
 
 from envs.errors import ConfigError
 from envs.events import OrderResult, OrderStatus, PositionSide, Side, TradeResult
@@ -38,6 +40,7 @@ __all__ = [
     "EXIT_RUIN",
     "EXIT_SIGNAL",
     "SNAPSHOT_FIELDS",
+    "FeatureSnapshots",
     "Portfolio",
     "PortfolioConfig",
     "Snapshot",
@@ -116,6 +119,14 @@ _HOLD, _OPEN, _ADD, _REDUCE, _CLOSE = (
 )
 
 
+# The same table as a flat tuple indexed by 9 * (s0 + 1) + 3 * (s1 + 1) + (growth + 1): an index into a
+# tuple instead of a dict lookup keyed by a new tuple (classify runs for every order). ``None`` marks
+# sign combinations that cannot occur.
+_TRANSITION_TABLE: tuple[Transition | None, ...] = tuple(
+    _TRANSITIONS.get((s0, s1, g)) for s0 in (-1, 0, 1) for s1 in (-1, 0, 1) for g in (-1, 0, 1)
+)
+
+
 def classify(q0: float, q1: float) -> Transition:
     """The transition from position ``q0`` to ``q1`` (signed base quantities)."""
     a0 = q0 if q0 >= 0.0 else -q0
@@ -125,7 +136,10 @@ def classify(q0: float, q1: float) -> Transition:
     s1 = 0 if a1 <= eps else (1 if q1 > 0.0 else -1)
     d = a1 - a0
     growth = 0 if -eps <= d <= eps else (1 if d > 0.0 else -1)
-    return _TRANSITIONS[(s0, s1, growth)]
+    transition = _TRANSITION_TABLE[9 * s0 + 3 * s1 + growth + 13]
+    if transition is None:  # pragma: no cover - the signs above cannot produce these combinations
+        raise ValueError(f"no transition from {q0!r} to {q1!r}")
+    return transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,21 +185,24 @@ class PortfolioConfig:
             )
 
 
+_TRADE_FIELDS = (
+    "avg_price",
+    "borrow",
+    "entry_bar",
+    "entry_ref",
+    "entry_time_ns",
+    "fees",
+    "qty",
+    "side",
+    "slices",
+    "trade_id",
+)
+
+
 class _OpenTrade:
     """Mutable state of the trade currently open (one per portfolio)."""
 
-    __slots__ = (
-        "avg_price",
-        "borrow",
-        "entry_bar",
-        "entry_ref",
-        "entry_time_ns",
-        "fees",
-        "qty",
-        "side",
-        "slices",
-        "trade_id",
-    )
+    __slots__ = _TRADE_FIELDS
 
     def __init__(
         self, trade_id: str, side: int, time_ns: int, bar: int, ref: int, qty: float, price: float, fee: float
@@ -203,9 +220,77 @@ class _OpenTrade:
 
 
 _NO_TRADES: tuple[TradeResult, ...] = ()
+
+
+_SnapshotGroup = tuple[str, dict[str, float], tuple[str, ...], tuple[int, ...]]
+
+
+class FeatureSnapshots:
+    """A :data:`SnapshotProvider` over a matrix of raw feature values (rows x columns, float32).
+
+    ``snapshots(row)`` is ``{group: {feature: value}}`` for the groups of ``layout``, in its order, as new
+    dicts of Python floats on every call (what :meth:`envs.features.FeatureMatrix.snapshot` gives).
+    :class:`Portfolio` reads the four :data:`SNAPSHOT_FIELDS` groups of a closing trade straight from
+    :meth:`fields`.
+
+    Args:
+        values: the matrix (2-D, float32; kept as a read-only memoryview, copied only if it is not
+            C-contiguous float32).
+        layout: ``(group, feature names, column positions)`` per group.
+    """
+
+    __slots__ = ("_layout", "_of_field", "_rows")
+
+    def __init__(self, values: Any, layout: Sequence[tuple[str, Sequence[str], Sequence[int]]]) -> None:
+        self._rows = np.ascontiguousarray(values, dtype=np.float32).data.toreadonly()
+        # Per group: a template dict with the group's keys in order (a copy of it is a presized dict
+        # whose values are then replaced, cheaper than growing a new one) and the columns to read.
+        self._layout = tuple(
+            (
+                str(group),
+                dict.fromkeys((str(n) for n in names), 0.0),
+                tuple(str(n) for n in names),
+                tuple(int(p) for p in positions),
+            )
+            for group, names, positions in layout
+        )
+        groups = [entry[0] for entry in self._layout]
+        # Index in the layout of each SNAPSHOT_FIELDS group (-1: not in it).
+        self._of_field = tuple(groups.index(f) if f in groups else -1 for f in SNAPSHOT_FIELDS)
+
+    def __call__(self, row: int) -> dict[str, dict[str, float]]:
+        out = {}
+        for entry in self._layout:
+            out[entry[0]] = self._group(row, entry)
+        return out
+
+    def fields(self, row: int) -> tuple[Mapping[str, float], ...]:
+        """The :data:`SNAPSHOT_FIELDS` groups of ``row``, in that order (empty dicts for absent ones)."""
+        out = []
+        for k in self._of_field:
+            out.append(self._group(row, self._layout[k]) if k >= 0 else {})
+        return tuple(out)
+
+    def _group(self, row: int, entry: _SnapshotGroup) -> dict[str, float]:
+        rows = self._rows
+        d = entry[1].copy()
+        names = entry[2]
+        positions = entry[3]
+        for j in range(len(names)):
+            p = positions[j]
+            d[names[j]] = rows[row, p]
+        return d
+
+
+def _snapshot_fields(snap: Snapshot | None) -> tuple[Mapping[str, float], ...]:
+    """The :data:`SNAPSHOT_FIELDS` groups of a provider's snapshot (new empty dicts for absent ones)."""
+    if not snap:
+        return {}, {}, {}, {}
+    return tuple(snap.get(field) or {} for field in SNAPSHOT_FIELDS)
+
+
 _new_record = tuple.__new__
 _STATE_VERSION = 1
-_TRADE_FIELDS = _OpenTrade.__slots__
 
 
 class Portfolio:
@@ -219,7 +304,11 @@ class Portfolio:
     """
 
     __slots__ = (
+        "_allow_short",
+        "_borrow_rate",
+        "_leverage",
         "_snapshot",
+        "_snapshots",
         "_trade",
         "borrow_paid",
         "cash",
@@ -230,13 +319,20 @@ class Portfolio:
         "realized_pnl",
         "symbol",
     )
+    _trade: _OpenTrade | None
 
     def __init__(
         self, symbol: str, config: PortfolioConfig | None = None, *, snapshot: SnapshotProvider | None = None
     ):
         self.symbol = symbol
         self.config = config or PortfolioConfig()
+        # Copies of the (frozen) config's numbers, read on every order by this class and the trading core.
+        self._leverage = float(self.config.leverage)
+        self._borrow_rate = float(self.config.borrow_rate)
+        self._allow_short = bool(self.config.allow_short)
         self._snapshot = snapshot
+        # A feature-matrix provider hands over the four snapshot groups directly.
+        self._snapshots = snapshot if isinstance(snapshot, FeatureSnapshots) else None
         self.reset()
 
     def reset(self, initial_cash: float | None = None) -> None:
@@ -247,7 +343,7 @@ class Portfolio:
         self.realized_pnl = 0.0  # price PnL of closed quantity, before fees and borrow
         self.fees_paid = 0.0
         self.borrow_paid = 0.0
-        self._trade: _OpenTrade | None = None
+        self._trade = None
 
     # --- state -----------------------------------------------------------------------------------
     @property
@@ -356,20 +452,19 @@ class Portfolio:
         a0 = q0 if q0 >= 0.0 else -q0
         a1 = q1 if q1 >= 0.0 else -q1
         eps = _QTY_EPS * (a0 if a0 > qty else qty)
-        config = self.config
-        if not config.allow_short and q1 < -eps:
+        if not self._allow_short and q1 < -eps:
             return False  # spot: cannot sell what you do not hold
         if a1 <= a0 + eps and q0 * q1 >= 0.0:
             return True  # reduces exposure: always accepted
         cash1 = self.cash - (q1 - q0) * price - fee
         equity1 = cash1 + q1 * price
-        return equity1 > 0.0 and a1 * price <= config.leverage * equity1 * (1.0 + _CAP_SLACK)
+        return equity1 > 0.0 and a1 * price <= self._leverage * equity1 * (1.0 + _CAP_SLACK)
 
     # --- updates ---------------------------------------------------------------------------------
     def mark(self, price: float) -> float:
         """Mark the position to ``price`` (a bar's close) and charge a short's borrow; return the borrow."""
         self.last_price = price
-        rate = self.config.borrow_rate
+        rate = self._borrow_rate
         if self.qty < 0.0 and rate > 0.0:
             cost = -self.qty * price * rate
             self.cash -= cost
@@ -458,15 +553,14 @@ class Portfolio:
         fees = entry_fee + exit_fee
         pnl = gross - fees - borrow
         notional = t.avg_price * qty
-        snap = self._snapshot(t.entry_ref) if self._snapshot is not None and t.entry_ref >= 0 else None
-        if snap:
-            # SNAPSHOT_FIELDS, unrolled.
-            signals = snap.get("entry_signals") or {}
-            conditions = snap.get("market_conditions") or {}
-            alignment = snap.get("timeframe_alignment") or {}
-            volume = snap.get("volume_profile") or {}
+        rows = self._snapshots
+        ref = t.entry_ref
+        if rows is not None and ref >= 0:
+            signals, conditions, alignment, volume = rows.fields(ref)
         else:
-            signals, conditions, alignment, volume = {}, {}, {}, {}
+            signals, conditions, alignment, volume = _snapshot_fields(
+                self._snapshot(ref) if self._snapshot is not None and ref >= 0 else None
+            )
         # Every field, in TradeResult's order, through tuple.__new__ (its __new__ only fills in empty
         # mappings, which are given here): this runs for every closed trade.
         return _new_record(

@@ -23,18 +23,18 @@ import numpy.typing as npt
 from gymnasium import spaces
 
 from envs.broker import FaultConfig, SimBroker
-from envs.core import DEFAULT_REBALANCE_BAND, OrderHook, OrderProposal, StepResult, TradingCore
-from envs.errors import ConfigError, DataError, did_you_mean
-from envs.events import ErrorEvent, OrderResult, OrderStatus, TradeResult
-from envs.market import MarketSpec
-from envs.portfolio import (
-    DEFAULT_INITIAL_CASH,
-    EXIT_END_OF_DATA,
-    EXIT_MAX_DRAWDOWN,
-    EXIT_RUIN,
-    Portfolio,
-    PortfolioConfig,
+from envs.core import DEFAULT_REBALANCE_BAND, OrderHook, StepResult, TradingCore
+from envs.cursor import (
+    DEFAULT_CLIP,
+    RUIN_RATIO_FLOOR,
+    STATE_FEATURES,
+    ReplayCursor,
+    build_observation,
+    step_info,
 )
+from envs.errors import ConfigError, DataError, did_you_mean
+from envs.market import MarketSpec
+from envs.portfolio import DEFAULT_INITIAL_CASH, FeatureSnapshots, Portfolio, PortfolioConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,29 +64,15 @@ DEFAULT_WINDOW: Final = 32
 DEFAULT_ACTIONS: Final = (-1.0, 0.0, 1.0)
 LONG_ONLY_ACTIONS: Final = (0.0, 1.0)
 CONTINUOUS: Final = "continuous"
-STATE_FEATURES: Final = ("position_exposure", "unrealized_pnl_pct", "log_bars_in_trade")
-"""The account state appended to the feature window, in observation order."""
-
-DEFAULT_CLIP: Final = 10.0
-"""Bound of every observation value (normalized features are clipped to it by their statistics)."""
 
 DEFAULT_DSR_ETA: Final = 0.01
 # The differential Sharpe ratio divides by variance ** 1.5: below this variance (a flat book, the first
 # bars) it is 0, and it is clipped so that a first return after a long flat spell cannot explode.
 _DSR_MIN_VARIANCE: Final = 1e-12
 _DSR_CLIP: Final = 10.0
-# Log return of a wiped-out account: equity below this fraction of the previous bar's counts as this.
-_RUIN_RATIO_FLOOR: Final = 1e-6
 _CACHE_SIZE: Final = 8
-# log1p(bars in trade) reaches the observation clip after this many bars.
-_MAX_TRADE_BARS: Final = math.expm1(DEFAULT_CLIP)
-_N_STATE: Final = len(STATE_FEATURES)
 _TAG_SPACE: Final = 36**6  # order-id episode tags: six base-36 characters
 _ALNUM: Final = "0123456789abcdefghijklmnopqrstuvwxyz"
-# Enum members bound to module names: `Side.BUY` costs ~0.2 us per lookup on Python 3.11 (a descriptor),
-# and the per-order path does dozens of them.
-_FILLED = OrderStatus.FILLED
-_REJECTED = OrderStatus.REJECTED
 
 
 # --- rewards -------------------------------------------------------------------------------------
@@ -105,7 +91,7 @@ class LogReturn:
     """``log(equity_t / equity_{t-1})``: fees, spread, slippage and borrow are all in equity."""
 
     def __call__(self, prev_equity: float, equity: float, result: StepResult) -> float:
-        return math.log(max(equity / prev_equity, _RUIN_RATIO_FLOOR))
+        return math.log(max(equity / prev_equity, RUIN_RATIO_FLOOR))
 
     def __repr__(self) -> str:
         return "LogReturn()"
@@ -216,18 +202,19 @@ class MarketData:
             (group, tuple(columns[p] for p in positions), tuple(positions))
             for group, positions in features.groups.items()
         )
-        self._snap = _snapshot_builder(self._layout)
+        self._snap = FeatureSnapshots(self._values, self._layout)
 
     def __len__(self) -> int:
         return len(self.time_ns)
 
     def snapshot(self, row: int) -> dict[str, dict[str, float]]:
-        """Raw features of ``row`` by group, as :meth:`FeatureMatrix.snapshot` gives them (new dicts).
+        """Raw features of ``row`` by group, as :meth:`FeatureMatrix.snapshot` gives them (new dicts)."""
+        return self._snap(row)
 
-        One ``tolist`` of the row instead of a NumPy scalar per feature, and dict displays with the
-        feature names as constants (see :func:`_snapshot_builder`): it runs for every closed trade.
-        """
-        return self._snap(self._values[row].tolist())
+    @property
+    def snapshots(self) -> FeatureSnapshots:
+        """The snapshot provider over these features (trade entry snapshots; part of the compiled core)."""
+        return self._snap
 
     def observations(
         self, normalization: NormalizationStats | None, fit_span: tuple[int, int], clip: float
@@ -252,26 +239,6 @@ class MarketData:
         while len(self._obs) > _CACHE_SIZE:
             self._obs.popitem(last=False)
         return entry
-
-
-def _snapshot_builder(
-    layout: tuple[tuple[str, tuple[str, ...], tuple[int, ...]], ...],
-) -> Callable[[list[float]], dict[str, dict[str, float]]]:
-    """A function turning a row (as a list) into ``{group: {feature: value}}`` for this layout.
-
-    Generated source with the group and feature names as literal keys: dict displays with constant keys
-    build about four times faster than ``dict(zip(names, values))``, and this runs for every closed
-    trade. Names are embedded with ``repr`` and positions are ints, so any column name is safe.
-    """
-    groups = ", ".join(
-        f"{group!r}: {{"
-        + ", ".join(f"{name!r}: line[{int(p)}]" for name, p in zip(names, at, strict=True))
-        + "}"
-        for group, names, at in layout
-    )
-    namespace: dict[str, Any] = {}
-    exec(f"def snapshot(line):\n    return {{{groups}}}\n", namespace)
-    return cast("Callable[[list[float]], dict[str, dict[str, float]]]", namespace["snapshot"])
 
 
 def _epoch_ns(index: pd.Index) -> npt.NDArray[np.int64]:
@@ -620,7 +587,6 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
                 f"reward={reward!r} is not a name or a callable", where="reward", fix="e.g. 'log_return'"
             )
         self._reward_reset: Callable[[], None] | None = getattr(self._reward, "reset", None)
-        self._log_return = type(self._reward) is LogReturn
 
         fit_span = (max(warmup, first), stop)
         self._flat, self.normalization = md.observations(normalization, fit_span, DEFAULT_CLIP)
@@ -635,7 +601,7 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
             PortfolioConfig(
                 initial_cash=initial_cash, allow_short=allow_short, leverage=leverage, borrow_rate=borrow_rate
             ),
-            snapshot=md.snapshot,
+            snapshot=md.snapshots,
         )
         self._broker = SimBroker(spec, book, faults=FaultConfig.coerce(faults))
         self.core = TradingCore(
@@ -644,12 +610,25 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
         self.market_spec = spec
         self._book = book
         self._id_prefix = str(order_id_prefix)
-        self._t = self._t_min
-        self._steps = 0
         self._stop = self._t_last
-        self._prev_equity = book.equity
-        self._peak = book.equity
-        self._done = True
+        # The per-step work; the log return (the default reward) is computed inside it.
+        self._cursor = ReplayCursor(
+            md.time_ns,
+            md.open,
+            md.high,
+            md.low,
+            md.close,
+            md.volume,
+            self._flat,
+            self._k,
+            window,
+            self.core,
+            self._targets,
+            self.target_of,
+            None if type(self._reward) is LogReturn else self._reward,
+            max_drawdown,
+            self.close_at_end,
+        )
 
     # --- public helpers ----------------------------------------------------------------------------
     @property
@@ -660,7 +639,7 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
     @property
     def row(self) -> int:
         """Row of the bar whose close the current observation describes."""
-        return self._t
+        return self._cursor.row
 
     def set_order_hook(self, hook: OrderHook | None) -> None:
         """Install (or remove with ``None``) the order hook; works through ``VecEnv.env_method``."""
@@ -713,207 +692,32 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
         self.core.reset(id_prefix=f"{self._id_prefix}{_base36(tag)}")
         if self._reward_reset is not None:
             self._reward_reset()
-        self._t = t0
-        self._steps = 0
         # Truncation row: the end of the data, or episode_length steps after t0 (one row per step).
         length = self.episode_length
         self._stop = self._t_last if length is None else min(self._t_last, t0 + length)
-        book = self._book
-        book.mark(float(self._data.close[t0]))
-        self._prev_equity = self._peak = book.equity
-        self._done = False
-        return self._observation(), step_info(book, self._data.time_ns.item(t0), 0, None)
+        self._book.mark(float(self._data.close[t0]))
+        cursor = self._cursor
+        cursor.start(t0, self._stop)
+        return cursor.observation(), cursor.info()
 
     def step(
         self, action: ActType
     ) -> tuple[npt.NDArray[np.float32], SupportsFloat, bool, bool, dict[str, Any]]:
-        if self._done:
-            raise ConfigError(
-                "step() called on a finished episode (or before reset())",
-                where="MarketReplayEnv.step",
-                fix="call reset() first",
-            )
-        targets = self._targets
-        if targets:
-            # Discrete fast path of target_of: the action table lookup, range-checked.
-            i = int(action)  # type: ignore[arg-type]
-            if not 0 <= i < len(targets):
-                return self._bad_action(action)
-            target = targets[i]
-        else:
-            target = self.target_of(action)
-        d = self._data
-        t = self._t
-        n1 = t + 1
-        # ndarray.item() returns Python scalars directly: the per-step arithmetic stays off NumPy.
-        time_ns = d.time_ns.item(n1)
-        close = d.close.item(n1)
-        volume = d.volume.item(n1)
-        res = self.core.step(
-            target,
-            time_ns,
-            d.open.item(n1),
-            d.high.item(n1),
-            d.low.item(n1),
-            close,
-            volume,
-            d.time_ns.item(t),
-            t,
-        )
-        self._t = n1
-        self._steps += 1
-        book = self._book
-        equity = book.cash + book.qty * book.last_price
-        if equity > self._peak:
-            self._peak = equity
-        terminated = truncated = False
-        reason = None
-        if equity <= 0.0:
-            reason = EXIT_RUIN
-        elif self.max_drawdown is not None and equity < self._peak * (1.0 - self.max_drawdown):
-            reason = EXIT_MAX_DRAWDOWN
-        if reason is not None:
-            terminated = True
-        elif n1 >= self._stop:
-            truncated = True
-            if self.close_at_end:
-                reason = EXIT_END_OF_DATA
-        if reason is not None:
-            ex = self.core.close_position(
-                reason, time_ns=time_ns, price=close, volume=volume, decision_time_ns=time_ns
-            )
-            res = StepResult(
-                res.orders + ex.orders, res.trades + ex.trades, res.errors + ex.errors, res.vetoed, res.bar
-            )
-            equity = book.equity
-        if self._log_return:  # LogReturn.__call__ inlined, same arithmetic
-            reward = math.log(max(equity / self._prev_equity, _RUIN_RATIO_FLOOR))
-        else:
-            reward = float(self._reward(self._prev_equity, equity, res))
-        self._prev_equity = equity
-        self._done = terminated or truncated
-        return (
-            build_observation(self._flat, n1, self._k, self.window, self.core),
-            reward,
-            terminated,
-            truncated,
-            step_info(book, time_ns, self._steps, res),
-        )
+        # The work lives in envs.cursor.ReplayCursor.step (part of the compiled core).
+        return self._cursor.step(action)
 
     def render(self) -> str | None:  # type: ignore[override]
         if self.render_mode != "ansi":
             return None
         book = self._book
         return (
-            f"{self.symbol} row {self._t} step {self._steps}: equity {book.equity:.2f} "
+            f"{self.symbol} row {self._cursor.row} step {self._cursor.steps}: equity {book.equity:.2f} "
             f"position {book.qty:g} cash {book.cash:.2f}"
         )
 
     # --- internals -----------------------------------------------------------------------------
     def _observation(self) -> npt.NDArray[np.float32]:
-        return build_observation(self._flat, self._t, self._k, self.window, self.core)
-
-
-# --- observation and info builders (shared with the live runner) ----------------------------------
-
-
-def build_observation(
-    flat: npt.NDArray[np.float32], row: int, n_features: int, window: int, core: TradingCore
-) -> npt.NDArray[np.float32]:
-    """The observation :class:`MarketReplayEnv` returns at ``row``, as a new array the caller may keep.
-
-    The ``window`` rows of normalized features ending at ``row`` (oldest first, row-major), then the
-    account state of ``core.portfolio`` marked at its last price (:data:`STATE_FEATURES`): exposure and
-    unrealized PnL as fractions of equity and ``log1p`` of the bars in the open trade, each clipped to
-    +-:data:`DEFAULT_CLIP`; all three are 0 when flat or when equity is not positive.
-
-    Args:
-        flat: the normalized, clipped feature matrix flattened row-major (:meth:`MarketData.observations`).
-        row: the row whose close the observation describes.
-        n_features: columns per row of the matrix.
-        window: rows in the window (``row - window + 1 >= 0``).
-        core: the trading core whose account the state describes.
-    """
-    wk = window * n_features
-    end = (row + 1) * n_features
-    if end + _N_STATE <= len(flat):
-        # One copy of the window and of the three values after it, which the state overwrites below.
-        obs = flat[end - wk : end + _N_STATE].copy()
-    else:  # the last row of the matrix
-        obs = np.empty(wk + _N_STATE, dtype=np.float32)
-        obs[:wk] = flat[end - wk : end]
-    book = core.portfolio
-    qty = book.qty
-    if qty != 0.0:
-        price = book.last_price
-        equity = book.cash + qty * price
-        if equity > 0.0:
-            clip = DEFAULT_CLIP
-            exposure = qty * price / equity
-            upnl = (price - book.avg_price) * qty / equity
-            obs[wk] = clip if exposure > clip else (-clip if exposure < -clip else exposure)
-            obs[wk + 1] = clip if upnl > clip else (-clip if upnl < -clip else upnl)
-            bars = core.bars_in_trade()
-            obs[wk + 2] = math.log1p(bars) if bars < _MAX_TRADE_BARS else clip
-            return obs
-    obs[wk] = 0.0
-    obs[wk + 1] = 0.0
-    obs[wk + 2] = 0.0
-    return obs
-
-
-_NO_ORDERS: Final[tuple[OrderResult, ...]] = ()
-_NO_ERRORS: Final[tuple[ErrorEvent, ...]] = ()
-_NO_TRADES: Final[tuple[TradeResult, ...]] = ()
-_NO_VETOES: Final[tuple[OrderProposal, ...]] = ()
-
-
-def step_info(book: Portfolio, time_ns: int, step: int, result: StepResult | None) -> dict[str, Any]:
-    """The ``info`` dict :class:`MarketReplayEnv` returns (see its Info section), as a new dict.
-
-    Args:
-        book: the account, marked at the current bar's close.
-        time_ns: open time of the bar the observation describes.
-        step: steps taken in the episode (0 at reset).
-        result: what the step produced, or ``None`` at reset (empty event tuples, ``bar=None``).
-    """
-    qty = book.qty
-    price = book.last_price
-    cash = book.cash
-    equity = cash + qty * price
-    if result is None:
-        orders = fills = rejections = _NO_ORDERS
-        errors = _NO_ERRORS
-        trades = _NO_TRADES
-        vetoed = _NO_VETOES
-        bar = None
-    else:
-        orders, trades, errors, vetoed, bar = result
-        if len(orders) == 1:  # the usual case: one order per bar
-            status = orders[0].status
-            fills = orders if status is _FILLED else _NO_ORDERS
-            rejections = orders if status is _REJECTED else _NO_ORDERS
-        elif orders:
-            fills = tuple(o for o in orders if o.status is _FILLED)
-            rejections = tuple(o for o in orders if o.status is _REJECTED)
-        else:
-            fills = rejections = orders
-    return {
-        "time_ns": time_ns,
-        "step": step,
-        "equity": equity,
-        "cash": cash,
-        "position": qty,
-        "exposure": qty * price / equity if equity > 0.0 else 0.0,
-        "price": price,
-        "orders": orders,
-        "fills": fills,
-        "rejections": rejections,
-        "errors": errors,
-        "trades": trades,
-        "vetoed": vetoed,
-        "bar": bar,
-    }
+        return self._cursor.observation()
 
 
 def _market_spec(market: MarketSpec | Mapping[str, Any] | None, md: MarketData) -> MarketSpec:

@@ -1,0 +1,41 @@
+# C declarations of envs/broker.py for the compiled build (see setup.py); the .py file is the source.
+cimport cython
+from libc cimport math  # math.floor & co. in the .py become C calls (same IEEE results)
+
+cdef double BPS
+cdef double MAX_PARTICIPATION
+cdef double TICK_TOLERANCE
+
+from envs.portfolio cimport Portfolio
+
+cdef Py_ssize_t _DRAW_BLOCK
+
+cpdef object refusal(object order, object quote, object kind, str message, object code, object status=*)
+
+
+cdef class SimBroker:
+    cdef object _spec
+    cdef object _account
+    cdef Portfolio _book
+    cdef object _faults
+    cdef double _rate_limit_cut
+    cdef double _timeout_cut
+    cdef double _fault_cut
+    cdef object _rng
+    cdef list _draws
+    cdef Py_ssize_t _next
+    cdef double _taker_fee
+    cdef double _half_spread
+    cdef double _slippage
+    cdef double _impact
+    cdef double _step
+    cdef double _min_qty
+    cdef double _min_notional
+    cdef double _tick
+
+    @cython.locals(
+        ref=double, requested=double, reduce_only=bint, any_fault=double, i=Py_ssize_t, u=double,
+        step=double, qty=double, slippage=double, impact=double, volume=double, participation=double,
+        move=double, tick=double, price=double, fee=double, book=Portfolio, fits=bint,
+    )
+    cpdef object submit(self, object order, object quote)

@@ -1,0 +1,212 @@
+"""The compiled trading core and its pure-Python sources: same results bit for bit, and the right one runs.
+
+``setup.py`` compiles ``envs/portfolio.py``, ``broker.py``, ``core.py`` and ``cursor.py`` when a C compiler
+is there; ``envs._native`` falls back to the sources when the build is missing, stale or switched off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from envs import _native
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rollout_digest(steps: int = 1500) -> str:
+    """sha256 over every observation, reward, flag and info event of seeded rollouts in six configs
+    that exercise every branch of the per-bar path (faults, impact, ticks, lots, leverage and borrow,
+    shorts, long-only, drawdown stop, order hook resizes and vetoes, ruin, end-of-data close)."""
+    from envs.data import generate_synthetic
+    from envs.market import MarketSpec, SlippageModel
+    from envs.replay import MarketReplayEnv
+
+    bars = generate_synthetic(["BTC/USDT"], 4000, 11).frames["BTC/USDT"]
+    spec = MarketSpec(
+        "BTC/USDT",
+        taker_fee=0.001,
+        spread_bps=2.0,
+        slippage_bps=1.0,
+        slippage_model=SlippageModel.VOLUME,
+        impact_bps=10.0,
+        min_qty=1e-5,
+        qty_step=1e-5,
+        min_notional=5.0,
+        price_tick=0.01,
+    )
+    fixed = MarketSpec(
+        "BTC/USDT", taker_fee=0.001, spread_bps=2.0, slippage_bps=1.0, impact_bps=10.0, min_qty=1e-3,
+        qty_step=1e-3, min_notional=50.0, price_tick=0.1,
+    )  # fmt: skip
+    faults = {"rate_limit": 0.02, "timeout": 0.02, "maintenance": 0.01}
+
+    def hook(p):  # type: ignore[no-untyped-def]
+        if p.qty * p.price > 9000:
+            return p._replace(qty=p.qty * 0.5)
+        if p.transition.value == "open" and p.side.value == "sell" and p.time_ns % 7 == 0:
+            return None
+        return p
+
+    configs: list[dict[str, object]] = [
+        {"market": spec, "faults": faults, "episode_length": 1000},
+        {"market": spec, "actions": "continuous", "leverage": 2.0, "borrow_rate": 1e-5,
+         "reward": "differential_sharpe", "episode_length": 800},
+        {"market": fixed, "actions": [0, 0.5, 1], "allow_short": False, "max_drawdown": 0.05,
+         "episode_length": 1500},
+        {"market": spec, "order_hook": hook, "faults": faults, "episode_length": 700, "close_at_end": True},
+        {"market": spec, "initial_cash": 60.0, "episode_length": 900},
+        {"market": fixed, "start": 200, "end": 3000, "close_at_end": True},
+    ]  # fmt: skip
+    h = hashlib.sha256()
+    for k, cfg in enumerate(configs):
+        env = MarketReplayEnv(data=bars, window=16, **cfg)  # type: ignore[arg-type]
+        rng = np.random.default_rng(k)
+        obs, info = env.reset(seed=k)
+        h.update(obs.tobytes())
+        h.update(pickle.dumps(sorted(info.items()), protocol=4))
+        for _ in range(steps):
+            if env.continuous:
+                action: object = rng.uniform(-1, 1, size=(1,)).astype(np.float32)
+            else:
+                action = int(rng.integers(0, env.action_space.n))  # type: ignore[attr-defined]
+            obs, reward, terminated, truncated, info = env.step(action)
+            h.update(obs.tobytes())
+            h.update(np.float64(reward).tobytes())
+            h.update(bytes([terminated, truncated]))
+            h.update(repr(sorted(info.items())).encode())
+            if terminated or truncated:
+                obs, info = env.reset()
+                h.update(obs.tobytes())
+    return h.hexdigest()
+
+
+def _run(code: str, **env: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return proc.stdout.strip().splitlines()[-1]
+
+
+_DIGEST = "from envs import _native; from tests.envs.test_native import rollout_digest; "
+
+
+def _compiler_present() -> bool:
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(cc) is not None
+
+
+def test_the_compiled_core_is_built_and_runs_where_a_compiler_is_present() -> None:
+    if not _compiler_present():
+        pytest.skip("no C compiler: the pure-Python core is the only build here")
+    assert _native.status() == "compiled", _native.status()
+    import envs.core
+
+    assert not envs.core.__file__.endswith(".py")
+
+
+@pytest.mark.slow
+def test_compiled_and_pure_python_rollouts_are_bit_identical() -> None:
+    if not _native.compiled():
+        pytest.skip(f"no compiled core to compare ({_native.status()})")
+    code = _DIGEST + "print(_native.status(), rollout_digest())"
+    compiled = _run(code)
+    pure = _run(code, **{_native.PURE_ENV: "1"})
+    assert compiled.split()[0] == "compiled"
+    assert pure.startswith("pure:")
+    assert compiled.split()[-1] == pure.split()[-1]
+
+
+def test_slf_pure_python_switches_the_compiled_core_off() -> None:
+    code = "import envs, envs.core, envs.cursor; print(envs.core.__file__, envs.cursor.__file__)"
+    paths = _run(code, **{_native.PURE_ENV: "1"}).split()
+    assert all(p.endswith(".py") for p in paths)
+
+
+def _fake_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, built: bool) -> Path:
+    pkg = tmp_path / "envs"
+    pkg.mkdir()
+    for module in _native.COMPILED_MODULES:
+        stem = module.split(".")[1]
+        (pkg / f"{stem}.py").write_text(f"X = {stem!r}\n")
+        (pkg / f"{stem}.pxd").write_text("cdef double X\n")
+        if built:
+            (pkg / f"{stem}{sysconfig.get_config_var('EXT_SUFFIX')}").write_bytes(b"\0")
+    monkeypatch.setattr(_native, "_PACKAGE_DIR", pkg)
+    monkeypatch.delenv(_native.PURE_ENV, raising=False)
+    if built:
+        record = {"modules": {m: _native.source_digest(m, tmp_path) for m in _native.COMPILED_MODULES}}
+        (pkg / _native.BUILD_RECORD).write_text(json.dumps(record))
+    return pkg
+
+
+def test_a_build_matching_its_sources_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_package(tmp_path, monkeypatch, built=True)
+    assert _native._decide() == ("compiled", [])
+
+
+@pytest.mark.parametrize("edited", ["core.py", "cursor.pxd"])
+def test_an_edited_source_makes_the_whole_core_run_from_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edited: str
+) -> None:
+    pkg = _fake_package(tmp_path, monkeypatch, built=True)
+    with (pkg / edited).open("a") as fh:
+        fh.write("# edited\n")
+    build, stale = _native._decide()
+    assert build.startswith("pure: the compiled build is older")
+    assert stale == [f"envs.{Path(edited).stem}"]
+
+
+def test_a_missing_record_or_module_counts_as_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pkg = _fake_package(tmp_path, monkeypatch, built=True)
+    (pkg / f"broker{sysconfig.get_config_var('EXT_SUFFIX')}").unlink()
+    assert _native._decide()[1] == ["envs.broker"]
+    (pkg / _native.BUILD_RECORD).unlink()
+    assert _native._decide()[1] == list(_native.COMPILED_MODULES)
+
+
+def test_no_build_at_all_runs_the_sources_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_package(tmp_path, monkeypatch, built=False)
+    build, stale = _native._decide()
+    assert build.startswith("pure: not compiled")
+    assert stale == []
+
+
+def test_a_stale_build_warns_with_the_fix() -> None:
+    """A subprocess whose build record disagrees with the sources: pure core, and a warning naming the
+    fix (the record is faked by pointing the module at a copy of the package with an edited source)."""
+    code = (
+        "import json, shutil, sys, tempfile, warnings, pathlib\n"
+        "root = pathlib.Path(tempfile.mkdtemp())\n"
+        "shutil.copytree('envs', root / 'envs', ignore=shutil.ignore_patterns('__pycache__'))\n"
+        "(root / 'envs' / 'core.py').write_text((root / 'envs' / 'core.py').read_text() + '# edited\\n')\n"
+        "rec = root / 'envs' / '_native_build.json'\n"
+        "if not rec.exists():\n"
+        "    print('SKIP'); sys.exit()\n"
+        "sys.path.insert(0, str(root))\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import envs, envs.core\n"
+        "print(envs.core.__file__.endswith('.py'), any('make setup' in str(w.message) for w in caught))\n"
+    )
+    out = _run(code)
+    if out == "SKIP":
+        pytest.skip("no compiled build in this checkout")
+    assert out == "True True"

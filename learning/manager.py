@@ -67,7 +67,8 @@ from learning.memory import (
     ArchiveResult,
     finish_archive,
     load_archive,
-    stale_patterns,
+    queue_stale_patterns,
+    queued_patterns,
     start_archive,
 )
 from learning.minimums import OrderMinimumLearner
@@ -242,12 +243,6 @@ class UniversalLearningManager:
         # store when they are durable (finished before anything else reads or writes those tables).
         self._archiving: ArchiveJob | None = None
         self._archiver: ThreadPoolExecutor | None = None
-        # Patterns archived by periodic passes whose file is not started yet (in selection order), the
-        # cutoff of the latest of those passes, and the cutoff below which every stored pattern has been
-        # selected (None: not known, the next pass looks at every stored pattern).
-        self._waiting: list[int] = []
-        self._waiting_cutoff = 0
-        self._scanned_ns: int | None = None
         # Written-behind periodic work (see the durability contract): inside periodic() and on_bar(),
         # changes are marked unsaved instead of flushed; flush() records the market time it wrote.
         self._defer = False
@@ -349,13 +344,7 @@ class UniversalLearningManager:
     def _compact_patterns(self, conn: sqlite3.Connection) -> None:
         """Fold pending pattern updates into the store with their journal watermark (in the caller's
         transaction, which must also write the journal rows up to the watermark)."""
-        patterns = self._patterns
-        if patterns.blocks_compaction:
-            self._finish_archive()
-        scanned = self._scanned_ns
-        if scanned is not None and patterns.pending and patterns.oldest_pending_seen() < scanned:
-            self._scanned_ns = None  # a pattern last seen before the memory passes' cutoff comes back
-        patterns.compact(conn)
+        self._patterns.compact(conn)
         self._store.set_meta(_META_PATTERNS_SEQ, self._journal.last_seq)
 
     @property
@@ -596,72 +585,49 @@ class UniversalLearningManager:
 
     # --- memory ------------------------------------------------------------------------------------
     def manage_learning_memory(self, now: int | None = None) -> ArchiveResult:
-        """Archive patterns not seen for more than ``archive_age_days`` (durably, then delete).
+        """Archive patterns not seen for more than ``archive_age_days``: move them out of the active
+        patterns at once, into a durable queue whose rows go to Parquet files (then leave the queue).
 
-        Called directly, the archive is complete on return. From :meth:`periodic` and :meth:`on_bar`, the
-        stale patterns leave the learned state at once but their rows wait in the store (reads skip
-        them) until a file's worth (``archive_chunk``) has gathered over the passes, whose file is then
-        written by a background thread and recorded at the next pass; or until the archive is read, the
-        manager closes, or one of those patterns' new trades is compacted, when whatever is waiting is
-        written at once.
+        Called directly, the archive files are complete on return. From :meth:`periodic` and
+        :meth:`on_bar`, a file is written (by a background thread, recorded at the next pass) only once
+        a file's worth (``archive_chunk``) is queued; whatever is queued is also written when the
+        archive is read and at close.
         """
         self._check_open()
         t = self._now(now)
         cutoff = t - self.config.archive_age_ns
-        if not self._defer:
-            self._finish_archive()
-            self.compact()
-            ids = stale_patterns(self._store, cutoff_ns=cutoff)
-            job = self._start_archive(ids, cutoff, t, background=False)
-            finish_archive(self._store, job)
-            self._patterns.forget(ids)
-            self._scanned_ns = max(cutoff, self._scanned_ns or cutoff)
-            return self._archived(t, job.result)
-        # Periodic: one transaction for the previous batch's record, the compaction and this pass's
-        # bookkeeping (its file is written once a batch is full).
+        # One transaction for the previous batch's record, the compaction, the move to the queue and
+        # what the move changed.
         with self._store.transaction() as conn:
             self._record_archive()
             self.flush()
             self._compact_patterns(conn)
-            patterns = self._patterns
-            ids = stale_patterns(
-                self._store, cutoff_ns=cutoff, since_ns=self._scanned_ns, exclude=patterns.hidden
-            )
-            # Every stored pattern last seen before the cutoff is now archived or waiting for its file:
-            # the next pass only looks at later ones (unless a compaction brings an older one back).
-            self._scanned_ns = max(cutoff, self._scanned_ns or cutoff)
-            files: tuple[str, ...] = ()
+            ids = queue_stale_patterns(self._store, cutoff_ns=cutoff)
+            self._patterns.forget(ids)
+            self._journal.prune(t)
             if ids:
-                patterns.hide(ids)
-                self._waiting.extend(ids)
-                self._waiting_cutoff = cutoff
-                if len(self._waiting) >= self.config.archive_chunk:
-                    self._archiving = self._start_archive(self._waiting, cutoff, t, background=True)
-                    files = self._archiving.result.files
-                    self._waiting = []
-            return self._archived(t, ArchiveResult(files, len(ids), tuple(ids)))
+                self._bump()
+                self.flush()
+        files: tuple[str, ...] = ()
+        if not self._defer:
+            files = self._write_queue(t)
+        elif queued_patterns(self._store) >= self.config.archive_chunk:
+            job = self._start_archive(t, full_only=True, background=True)
+            self._archiving = job
+            files = job.result.files
+        if ids:
+            log.info("archived %d patterns%s", len(ids), f" to {', '.join(files)}" if files else "")
+        return ArchiveResult(files, len(ids), tuple(ids))
 
-    def _start_archive(self, ids: list[int], cutoff: int, t: int, *, background: bool) -> ArchiveJob:
+    def _start_archive(self, t: int, *, full_only: bool, background: bool) -> ArchiveJob:
         return start_archive(
             self._store,
             self.archive_dir,
-            ids,
-            cutoff_ns=cutoff,
             now_ns=t,
             chunk=self.config.archive_chunk,
+            full_only=full_only,
             submit=self._archive_writer().submit if background else None,
         )
-
-    def _archived(self, t: int, result: ArchiveResult) -> ArchiveResult:
-        self._journal.prune(t)
-        if result.patterns:
-            if result.files:
-                log.info("archived %d patterns to %s", result.patterns, ", ".join(result.files))
-            else:
-                log.info("archived %d patterns (their file is written with a later batch)", result.patterns)
-            self._bump()
-            self.flush()
-        return result
 
     def _archive_writer(self) -> ThreadPoolExecutor:
         if self._archiver is None:
@@ -669,35 +635,24 @@ class UniversalLearningManager:
         return self._archiver
 
     def _record_archive(self) -> None:
-        """Record the background archive (waiting for its files) and delete its rows from the store."""
+        """Record the background archive's files (waiting for them) and take their rows off the queue."""
         job = self._archiving
         if job is None:
             return
         self._archiving = None
         finish_archive(self._store, job)
-        self._patterns.unhide(job.result.ids)
 
-    def _finish_archive(self) -> None:
-        """Record the background archive, then write, record and delete the patterns still waiting."""
+    def _write_queue(self, t: int) -> tuple[str, ...]:
+        """Write every queued pattern to archive files now; returns the files."""
         self._record_archive()
-        waiting = self._waiting
-        if not waiting:
-            return
-        self._waiting = []
-        job = self._start_archive(waiting, self._waiting_cutoff, self._clock.now_ns(), background=False)
+        job = self._start_archive(t, full_only=False, background=False)
         finish_archive(self._store, job)
-        self._patterns.unhide(waiting)
-
-    @property
-    def _archived_pending(self) -> int:
-        """Archived patterns whose file is not recorded yet (waiting, or being written)."""
-        job = self._archiving
-        return len(self._waiting) + (job.result.patterns if job is not None else 0)
+        return job.result.files
 
     def load_archive(self) -> list[PatternScore]:
         """Every archived pattern, read back from the archive files (checksums verified)."""
         if not self._closed and not self.read_only:
-            self._finish_archive()
+            self._write_queue(self._clock.now_ns())
         return load_archive(self._store, self.archive_dir)
 
     # --- periodic work -----------------------------------------------------------------------------
@@ -779,7 +734,7 @@ class UniversalLearningManager:
         win_rate, win_trend, profit_trend, mean_pnl = trends(self._journal.recent_pnls())
         rules = self._failures.rules()
         recorded = self._store.conn.execute("SELECT COALESCE(SUM(rows), 0) FROM archives").fetchone()[0]
-        archived = int(recorded) + self._archived_pending
+        archived = int(recorded) + queued_patterns(self._store)
         measurement = LearningEffectiveness(
             time_ns=t,
             patterns=self.pattern_count(),
@@ -857,7 +812,7 @@ class UniversalLearningManager:
             return
         try:
             if not self.read_only:
-                self._finish_archive()
+                self._write_queue(self._clock.now_ns())
                 self.compact()
         finally:
             self._closed = True

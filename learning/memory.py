@@ -4,31 +4,31 @@ A pattern whose ``last_seen`` is more than ``archive_age`` (seed: 30 market days
 archived as its aggregate statistics (one row per pattern: counts, wins, PnL, score, weight, first and
 last seen; the per-trade detail stays in the journal). Archiving *moves, never deletes*:
 
-1. the rows are written to ``archive/patterns-<n>.parquet.tmp`` (zstd), fsync'd, atomically renamed
-   to ``patterns-<n>.parquet``, and the directory is fsync'd;
-2. only then, in one SQLite transaction, the file (with its row count and sha256) is recorded in the
-   ``archives`` table and the same rows are deleted from ``patterns``.
+1. :func:`queue_stale_patterns` moves the stale rows, in one SQLite transaction (the caller's), from
+   ``patterns`` into the ``archive_queue`` table: they leave the learned state, a pattern seen again
+   starts afresh, and nothing is lost if the process dies;
+2. :func:`start_archive` writes queued rows to ``archive/patterns-<n>.parquet.tmp`` (zstd), fsync'd,
+   atomically renamed to ``patterns-<n>.parquet``, with the directory fsync'd;
+3. only then :func:`finish_archive`, in one SQLite transaction per file, records the file (with its
+   row count and sha256) in the ``archives`` table and deletes its rows from the queue.
 
-A crash between 1 and 2 leaves the patterns active *and* an unrecorded archive file (a duplicate, never
-a loss); the next run writes a new file name. :func:`load_archive` reads back every recorded file and
-checks its checksum.
+A crash between 2 and 3 leaves the rows queued *and* an unrecorded archive file (a duplicate, never a
+loss); the next write picks a new file name. :func:`load_archive` reads back every recorded file,
+checking its checksum, then the rows still queued.
 
-Step 1 waits on the disk (two fsyncs) while step 2 needs only the rows chosen at the start, so the
-selection (:func:`stale_patterns`) and the two steps (:func:`start_archive`, then
-:func:`finish_archive`) are separate: the manager's periodic memory pass selects the stale rows at once
-(they leave the learned state then) and gathers them until a file's worth (``archive_chunk``) is
-waiting, or the archive is read or the manager closes; the files are then written (by a background
-thread for a full batch) and the SQLite step runs later, in the main thread, once they are durable.
-Meanwhile the selected rows stay in the store, unchanged. A file holds the rows of one or more passes
-in the order they were selected (by id within a pass), so reading the archive back gives the same
-sequence however the passes were grouped into files.
+Step 2 waits on the disk (two fsyncs) while step 3 needs only the rows chosen at its start, so the
+manager's periodic memory pass queues its stale rows at once and has a background thread write a file
+only when a file's worth (``archive_chunk`` rows) is queued, recording it at the next pass; whatever is
+queued is also written when the archive is read and at close. A file holds the rows of one or more
+passes in the order they were queued (by id within a pass), so reading the archive back gives the
+same sequence however the passes were grouped into files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +44,10 @@ __all__ = [
     "ARCHIVE_COLUMNS",
     "ArchiveJob",
     "ArchiveResult",
-    "archive_stale_patterns",
     "finish_archive",
     "load_archive",
-    "stale_patterns",
+    "queue_stale_patterns",
+    "queued_patterns",
     "start_archive",
 ]
 
@@ -67,7 +67,7 @@ _HASH_CHUNK = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class ArchiveResult:
-    """What one memory-management pass moved: files written and patterns archived."""
+    """What one memory-management pass moved: files written, patterns archived and their ids."""
 
     files: tuple[str, ...]
     patterns: int
@@ -126,12 +126,20 @@ def _next_free(archive_dir: Path, start: int) -> tuple[int, Path]:
     return n, archive_dir / f"patterns-{n:06d}.parquet"
 
 
-_SELECT_STALE = "SELECT id FROM patterns WHERE last_seen_ns < ? AND last_seen_ns >= ? ORDER BY id"
-_SELECT_ROW = (
+_SELECT_STALE = (
     "SELECT p.id, s.signature, p.count, p.wins, p.total_pnl, p.score, p.weight, p.first_seen_ns, "
-    "p.last_seen_ns, p.sig FROM patterns p JOIN pattern_signatures s ON s.sig = p.sig WHERE p.id = ?"
+    "p.last_seen_ns, p.sig FROM patterns p JOIN pattern_signatures s ON s.sig = p.sig "
+    "WHERE p.last_seen_ns < ? ORDER BY p.id"
 )
-_MIN_NS = -(1 << 63)
+_QUEUE = (
+    "INSERT INTO archive_queue (id, signature, count, wins, total_pnl, score, weight, first_seen_ns, "
+    "last_seen_ns, cutoff_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# n, the archive columns, cutoff_ns
+_SELECT_QUEUED = (
+    "SELECT n, signature, count, wins, total_pnl, score, weight, first_seen_ns, last_seen_ns, cutoff_ns "
+    "FROM archive_queue ORDER BY n LIMIT ?"
+)
 
 Row = tuple[object, ...]
 Submit = Callable[[Callable[[list[Row], Path], str], list[Row], Path], "Future[str]"]
@@ -142,21 +150,23 @@ Submit = Callable[[Callable[[list[Row], Path], str], list[Row], Path], "Future[s
 class _Chunk:
     number: int
     path: Path
-    rows: list[Row]  # id, signature ... last_seen_ns, sig
+    first: int  # queue positions (n) of its first and last row
+    last: int
+    rows: int
+    cutoff_ns: int  # the latest cutoff its rows were queued under
     digest: Future[str]
 
 
 @dataclass(frozen=True, slots=True)
 class ArchiveJob:
-    """Stale patterns chosen for the archive, their files being written (see :func:`start_archive`).
+    """Queued patterns being written to archive files (see :func:`start_archive`).
 
     Attributes:
-        result: what the pass archives (files, patterns, ids), known from the selection.
+        result: the files and how many patterns they hold.
     """
 
     result: ArchiveResult
     now_ns: int
-    cutoff_ns: int
     chunks: tuple[_Chunk, ...]
 
     def done(self) -> bool:
@@ -173,99 +183,84 @@ def _write_now(write: Callable[[list[Row], Path], str], rows: list[Row], path: P
     return done
 
 
-def stale_patterns(
-    store: LearningStore,
-    *,
-    cutoff_ns: int,
-    since_ns: int | None = None,
-    exclude: Container[int] = (),
-) -> list[int]:
-    """Ids of the stored patterns last seen before ``cutoff_ns`` (and not before ``since_ns``, when the
-    caller knows that older ones were all selected already), leaving out ``exclude``, in id order.
+def queue_stale_patterns(store: LearningStore, *, cutoff_ns: int) -> list[int]:
+    """Move the stored patterns last seen before ``cutoff_ns`` into the archive queue (inside the
+    caller's transaction); returns their ids, in id order (the order they are queued in).
 
     The caller compacts pending pattern updates first, so the store holds the latest statistics.
     """
-    since = _MIN_NS if since_ns is None else since_ns
-    rows = store.conn.execute(_SELECT_STALE, (cutoff_ns, since))
-    return [pid for (pid,) in rows if pid not in exclude]
+    conn = store.conn
+    rows = conn.execute(_SELECT_STALE, (cutoff_ns,)).fetchall()
+    if rows:
+        with store.transaction() as tx:
+            tx.executemany(_QUEUE, [(*r[:-1], cutoff_ns) for r in rows])
+            tx.executemany("DELETE FROM patterns WHERE id = ?", [(r[0],) for r in rows])
+            tx.executemany("DELETE FROM pattern_signatures WHERE sig = ?", [(r[-1],) for r in rows])
+    return [r[0] for r in rows]
+
+
+def queued_patterns(store: LearningStore) -> int:
+    """How many archived patterns wait in the queue for their file."""
+    return int(store.conn.execute("SELECT COUNT(*) FROM archive_queue").fetchone()[0])
 
 
 def start_archive(
     store: LearningStore,
     archive_dir: Path,
-    ids: Sequence[int],
     *,
-    cutoff_ns: int,
     now_ns: int,
     chunk: int,
+    full_only: bool = False,
     submit: Submit | None = None,
 ) -> ArchiveJob:
-    """Start writing the stored patterns ``ids`` (``chunk`` per file, in the given order) durably with
-    ``submit`` (at once, in this thread, when ``None``).
+    """Start writing the queued patterns (``chunk`` per file, in queue order) durably with ``submit``
+    (at once, in this thread, when ``None``); with ``full_only``, only as many full files as there are.
 
-    Nothing leaves the store until :func:`finish_archive`; the rows must not change meanwhile, and no
-    other archive of the same store may be pending.
+    Nothing leaves the queue until :func:`finish_archive`; no other archive of the same store may be
+    pending.
     """
     conn = store.conn
+    queued = queued_patterns(store)
+    count = queued - queued % chunk if full_only else queued
     chunks: list[_Chunk] = []
-    number = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM archives").fetchone()[0]) + 1
-    if ids:
+    if count:
         archive_dir.mkdir(parents=True, exist_ok=True)
         import pyarrow.parquet  # noqa: F401 - import in this thread, not the writer's
-    for first in range(0, len(ids), chunk):
-        rows: list[Row] = []
-        for pid in ids[first : first + chunk]:
-            row = conn.execute(_SELECT_ROW, (pid,)).fetchone()
-            if row is None:
-                raise StateError(
-                    f"pattern {pid} chosen for the archive left the store before its file was written",
-                    where=str(store.path),
-                    fix="report this as a bug; the pattern's statistics are still in the journal",
-                )
-            rows.append(row)
+    number = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM archives").fetchone()[0]) + 1
+    rows = conn.execute(_SELECT_QUEUED, (count,)).fetchall() if count else []
+    for first in range(0, len(rows), chunk):
+        part = rows[first : first + chunk]
         number, path = _next_free(archive_dir, number)
-        body = [r[1:-1] for r in rows]
+        body = [r[1:-1] for r in part]
         digest = (
             _write_now(_write_durably, body, path) if submit is None else submit(_write_durably, body, path)
         )
-        chunks.append(_Chunk(number, path, rows, digest))
+        cutoff = max(int(r[-1]) for r in part)  # type: ignore[call-overload]
+        chunks.append(_Chunk(number, path, int(part[0][0]), int(part[-1][0]), len(part), cutoff, digest))  # type: ignore[call-overload]
         number += 1
-    result = ArchiveResult(tuple(c.path.name for c in chunks), len(ids), tuple(ids))
-    return ArchiveJob(result, now_ns, cutoff_ns, tuple(chunks))
+    result = ArchiveResult(tuple(c.path.name for c in chunks), len(rows), ())
+    return ArchiveJob(result, now_ns, tuple(chunks))
 
 
 def finish_archive(store: LearningStore, job: ArchiveJob) -> ArchiveResult:
-    """Wait for the job's files to be durable, then record each one and delete its rows from the store
+    """Wait for the job's files to be durable, then record each one and delete its rows from the queue
     (one transaction per file). A file that could not be written raises its error here, before any of
-    its rows leave the store."""
+    its rows leave the queue."""
     for c in job.chunks:
         digest = c.digest.result()
         with store.transaction() as tx:
             tx.execute(
                 "INSERT INTO archives (id, file, rows, created_ns, cutoff_ns, sha256) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (c.number, c.path.name, len(c.rows), job.now_ns, job.cutoff_ns, digest),
+                (c.number, c.path.name, c.rows, job.now_ns, c.cutoff_ns, digest),
             )
-            tx.executemany("DELETE FROM patterns WHERE id = ?", [(r[0],) for r in c.rows])
-            tx.executemany("DELETE FROM pattern_signatures WHERE sig = ?", [(r[-1],) for r in c.rows])
+            tx.execute("DELETE FROM archive_queue WHERE n BETWEEN ? AND ?", (c.first, c.last))
     return job.result
 
 
-def archive_stale_patterns(
-    store: LearningStore, archive_dir: Path, *, cutoff_ns: int, now_ns: int, chunk: int
-) -> ArchiveResult:
-    """Move patterns last seen before ``cutoff_ns`` to Parquet files under ``archive_dir`` (select, write,
-    then record and delete: :func:`stale_patterns`, :func:`start_archive` and :func:`finish_archive`).
-
-    The caller flushes pending pattern updates first, so the store holds the latest statistics.
-    """
-    ids = stale_patterns(store, cutoff_ns=cutoff_ns)
-    job = start_archive(store, archive_dir, ids, cutoff_ns=cutoff_ns, now_ns=now_ns, chunk=chunk)
-    return finish_archive(store, job)
-
-
 def load_archive(store: LearningStore, archive_dir: Path) -> list[PatternScore]:
-    """Every archived pattern, in archive order; raises ``StateError`` for a missing or altered file."""
+    """Every archived pattern, in archive order: the recorded files (raises ``StateError`` for a missing
+    or altered one), then the patterns still queued for a file."""
     import pyarrow.parquet as pq
 
     out: list[PatternScore] = []
@@ -288,4 +283,6 @@ def load_archive(store: LearningStore, archive_dir: Path) -> list[PatternScore]:
             raise StateError(f"archive holds {table.num_rows} rows, {rows} recorded", where=str(path))
         data = table.to_pydict()
         out.extend(PatternScore(*values) for values in zip(*(data[c] for c in ARCHIVE_COLUMNS), strict=True))
+    queued = store.conn.execute(f"SELECT {', '.join(ARCHIVE_COLUMNS)} FROM archive_queue ORDER BY n")
+    out.extend(PatternScore(*row) for row in queued)
     return out

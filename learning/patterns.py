@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import sqlite3
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -145,9 +145,6 @@ class PatternRecognitionEngine:
         self._top_rows: tuple[int, tuple[tuple[int, PatternScore], ...]] | None = None
         self._top: tuple[PatternScore, ...] | None = None
         self._top_ids: frozenset[int] = frozenset()
-        # Archived patterns whose rows are still in the store until their archive file is recorded
-        # (see learning.memory): every read leaves them out.
-        self._hidden: set[int] = set()
 
     # --- signatures --------------------------------------------------------------------------------
     def factors(self, *groups: Mapping[str, float]) -> tuple[str, ...]:
@@ -194,12 +191,9 @@ class PatternRecognitionEngine:
         """Multiply these patterns' weights by ``factor``, clipped to the bounds (inside the caller's
         transaction, after a compaction); returns the signatures whose weight changed."""
         changed: list[str] = []
-        hidden = self._hidden
         reinforced = self._reinforced
         for signature in dict.fromkeys(signatures):
             pid = pattern_id(signature)
-            if pid in hidden:
-                continue  # archived
             record = reinforced.get(pid)
             if record is None:
                 row = conn.execute(_SELECT_ONE, (pid,)).fetchone()
@@ -222,11 +216,7 @@ class PatternRecognitionEngine:
     def get(self, signature: str) -> PatternScore | None:
         """Current statistics of one pattern, or ``None`` if unknown (or archived)."""
         pid = pattern_id(signature)
-        row = (
-            None
-            if pid in self._hidden
-            else self._conn.execute(f"{_SELECT} WHERE p.id = ?", (pid,)).fetchone()
-        )
+        row = self._conn.execute(f"{_SELECT} WHERE p.id = ?", (pid,)).fetchone()
         base = _record(row) if row is not None and row[0] == signature else None
         delta = self._pending.get(pid)
         if delta is None:
@@ -271,10 +261,8 @@ class PatternRecognitionEngine:
         if k <= 0:
             return ()
         candidates: dict[str, PatternScore] = {}
-        hidden = self._hidden
-        for row in self._conn.execute(f"{_SELECT} ORDER BY p.count DESC LIMIT ?", (k + len(hidden),)):
-            if not hidden or pattern_id(row[0]) not in hidden:
-                candidates[row[0]] = _record(row)
+        for row in self._conn.execute(f"{_SELECT} ORDER BY p.count DESC LIMIT ?", (k,)):
+            candidates[row[0]] = _record(row)
         # A pattern with pending trades may overtake the stored leaders: read each one in full.
         for delta in self._pending.values():
             current = self.get(delta.signature)
@@ -286,13 +274,9 @@ class PatternRecognitionEngine:
     def all(self) -> list[PatternScore]:
         """Every active pattern, pending trades included, by signature."""
         out: dict[str, PatternScore] = {}
-        hidden = self._hidden
         for row in self._conn.execute(_SELECT):
             record = _record(row)
-            pid = pattern_id(record.signature)
-            if pid in hidden:
-                continue
-            delta = self._pending.get(pid)
+            delta = self._pending.get(pattern_id(record.signature))
             out[record.signature] = delta.apply(record) if delta is not None else record
         for delta in self._pending.values():
             if delta.signature not in out:
@@ -320,18 +304,11 @@ class PatternRecognitionEngine:
         """Patterns with trades not yet compacted into the store."""
         return len(self._pending)
 
-    def oldest_pending_seen(self) -> int:
-        """The earliest last-seen time among the patterns with pending trades (they must be some)."""
-        return min(d.last for d in self._pending.values())
-
     # --- persistence -------------------------------------------------------------------------------
     def compact(self, conn: sqlite3.Connection) -> None:
         """Apply every pending delta, in id order (inside the caller's transaction)."""
         if not self._pending:
             return
-        if self.blocks_compaction:
-            # A hidden pattern seen again would be merged into its archived row.
-            raise RuntimeError("an archived pattern was seen again before its archive was finished")
         # Id order walks the b-tree pages in order: far fewer page misses and WAL frames than random.
         items = sorted(self._pending.items())
         new = self._new_ids(np.fromiter((pid for pid, _ in items), np.int64, len(items)))
@@ -363,31 +340,8 @@ class PatternRecognitionEngine:
         # Both are sorted and disjoint: inserting at the search positions is a linear merge.
         self._known = np.insert(self._known, np.searchsorted(self._known, new), new)
 
-    def hide(self, ids: Iterable[int]) -> None:
-        """Forget archived patterns whose rows stay in the store until :meth:`unhide` (their archive is
-        being written): reads leave them out meanwhile."""
-        ids = tuple(ids)
-        self.forget(ids)
-        self._hidden.update(ids)
-
-    def unhide(self, ids: Iterable[int]) -> None:
-        """These hidden rows have left the store."""
-        self._hidden.difference_update(ids)
-
-    @property
-    def hidden(self) -> Set[int]:
-        """Ids of the archived patterns whose rows are still in the store (read-only view)."""
-        return self._hidden
-
-    @property
-    def blocks_compaction(self) -> bool:
-        """Whether a hidden pattern has pending trades (its archived row must leave the store before
-        they are compacted, or they would be merged into it)."""
-        hidden = self._hidden
-        return bool(hidden) and not hidden.isdisjoint(self._pending)
-
     def forget(self, ids: Iterable[int]) -> None:
-        """Drop archived patterns from the known ids (their rows have left the store)."""
+        """Drop archived patterns from the known ids (their rows have left the table)."""
         gone = np.fromiter(ids, np.int64)
         reinforced = self._reinforced
         if any([reinforced.pop(pid, None) is not None for pid in gone.tolist()]):

@@ -137,7 +137,17 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, _migrate_v2]
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    """The archive queue: archived patterns waiting for their Parquet file (see ``learning.memory``)."""
+    conn.execute(
+        "CREATE TABLE archive_queue (n INTEGER PRIMARY KEY, id INTEGER NOT NULL, signature TEXT NOT NULL, "
+        "count INTEGER NOT NULL, wins INTEGER NOT NULL, total_pnl REAL NOT NULL, score REAL NOT NULL, "
+        "weight REAL NOT NULL, first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL, "
+        "cutoff_ns INTEGER NOT NULL)"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, _migrate_v2, _migrate_v3]
 """Applied in order; migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``."""
 SCHEMA_VERSION = len(MIGRATIONS)
 

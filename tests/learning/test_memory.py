@@ -13,7 +13,7 @@ from envs.clock import DAY_NS, MarketClock
 from envs.errors import StateError
 from learning.config import LearningConfig
 from learning.manager import UniversalLearningManager
-from learning.memory import archive_stale_patterns
+from learning.memory import finish_archive, queue_stale_patterns, start_archive
 
 from .conftest import CALM, START_NS, WILD, ManagerFactory, make_trade
 
@@ -66,28 +66,34 @@ def test_archived_patterns_stay_readable_after_reopening(
     assert again.pattern(old) is None
 
 
-def test_patterns_leave_memory_only_after_the_archive_is_recorded(
+def test_queued_patterns_leave_the_queue_only_after_their_file_is_recorded(
     manager: UniversalLearningManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    old, _ = _two_patterns(manager)
+    old, recent = _two_patterns(manager)
     manager.compact()
-    store = manager._store  # the crash is injected between the durable file and its SQLite record
+    store = manager._store
+    with store.transaction():
+        assert queue_stale_patterns(store, cutoff_ns=START_NS + 1) != []
+    job = start_archive(store, manager.archive_dir, now_ns=START_NS, chunk=10)
 
     @contextlib.contextmanager
     def crash() -> Iterator[None]:
         raise OSError("disk gone")
         yield  # pragma: no cover
 
+    # The crash is injected between the durable file and its SQLite record.
     monkeypatch.setattr(store, "transaction", crash)
     with pytest.raises(OSError, match="disk gone"):
-        archive_stale_patterns(store, manager.archive_dir, cutoff_ns=START_NS + 1, now_ns=START_NS, chunk=10)
+        finish_archive(store, job)
     monkeypatch.undo()
-    assert manager.pattern(old) is not None  # still active: a duplicate at worst, never a loss
+    assert _queued_rows(manager) == 1  # still queued: a duplicate file at worst, never a loss
+    assert _archived_rows(manager) == 0
     assert len(list(manager.archive_dir.glob("*.parquet"))) == 1
-    result = manager.manage_learning_memory(START_NS + MONTH + 1)  # the retry picks a new file name
-    assert result.patterns == 1
+    result = manager.manage_learning_memory(START_NS + 2)  # the retry picks a new file name
+    assert (result.patterns, len(result.files)) == (0, 1)
     assert len(list(manager.archive_dir.glob("*.parquet"))) == 2
     assert [p.signature for p in manager.load_archive()] == [old]
+    assert manager.pattern(recent) is not None
 
 
 def test_altered_archive_file_is_a_state_error(manager: UniversalLearningManager) -> None:
@@ -111,7 +117,11 @@ def _stored_rows(manager: UniversalLearningManager) -> int:
     return int(manager._store.conn.execute("SELECT COUNT(*) FROM patterns").fetchone()[0])
 
 
-def test_the_periodic_pass_leaves_the_store_when_its_file_is_durable(
+def _queued_rows(manager: UniversalLearningManager) -> int:
+    return int(manager._store.conn.execute("SELECT COUNT(*) FROM archive_queue").fetchone()[0])
+
+
+def test_the_periodic_pass_leaves_the_queue_when_its_file_is_durable(
     manager_factory: ManagerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import learning.memory as memory
@@ -127,25 +137,25 @@ def test_the_periodic_pass_leaves_the_store_when_its_file_is_durable(
         return write(rows, path)
 
     monkeypatch.setattr(memory, "_write_durably", slow_disk)
-    result = manager.periodic(START_NS + MONTH + 1)  # the memory pass is due: its file is written behind
-    assert result
-    # Gone from the learned state at once, still in the store (and unrecorded) until the file is durable.
+    assert manager.periodic(START_NS + MONTH + 1)  # the memory pass is due: its file is written behind
+    # Out of the active patterns at once, in the queue (and unrecorded) until the file is durable.
     assert manager.pattern(old) is None
     assert [p.signature for p in manager.patterns()] == [recent]
     assert manager.pattern_count() == 1
-    assert _archived_rows(manager) == 0
-    assert _stored_rows(manager) == 2
+    assert (_stored_rows(manager), _queued_rows(manager), _archived_rows(manager)) == (1, 1, 0)
     assert manager.track_learning_effectiveness().archived_patterns == 1  # counted without waiting
-    # Compacting other patterns' trades does not wait for the file.
+    # Compacting trades, even of the archived pattern (it starts afresh), does not wait for the file.
     manager.learn_from_trade(make_trade(3, -1.0, exit_ns=START_NS + MONTH + 1, conditions=WILD))
+    manager.learn_from_trade(make_trade(4, 1.0, exit_ns=START_NS + MONTH + 1, conditions=CALM))
     manager.compact()
     assert _archived_rows(manager) == 0
-    assert manager.pattern(old) is None
+    again = manager.pattern(old)
+    assert again is not None
+    assert (again.count, again.wins) == (1, 1)
     release.set()
-    (restored,) = manager.load_archive()  # waits for the file, then records it and deletes the row
+    (restored,) = manager.load_archive()  # waits for the file, then records it and empties the queue
     assert restored == stats
-    assert _archived_rows(manager) == 1
-    assert _stored_rows(manager) == 1
+    assert (_queued_rows(manager), _archived_rows(manager)) == (0, 1)
 
 
 def test_periodic_passes_gather_their_patterns_until_a_file_is_full(manager_factory: ManagerFactory) -> None:
@@ -154,57 +164,39 @@ def test_periodic_passes_gather_their_patterns_until_a_file_is_full(manager_fact
         manager.learn_from_trade(make_trade(n, 1.0, exit_ns=START_NS + n * DAY_NS, conditions=c))
         for n, c in enumerate((CALM, WILD, {"regime": 3.0, "volatility_ratio": 1.0}))
     ]
-    archived = []
+    active = []
     for n in range(3):  # one pattern becomes stale per daily pass
         manager.periodic(START_NS + (n + 31) * DAY_NS)
-        archived.append([p.signature for p in manager.patterns()])
-        # Out of the learned state at once; their rows wait in the store until a file's worth is there.
+        active.append([p.signature for p in manager.patterns()])
         assert manager.pattern(names[n]) is None
-        assert _archived_rows(manager) == 0
-        assert _stored_rows(manager) == 3
-    assert archived == [names[1:], names[2:], []]
+        assert (_stored_rows(manager), _queued_rows(manager)) == (2 - n, n + 1)
+    assert active == [names[1:], names[2:], []]
+    assert _archived_rows(manager) == 0  # the third pass started the file of the full batch ...
     assert manager.track_learning_effectiveness().archived_patterns == 3
-    manager.periodic(START_NS + 40 * DAY_NS)  # the next pass records the full batch's file
-    assert _archived_rows(manager) == 3
-    assert _stored_rows(manager) == 0
+    manager.periodic(START_NS + 40 * DAY_NS)  # ... and the next pass records it
+    assert (_queued_rows(manager), _archived_rows(manager)) == (0, 3)
     assert len(list(manager.archive_dir.glob("*.parquet"))) == 1
     assert [p.signature for p in manager.load_archive()] == names  # in the order they were archived
 
 
-def test_patterns_waiting_for_their_file_are_written_at_close_and_survive_a_crash(
-    manager_factory: ManagerFactory,
-) -> None:
+def test_queued_patterns_are_written_at_close_and_survive_a_crash(manager_factory: ManagerFactory) -> None:
     crashed = manager_factory("crashed")
     old, recent = _two_patterns(crashed)
     crashed.periodic(START_NS + MONTH + 1)
-    assert crashed.pattern(old) is None
-    # Killed now (never closed): the row never left the store, so a new run finds the pattern active.
+    # Killed now (never closed): the pattern is archived, in the queue, not lost.
     with UniversalLearningManager(crashed.root, read_only=True) as reader:
-        assert reader.pattern(old) is not None
+        assert reader.pattern(old) is None
+        assert [p.signature for p in reader.load_archive()] == [old]
+    assert not list(crashed.archive_dir.glob("*.parquet"))
     closed = manager_factory("closed")
     _two_patterns(closed)
     closed.periodic(START_NS + MONTH + 1)
-    closed.close()  # writes what is waiting
+    closed.close()  # writes what is queued
     with UniversalLearningManager(closed.root, read_only=True) as reader:
-        assert reader.pattern(old) is None
         assert [p.signature for p in reader.load_archive()] == [old]
         assert reader.pattern(recent) is not None
-
-
-def test_a_pattern_brought_back_from_before_the_last_cutoff_is_still_archived(
-    manager: UniversalLearningManager,
-) -> None:
-    old = manager.learn_from_trade(make_trade(1, 2.0, exit_ns=START_NS, conditions=CALM))
-    recent = manager.learn_from_trade(make_trade(2, -1.0, exit_ns=START_NS + 10 * DAY_NS, conditions=WILD))
-    manager.periodic(START_NS + MONTH + 1)  # archives old; later passes look at later patterns only
-    # A trade that closed long before (a late report) creates a pattern already past the archive age.
-    late = manager.learn_from_trade(
-        make_trade(3, 1.0, exit_ns=START_NS - DAY_NS, conditions=WILD, signals={})
-    )
-    manager.periodic(START_NS + MONTH + 1 + DAY_NS)  # the next daily pass
-    assert manager.pattern(late) is None
-    assert manager.pattern(recent) is not None
-    assert sorted(p.signature for p in manager.load_archive()) == sorted([old, late])
+        assert _queued_rows(reader) == 0
+        assert len(list(closed.archive_dir.glob("*.parquet"))) == 1
 
 
 def test_a_pattern_seen_again_while_its_archive_is_written_starts_afresh(
@@ -215,7 +207,7 @@ def test_a_pattern_seen_again_while_its_archive_is_written_starts_afresh(
     assert manager.pattern(old) is None
     again = manager.learn_from_trade(make_trade(3, 1.0, exit_ns=START_NS + MONTH + 2, conditions=CALM))
     assert again == old
-    manager.compact()  # finishes the archive first: the new trade is not merged into the archived row
+    manager.compact()  # the archived row waits in the queue: the new trade starts a new one
     current = manager.pattern(old)
     assert current is not None
     assert (current.count, current.wins) == (1, 1)

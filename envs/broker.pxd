@@ -10,7 +10,10 @@ from envs.portfolio cimport Portfolio
 
 cdef Py_ssize_t _DRAW_BLOCK
 
-cpdef object refusal(object order, object quote, object kind, str message, object code, object status=*)
+cdef object _refused(
+    str client_order_id, str symbol, object side, long long time_ns, double qty, double price, object kind,
+    str message, object code, object status,
+)
 
 
 cdef class SimBroker:
@@ -33,9 +36,14 @@ cdef class SimBroker:
     cdef double _min_notional
     cdef double _tick
 
-    @cython.locals(
-        ref=double, requested=double, reduce_only=bint, any_fault=double, i=Py_ssize_t, u=double,
-        step=double, qty=double, slippage=double, impact=double, volume=double, participation=double,
-        move=double, tick=double, price=double, fee=double, book=Portfolio, fits=bint,
-    )
     cpdef object submit(self, object order, object quote)
+
+    @cython.locals(
+        any_fault=double, i=Py_ssize_t, u=double, step=double, qty=double, slippage=double, impact=double,
+        participation=double, move=double, tick=double, price=double, fee=double, book=Portfolio,
+        fits=bint,
+    )
+    cpdef object fill(
+        self, str client_order_id, str symbol, object side, double requested, bint reduce_only,
+        long long time_ns, double ref, double volume,
+    )

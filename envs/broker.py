@@ -199,23 +199,35 @@ def refusal(
 ) -> OrderResult:
     """The result of ``order`` refused or failed at ``quote``: nothing filled, the exchange's ``kind``,
     ``message`` and ``code`` (every broker builds its refusals here, so learners see one shape)."""
+    return _refused(
+        order.client_order_id,
+        order.symbol,
+        order.side,
+        quote.time_ns,
+        order.qty,
+        quote.price,
+        kind,
+        message,
+        code,
+        status,
+    )
+
+
+def _refused(
+    client_order_id: str,
+    symbol: str,
+    side: Side,
+    time_ns: int,
+    qty: float,
+    price: float,
+    kind: ErrorKind,
+    message: str,
+    code: str | None,
+    status: OrderStatus,
+) -> OrderResult:
     return _new_record(
         OrderResult,
-        (
-            order.client_order_id,
-            order.symbol,
-            order.side,
-            quote.time_ns,
-            order.qty,
-            quote.price,
-            status,
-            0.0,
-            0.0,
-            0.0,
-            kind,
-            message,
-            code,
-        ),
+        (client_order_id, symbol, side, time_ns, qty, price, status, 0.0, 0.0, 0.0, kind, message, code),
     )
 
 
@@ -372,12 +384,44 @@ class SimBroker:
 
     def submit(self, order: OrderIntent, quote: Quote) -> OrderResult:
         """Fill, refuse or fail ``order`` at ``quote`` (see the module docstring for the rule order)."""
-        ref = quote.price
-        requested = order.qty
-        if not (math.isfinite(requested) and requested > 0.0):
-            return refusal(order, quote, ErrorKind.INVALID_ORDER, MSG_INVALID_QUANTITY, CODE_FILTER_FAILURE)
+        return self.fill(
+            order.client_order_id,
+            order.symbol,
+            order.side,
+            order.qty,
+            order.reduce_only,
+            quote.time_ns,
+            quote.price,
+            quote.volume,
+        )
 
-        reduce_only = order.reduce_only
+    def fill(
+        self,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        requested: float,
+        reduce_only: bool,
+        time_ns: int,
+        ref: float,
+        volume: float,
+    ) -> OrderResult:
+        """:meth:`submit` with the order's and the quote's fields as arguments (the trading core's
+        per-bar path calls this, building no intent or quote record)."""
+        if not (math.isfinite(requested) and requested > 0.0):
+            return _refused(
+                client_order_id,
+                symbol,
+                side,
+                time_ns,
+                requested,
+                ref,
+                ErrorKind.INVALID_ORDER,
+                MSG_INVALID_QUANTITY,
+                CODE_FILTER_FAILURE,
+                _REJECTED,
+            )
+
         # One draw per order whenever faults are on, so the fault sequence depends only on the seed
         # and the number of orders, not on which orders happened to be refused by the rules.
         any_fault = self._fault_cut
@@ -396,22 +440,44 @@ class SimBroker:
                     kind, msg, code = ErrorKind.TIMEOUT, MSG_TIMEOUT, CODE_TIMEOUT
                 else:
                     kind, msg, code = ErrorKind.MAINTENANCE, MSG_MAINTENANCE, CODE_MAINTENANCE
-                return refusal(order, quote, kind, msg, code, _ERRORED)
+                return _refused(
+                    client_order_id, symbol, side, time_ns, requested, ref, kind, msg, code, _ERRORED
+                )
 
         step = self._step
         # floor_to_step() inlined, same arithmetic.
         qty = max(math.floor(requested / step * (1.0 + 1e-12) + 1e-9), 0) * step if step > 0.0 else requested
         if qty <= 0.0 or qty < self._min_qty:
-            return refusal(order, quote, ErrorKind.LOT_SIZE, MSG_LOT_SIZE, CODE_FILTER_FAILURE)
+            return _refused(
+                client_order_id,
+                symbol,
+                side,
+                time_ns,
+                requested,
+                ref,
+                ErrorKind.LOT_SIZE,
+                MSG_LOT_SIZE,
+                CODE_FILTER_FAILURE,
+                _REJECTED,
+            )
         if not reduce_only and qty * ref < self._min_notional:
-            return refusal(order, quote, ErrorKind.MIN_NOTIONAL, MSG_NOTIONAL, CODE_FILTER_FAILURE)
+            return _refused(
+                client_order_id,
+                symbol,
+                side,
+                time_ns,
+                requested,
+                ref,
+                ErrorKind.MIN_NOTIONAL,
+                MSG_NOTIONAL,
+                CODE_FILTER_FAILURE,
+                _REJECTED,
+            )
 
-        side = order.side
         # MarketSpec.fill_price() inlined, same arithmetic (see there).
         slippage = self._slippage
         impact = self._impact
         if impact != 0.0:
-            volume = quote.volume
             participation = MAX_PARTICIPATION if not volume > 0.0 else min(qty / volume, MAX_PARTICIPATION)
             slippage = slippage + impact * math.sqrt(participation)
         move = ref * ((self._half_spread + slippage) * BPS)
@@ -432,22 +498,27 @@ class SimBroker:
             else self._account.can_fill(side, qty, price, fee)
         )
         if not fits:
-            return refusal(
-                order,
-                quote,
+            return _refused(
+                client_order_id,
+                symbol,
+                side,
+                time_ns,
+                requested,
+                ref,
                 ErrorKind.INSUFFICIENT_BALANCE,
                 MSG_INSUFFICIENT_BALANCE,
                 CODE_INSUFFICIENT_BALANCE,
+                _REJECTED,
             )
         # tuple.__new__: the NamedTuple's own constructor costs ~70% more (a Python-level function with
         # defaults); every field is given, in order.
         return _new_record(
             OrderResult,
             (
-                order.client_order_id,
-                order.symbol,
+                client_order_id,
+                symbol,
                 side,
-                quote.time_ns,
+                time_ns,
                 requested,
                 price,
                 _FILLED,

@@ -29,6 +29,7 @@ cdef class TradingCore:
     cdef Py_ssize_t _bar
     cdef Py_ssize_t _seq
     cdef long long _last_decision_ns
+    cdef object _vetoed
 
     cpdef Py_ssize_t bars_in_trade(self)
 
@@ -39,18 +40,23 @@ cdef class TradingCore:
     )
     cpdef double target_qty(self, double target, double price, double volume)
 
-    @cython.locals(
-        book=Portfolio, band=double, f=double, q=double, equity=double, q1=double, delta=double,
-        qty=double,
-    )
+    @cython.locals(qty=double)
     cpdef tuple plan(
         self, double target, long long time_ns, double price, double volume, long long decision_time_ns
     )
 
-    @cython.locals(book=Portfolio, sim=SimBroker, qty=double, cash=double)
-    cpdef object step(
+    @cython.locals(
+        book=Portfolio, band=double, f=double, q=double, equity=double, q1=double, delta=double,
+        qty=double,
+    )
+    cpdef double _size(
+        self, double target, long long time_ns, double price, double volume, long long decision_time_ns
+    )
+
+    @cython.locals(book=Portfolio, sim=SimBroker, signed=double, qty=double, q=double, cash=double)
+    cpdef tuple _bar_step(
         self, double target, long long time_ns, double open_, double high, double low, double close,
-        double volume, long long decision_time_ns, Py_ssize_t decision_row=*
+        double volume, long long decision_time_ns, Py_ssize_t decision_row
     )
 
     cdef str _next_order_id(self, long long decision_time_ns)

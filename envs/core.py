@@ -52,6 +52,8 @@ DEFAULT_REBALANCE_BAND = 0.05
 """No-trade band, as a fraction of equity: smaller targets are flat, smaller changes are skipped."""
 
 _NS_PER_MS = 1_000_000
+# Unknown volume. Not math.nan: the compiled build maps the math module to C's libm, where nan is a function.
+_NAN = float("nan")
 _MAX_SYMBOL_ID_CHARS = 12
 _NON_ALNUM = re.compile(r"[^A-Za-z0-9]")
 # Enum members bound to module names: `Side.BUY` costs ~0.2 us per lookup on Python 3.11 (a descriptor),
@@ -164,10 +166,12 @@ class TradingCore:
         "_symbol",
         "_taker_fee",
         "_tick",
+        "_vetoed",
         "band",
         "order_hook",
         "portfolio",
     )
+    _vetoed: OrderProposal | None
 
     def __init__(
         self,
@@ -194,6 +198,7 @@ class TradingCore:
         self._bar = 0
         self._seq = 0
         self._last_decision_ns = -1
+        self._vetoed = None
 
     @property
     def spec(self) -> MarketSpec:
@@ -377,6 +382,27 @@ class TradingCore:
         self, target: float, time_ns: int, price: float, volume: float, decision_time_ns: int
     ) -> tuple[OrderIntent | None, OrderProposal | None]:
         """The order for ``target`` at ``price`` after the band and the hook: ``(intent, vetoed)``."""
+        qty = self._size(target, time_ns, price, volume, decision_time_ns)
+        if qty == 0.0:
+            return None, self._vetoed
+        # tuple.__new__: every field given, in order (the NamedTuple constructor costs more per order).
+        intent = _new_record(
+            OrderIntent,
+            (
+                self._next_order_id(decision_time_ns),
+                self._symbol,
+                _BUY if qty > 0.0 else _SELL,
+                qty if qty > 0.0 else -qty,
+                decision_time_ns,
+                False,
+            ),
+        )
+        return intent, None
+
+    def _size(self, target: float, time_ns: int, price: float, volume: float, decision_time_ns: int) -> float:
+        """The signed quantity of the order for ``target`` (see :meth:`plan`), 0 for none; a proposal the
+        hook vetoed is left in ``self._vetoed`` (``None`` otherwise)."""
+        self._vetoed = None
         book = self.portfolio
         band = self.band
         f = target * book._leverage
@@ -387,11 +413,11 @@ class TradingCore:
             # Same side as the position: a change of exposure inside the band is not worth an order.
             equity = book.cash + q * price
             if equity > 0.0 and -band < f - q * price / equity < band:
-                return None, None
+                return 0.0
         q1 = self.target_qty(target, price, volume) if target != 0.0 else 0.0
         transition = classify(q, q1)
         if transition is _HOLD:
-            return None, None
+            return 0.0
         delta = q1 - q
         side = _BUY if delta > 0.0 else _SELL
         qty = abs(delta)
@@ -411,7 +437,8 @@ class TradingCore:
             )
             adjusted = hook(proposal)
             if adjusted is None or adjusted.qty <= 0.0:
-                return None, proposal
+                self._vetoed = proposal
+                return 0.0
             if adjusted.side is not side or adjusted.symbol != proposal.symbol:
                 raise ConfigError(
                     f"order hook changed the order's side or symbol ({proposal.side} {proposal.symbol} -> "
@@ -426,12 +453,7 @@ class TradingCore:
                     fix="return a finite quantity, or None to veto",
                 )
             qty = adjusted.qty
-        # tuple.__new__: every field given, in order (the NamedTuple constructor costs more per order).
-        intent = _new_record(
-            OrderIntent,
-            (self._next_order_id(decision_time_ns), self._symbol, side, qty, decision_time_ns, False),
-        )
-        return intent, None
+        return qty if side is _BUY else -qty
 
     def submit(
         self, intent: OrderIntent, quote: Quote, *, decision_row: int = -1, exit_reason: str = EXIT_SIGNAL
@@ -460,7 +482,7 @@ class TradingCore:
         *,
         time_ns: int,
         price: float,
-        volume: float = math.nan,
+        volume: float = _NAN,
         decision_time_ns: int,
         decision_row: int = -1,
     ) -> Execution:
@@ -494,18 +516,52 @@ class TradingCore:
         ``high`` and ``low`` are part of the bar contract (for intrabar rules such as stops); the
         market-order loop does not use them yet.
         """
-        # execute(), book() and mark() inlined (positional calls): the per-bar path of every replayed step.
-        intent, vetoed = self.plan(target, time_ns, open_, volume, decision_time_ns)
+        return _new_record(
+            StepResult,
+            self._bar_step(target, time_ns, open_, high, low, close, volume, decision_time_ns, decision_row),
+        )
+
+    def _bar_step(
+        self,
+        target: float,
+        time_ns: int,
+        open_: float,
+        high: float,
+        low: float,
+        close: float,
+        volume: float,
+        decision_time_ns: int,
+        decision_row: int,
+    ) -> tuple[
+        tuple[OrderResult, ...],
+        tuple[TradeResult, ...],
+        tuple[ErrorEvent, ...],
+        tuple[OrderProposal, ...],
+        BarEvent,
+    ]:
+        """:meth:`step` as a plain tuple (the replay cursor unpacks it; no record per bar)."""
+        # plan(), the broker's submit(), book() and mark() inlined: the per-bar path of every replayed
+        # step. With the simulated exchange no OrderIntent or Quote record is built.
+        signed = self._size(target, time_ns, open_, volume, decision_time_ns)
         book = self.portfolio
-        if intent is None:
+        if signed == 0.0:
             orders: tuple[OrderResult, ...] = ()
             trades: tuple[TradeResult, ...] = ()
             errors: tuple[ErrorEvent, ...] = ()
+            vetoed = self._vetoed
             vetoes = () if vetoed is None else (vetoed,)
         else:
-            quote = _new_record(Quote, (time_ns, open_, volume))
+            side = _BUY if signed > 0.0 else _SELL
+            qty = signed if signed > 0.0 else -signed
+            cid = self._next_order_id(decision_time_ns)
             sim = self._sim
-            result = sim.submit(intent, quote) if sim is not None else self._broker.submit(intent, quote)
+            if sim is not None:
+                result = sim.fill(cid, self._symbol, side, qty, False, time_ns, open_, volume)
+            else:
+                result = self._broker.submit(
+                    _new_record(OrderIntent, (cid, self._symbol, side, qty, decision_time_ns, False)),
+                    _new_record(Quote, (time_ns, open_, volume)),
+                )
             orders = (result,)
             vetoes = ()
             if result.status is _FILLED:
@@ -520,13 +576,13 @@ class TradingCore:
                 )
         book.mark(close)
         self._bar += 1
-        qty = book.qty
+        q = book.qty
         cash = book.cash
-        bar = _new_record(BarEvent, (time_ns, self._symbol, close, cash + qty * close, qty, cash))
-        return _new_record(StepResult, (orders, trades, errors, vetoes, bar))
+        bar = _new_record(BarEvent, (time_ns, self._symbol, close, cash + q * close, q, cash))
+        return (orders, trades, errors, vetoes, bar)
 
     def close_position(
-        self, reason: str, *, time_ns: int, price: float, volume: float = math.nan, decision_time_ns: int
+        self, reason: str, *, time_ns: int, price: float, volume: float = _NAN, decision_time_ns: int
     ) -> Execution:
         """Close the whole position now with a reduce-only market order (ruin, drawdown, end of data)."""
         q = self.portfolio.qty

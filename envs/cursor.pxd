@@ -20,8 +20,14 @@ cpdef object build_observation(
 )
 
 
-@cython.locals(qty=double, price=double, cash=double, equity=double)
 cpdef dict step_info(Portfolio book, long long time_ns, Py_ssize_t step, object result)
+
+
+@cython.locals(qty=double, price=double, cash=double, equity=double)
+cdef dict _info(
+    Portfolio book, long long time_ns, Py_ssize_t step, tuple orders, tuple trades, tuple errors,
+    tuple vetoed, object bar,
+)
 
 
 cdef class ReplayCursor:
@@ -53,6 +59,6 @@ cdef class ReplayCursor:
     @cython.locals(
         i=Py_ssize_t, target=double, t=Py_ssize_t, n1=Py_ssize_t, time_ns=cython.longlong, close=double,
         volume=double, core=TradingCore, book=Portfolio, equity=double, terminated=bint, truncated=bint,
-        reward=double,
+        reward=double, orders=tuple, trades=tuple, errors=tuple, vetoed=tuple,
     )
     cpdef tuple step(self, object action)

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from envs.core import OrderProposal, StepResult, TradingCore
 from envs.errors import ConfigError
-from envs.events import ErrorEvent, OrderResult, OrderStatus, TradeResult
+from envs.events import BarEvent, ErrorEvent, OrderResult, OrderStatus, TradeResult
 from envs.portfolio import EXIT_END_OF_DATA, EXIT_MAX_DRAWDOWN, EXIT_RUIN, Portfolio
 
 __all__ = [
@@ -118,27 +118,35 @@ def step_info(book: Portfolio, time_ns: int, step: int, result: StepResult | Non
         step: steps taken in the episode (0 at reset).
         result: what the step produced, or ``None`` at reset (empty event tuples, ``bar=None``).
     """
+    if result is None:
+        return _info(book, time_ns, step, _NO_ORDERS, _NO_TRADES, _NO_ERRORS, _NO_VETOES, None)
+    orders, trades, errors, vetoed, bar = result
+    return _info(book, time_ns, step, orders, trades, errors, vetoed, bar)
+
+
+def _info(
+    book: Portfolio,
+    time_ns: int,
+    step: int,
+    orders: tuple[OrderResult, ...],
+    trades: tuple[TradeResult, ...],
+    errors: tuple[ErrorEvent, ...],
+    vetoed: tuple[OrderProposal, ...],
+    bar: BarEvent | None,
+) -> dict[str, Any]:
     qty = book.qty
     price = book.last_price
     cash = book.cash
     equity = cash + qty * price
-    if result is None:
-        orders = fills = rejections = _NO_ORDERS
-        errors = _NO_ERRORS
-        trades = _NO_TRADES
-        vetoed = _NO_VETOES
-        bar = None
+    if len(orders) == 1:  # the usual case: one order per bar
+        status = orders[0].status
+        fills = orders if status is _FILLED else _NO_ORDERS
+        rejections = orders if status is _REJECTED else _NO_ORDERS
+    elif orders:
+        fills = _of_status(orders, _FILLED)
+        rejections = _of_status(orders, _REJECTED)
     else:
-        orders, trades, errors, vetoed, bar = result
-        if len(orders) == 1:  # the usual case: one order per bar
-            status = orders[0].status
-            fills = orders if status is _FILLED else _NO_ORDERS
-            rejections = orders if status is _REJECTED else _NO_ORDERS
-        elif orders:
-            fills = _of_status(orders, _FILLED)
-            rejections = _of_status(orders, _REJECTED)
-        else:
-            fills = rejections = orders
+        fills = rejections = orders
     return {
         "time_ns": time_ns,
         "step": step,
@@ -298,7 +306,7 @@ class ReplayCursor:
         close = self._close[n1]
         volume = self._volume[n1]
         core = self._core
-        res = core.step(
+        orders, trades, errors, vetoed, bar = core._bar_step(
             target,
             time_ns,
             self._open[n1],
@@ -331,15 +339,16 @@ class ReplayCursor:
             ex = core.close_position(
                 reason, time_ns=time_ns, price=close, volume=volume, decision_time_ns=time_ns
             )
-            res = StepResult(
-                res.orders + ex.orders, res.trades + ex.trades, res.errors + ex.errors, res.vetoed, res.bar
-            )
+            orders = orders + ex.orders
+            trades = trades + ex.trades
+            errors = errors + ex.errors
             equity = book.cash + book.qty * book.last_price
         reward_call = self._reward
         if reward_call is None:  # LogReturn.__call__, same arithmetic
             reward = math.log(max(equity / self._prev_equity, _RUIN_FLOOR))
         else:
-            reward = float(reward_call(self._prev_equity, equity, res))
+            result = _new_record(StepResult, (orders, trades, errors, vetoed, bar))
+            reward = float(reward_call(self._prev_equity, equity, result))
         self._prev_equity = equity
         self._done = terminated or truncated
         return (
@@ -347,7 +356,7 @@ class ReplayCursor:
             reward,
             terminated,
             truncated,
-            step_info(book, time_ns, self._steps, res),
+            _info(book, time_ns, self._steps, orders, trades, errors, vetoed, bar),
         )
 
 

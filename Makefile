@@ -13,7 +13,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 # The compiled trading core is rebuilt (by reinstalling) whenever its sources change.
-CORE_SRC := setup.py $(wildcard envs/portfolio.py envs/broker.py envs/core.py envs/cursor.py envs/*.pxd)
+CORE_SRC := setup.py $(wildcard envs/portfolio.py envs/broker.py envs/core.py envs/cursor.py envs/_fast.py envs/*.pxd)
 
 # torch first, pinned: 2.13.0 is a CPU build; an unpinned torch would pull a multi-GB CUDA build.
 $(STAMP): $(PY) pyproject.toml $(CORE_SRC)

@@ -52,16 +52,19 @@ class OptionalBuildExt(build_ext):
         record_path = Path(self.get_ext_fullpath(native.COMPILED_MODULES[0])).parent / native.BUILD_RECORD
         record_path.unlink(missing_ok=True)
         try:
+            import numpy
             from Cython.Build import cythonize
 
-            for ext in self.extensions:  # .py -> .c, keeping setuptools' own extension objects
-                (done,) = cythonize([ext], compiler_directives=DIRECTIVES, quiet=True)
+            for ext in self.extensions:
+                # .py -> .c, keeping setuptools' own extension objects
+                ext.include_dirs.append(numpy.get_include())
+                (done,) = cythonize([ext], compiler_directives=DIRECTIVES, quiet=True, force=True)
                 ext.sources = done.sources
             super().run()
         except Exception as exc:  # a missing compiler or headers: the package still works, slower
             self._warn(exc)
             return
-        record = {"modules": {m: native.source_digest(m, ROOT) for m in native.COMPILED_MODULES}}
+        record = {"modules": {m: native.source_digest(m, ROOT) for m in native.DIGESTED_MODULES}}
         record_path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
     def build_extension(self, ext: Extension) -> None:
@@ -85,7 +88,12 @@ def extensions() -> list[Extension]:
         return []
     # Cythonized in OptionalBuildExt.run, where a failure falls back to the pure-Python package.
     return [
-        Extension(m, [str(Path(*m.split(".")).with_suffix(".py"))], extra_compile_args=CFLAGS)
+        Extension(
+            m,
+            [str(Path(*m.split(".")).with_suffix(".py"))],
+            extra_compile_args=CFLAGS,
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        )
         for m in native.COMPILED_MODULES
     ]
 

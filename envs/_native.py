@@ -3,6 +3,8 @@
 The per-bar path (``envs/portfolio.py``, ``envs/broker.py``, ``envs/core.py``, ``envs/cursor.py``) is
 compiled by ``setup.py`` when Cython and a C compiler are there, with C types from the ``.pxd`` file next
 to each module. The ``.py`` files stay the one source: both builds give the same results, bit for bit.
+The only code of the compiled build not in them is ``_fast.pxd``: C versions of the two allocation
+helpers of ``_fast.py``.
 
 Python imports a compiled module even when its ``.py`` has been edited since, which would silently run
 old code. So when :mod:`envs` is imported, :func:`select` compares each module's source with the digest
@@ -31,6 +33,7 @@ from typing import Final
 __all__ = [
     "BUILD_RECORD",
     "COMPILED_MODULES",
+    "DIGESTED_MODULES",
     "PURE_ENV",
     "compiled",
     "select",
@@ -40,6 +43,9 @@ __all__ = [
 
 COMPILED_MODULES: Final = ("envs.portfolio", "envs.broker", "envs.core", "envs.cursor")
 """The modules of the compiled core (setup.py builds exactly these)."""
+DIGESTED_MODULES: Final = (*COMPILED_MODULES, "envs._fast")
+"""Sources whose digests a build records: the compiled modules and the C helpers they inline
+(``_fast.pxd``; ``_fast.py`` is their pure-Python definition and is not compiled itself)."""
 PURE_ENV: Final = "SLF_PURE_PYTHON"
 """Set to 1 to run the pure-Python core even where the compiled one is built."""
 BUILD_RECORD: Final = "_native_build.json"
@@ -81,7 +87,7 @@ def _decide() -> tuple[str, list[str]]:
         recorded = json.loads((_PACKAGE_DIR / BUILD_RECORD).read_text(encoding="utf-8"))["modules"]
     except (OSError, ValueError, KeyError, TypeError):
         recorded = {}
-    stale = [m for m in COMPILED_MODULES if m in missing or recorded.get(m) != source_digest(m)]
+    stale = [m for m in DIGESTED_MODULES if m in missing or recorded.get(m) != source_digest(m)]
     if stale:
         return "pure: the compiled build is older than its sources", stale
     return "compiled", []

@@ -1,5 +1,6 @@
 # C declarations of envs/broker.py for the compiled build (see setup.py); the .py file is the source.
 cimport cython
+from envs cimport _fast
 from libc cimport math  # math.floor & co. in the .py become C calls (same IEEE results)
 
 cdef double BPS

@@ -32,6 +32,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from envs import _fast
 from envs.errors import ConfigError, did_you_mean
 from envs.events import ErrorKind, OrderResult, OrderStatus, Side
 from envs.market import BPS, MAX_PARTICIPATION, TICK_TOLERANCE, MarketSpec, SlippageModel
@@ -87,7 +88,6 @@ _REJECTED = OrderStatus.REJECTED
 _ERRORED = OrderStatus.ERRORED
 _BUY = Side.BUY
 _FIXED = SlippageModel.FIXED
-_new_record = tuple.__new__
 
 
 class OrderIntent(NamedTuple):
@@ -225,7 +225,7 @@ def _refused(
     code: str | None,
     status: OrderStatus,
 ) -> OrderResult:
-    return _new_record(
+    return _fast.new_record(
         OrderResult,
         (client_order_id, symbol, side, time_ns, qty, price, status, 0.0, 0.0, 0.0, kind, message, code),
     )
@@ -510,9 +510,9 @@ class SimBroker:
                 CODE_INSUFFICIENT_BALANCE,
                 _REJECTED,
             )
-        # tuple.__new__: the NamedTuple's own constructor costs ~70% more (a Python-level function with
-        # defaults); every field is given, in order.
-        return _new_record(
+        # The NamedTuple's own constructor costs more (a Python-level function with defaults); every
+        # field is given, in order.
+        return _fast.new_record(
             OrderResult,
             (
                 client_order_id,

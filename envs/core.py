@@ -33,6 +33,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from envs import _fast
 from envs.broker import Broker, FaultConfig, OrderIntent, Quote, SimBroker
 from envs.errors import ConfigError, StateError
 from envs.events import BarEvent, ErrorEvent, OrderResult, OrderStatus, Side, TradeResult
@@ -63,8 +64,6 @@ _SELL = Side.SELL
 _FILLED = OrderStatus.FILLED
 _HOLD = Transition.HOLD
 _FIXED = SlippageModel.FIXED
-# Records built on every bar: tuple.__new__ with every field skips the NamedTuple's Python-level __new__.
-_new_record = tuple.__new__
 
 
 class OrderProposal(NamedTuple):
@@ -385,8 +384,8 @@ class TradingCore:
         qty = self._size(target, time_ns, price, volume, decision_time_ns)
         if qty == 0.0:
             return None, self._vetoed
-        # tuple.__new__: every field given, in order (the NamedTuple constructor costs more per order).
-        intent = _new_record(
+        # Every field given, in order (the NamedTuple constructor costs more per order).
+        intent = _fast.new_record(
             OrderIntent,
             (
                 self._next_order_id(decision_time_ns),
@@ -516,7 +515,7 @@ class TradingCore:
         ``high`` and ``low`` are part of the bar contract (for intrabar rules such as stops); the
         market-order loop does not use them yet.
         """
-        return _new_record(
+        return _fast.new_record(
             StepResult,
             self._bar_step(target, time_ns, open_, high, low, close, volume, decision_time_ns, decision_row),
         )
@@ -559,8 +558,8 @@ class TradingCore:
                 result = sim.fill(cid, self._symbol, side, qty, False, time_ns, open_, volume)
             else:
                 result = self._broker.submit(
-                    _new_record(OrderIntent, (cid, self._symbol, side, qty, decision_time_ns, False)),
-                    _new_record(Quote, (time_ns, open_, volume)),
+                    _fast.new_record(OrderIntent, (cid, self._symbol, side, qty, decision_time_ns, False)),
+                    _fast.new_record(Quote, (time_ns, open_, volume)),
                 )
             orders = (result,)
             vetoes = ()
@@ -578,7 +577,7 @@ class TradingCore:
         self._bar += 1
         q = book.qty
         cash = book.cash
-        bar = _new_record(BarEvent, (time_ns, self._symbol, close, cash + q * close, q, cash))
+        bar = _fast.new_record(BarEvent, (time_ns, self._symbol, close, cash + q * close, q, cash))
         return (orders, trades, errors, vetoes, bar)
 
     def close_position(

@@ -2,6 +2,7 @@
 cimport cython
 from libc cimport math  # math.floor & co. in the .py become C calls (same IEEE results)
 
+from envs cimport _fast
 from envs.core cimport TradingCore
 from envs.portfolio cimport Portfolio
 
@@ -12,8 +13,8 @@ cdef double _RUIN_FLOOR
 
 
 @cython.locals(
-    wk=Py_ssize_t, end=Py_ssize_t, out=cython.float[::1], book=Portfolio, qty=double, price=double,
-    equity=double, clip=double, exposure=double, upnl=double, held=double, bars=Py_ssize_t,
+    wk=Py_ssize_t, book=Portfolio, qty=double, price=double, equity=double, clip=double, exposure=double,
+    upnl=double, held=double, bars=Py_ssize_t,
 )
 cpdef object build_observation(
     const float[::1] flat, Py_ssize_t row, Py_ssize_t n_features, Py_ssize_t window, TradingCore core

@@ -20,6 +20,7 @@ from typing import Any, Final, SupportsFloat
 import numpy as np
 import numpy.typing as npt
 
+from envs import _fast
 from envs.core import OrderProposal, StepResult, TradingCore
 from envs.errors import ConfigError
 from envs.events import BarEvent, ErrorEvent, OrderResult, OrderStatus, TradeResult
@@ -49,10 +50,8 @@ _RUIN_FLOOR: Final = RUIN_RATIO_FLOOR
 # log1p(bars in trade) reaches the observation clip after this many bars.
 _MAX_TRADE_BARS: Final = math.expm1(DEFAULT_CLIP)
 _N_STATE: Final = len(STATE_FEATURES)
-_FLOAT32: Final = np.dtype(np.float32)
 _FILLED = OrderStatus.FILLED
 _REJECTED = OrderStatus.REJECTED
-_new_record = tuple.__new__
 
 _NO_ORDERS: Final[tuple[OrderResult, ...]] = ()
 _NO_ERRORS: Final[tuple[ErrorEvent, ...]] = ()
@@ -84,10 +83,6 @@ def build_observation(
         core: the trading core whose account the state describes.
     """
     wk = window * n_features
-    end = (row + 1) * n_features
-    obs = np.empty(wk + _N_STATE, _FLOAT32)
-    out = obs  # a typed memoryview of it in the compiled build: the copy below is one memcpy
-    out[:wk] = flat[end - wk : end]
     exposure = upnl = held = 0.0
     book = core.portfolio
     qty = book.qty
@@ -102,10 +97,7 @@ def build_observation(
             upnl = clip if upnl > clip else (-clip if upnl < -clip else upnl)
             bars = core.bars_in_trade()
             held = math.log1p(bars) if bars < _MAX_TRADE_BARS else clip
-    out[wk] = exposure
-    out[wk + 1] = upnl
-    out[wk + 2] = held
-    return obs
+    return _fast.new_observation(flat, (row + 1) * n_features - wk, wk, exposure, upnl, held)
 
 
 def step_info(book: Portfolio, time_ns: int, step: int, result: StepResult | None) -> dict[str, Any]:
@@ -347,7 +339,7 @@ class ReplayCursor:
         if reward_call is None:  # LogReturn.__call__, same arithmetic
             reward = math.log(max(equity / self._prev_equity, _RUIN_FLOOR))
         else:
-            result = _new_record(StepResult, (orders, trades, errors, vetoed, bar))
+            result = _fast.new_record(StepResult, (orders, trades, errors, vetoed, bar))
             reward = float(reward_call(self._prev_equity, equity, result))
         self._prev_equity = equity
         self._done = terminated or truncated

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from envs import _fast
 from envs.errors import ConfigError
 from envs.events import OrderResult, OrderStatus, PositionSide, Side, TradeResult
 
@@ -289,7 +290,6 @@ def _snapshot_fields(snap: Snapshot | None) -> tuple[Mapping[str, float], ...]:
     return tuple(snap.get(field) or {} for field in SNAPSHOT_FIELDS)
 
 
-_new_record = tuple.__new__
 _STATE_VERSION = 1
 
 
@@ -561,9 +561,9 @@ class Portfolio:
             signals, conditions, alignment, volume = _snapshot_fields(
                 self._snapshot(ref) if self._snapshot is not None and ref >= 0 else None
             )
-        # Every field, in TradeResult's order, through tuple.__new__ (its __new__ only fills in empty
-        # mappings, which are given here): this runs for every closed trade.
-        return _new_record(
+        # Every field, in TradeResult's order, past its __new__ (which only fills in empty mappings, all
+        # given here): this runs for every closed trade.
+        return _fast.new_record(
             TradeResult,
             (
                 f"{t.trade_id}:{t.slices}",

@@ -20,7 +20,7 @@ cdef class FeatureSnapshots:
     @cython.locals(out=list, k=Py_ssize_t)
     cpdef tuple fields(self, Py_ssize_t row)
 
-    @cython.locals(d=dict, names=tuple, positions=tuple, j=Py_ssize_t, p=Py_ssize_t)
+    @cython.locals(template=dict, d=dict, names=tuple, positions=tuple, j=Py_ssize_t, p=Py_ssize_t)
     cdef dict _group(self, Py_ssize_t row, tuple entry)
 
 

@@ -274,7 +274,8 @@ class FeatureSnapshots:
 
     def _group(self, row: int, entry: _SnapshotGroup) -> dict[str, float]:
         rows = self._rows
-        d = entry[1].copy()
+        template = entry[1]
+        d = template.copy()
         names = entry[2]
         positions = entry[3]
         for j in range(len(names)):

@@ -15,24 +15,27 @@ Durability contract:
   reinforcement and archiving, at close), in the same transaction as a watermark naming the last
   journal row they include. On open, journal rows past the watermark are replayed, so after a crash the
   statistics again agree exactly with the journal (sum of pattern counts == journal rows, until
-  archiving moves patterns out).
+  archiving moves patterns out). Reinforcement run by the periodic work folds them in memory and they
+  are written with its boosts (below), each batch as it would have been written at once: a pattern's
+  score depends on how its trades were grouped, and these are the same groups.
 * The periodic work run by :meth:`UniversalLearningManager.periodic` and
-  :meth:`UniversalLearningManager.on_bar` (evolution steps, failure rules, condition adaptations, the
-  cadence bookkeeping) is written behind: with the next write, and at the latest once
-  ``persist_interval_minutes`` (a market day by default) of market time have passed since the last
-  write. On hourly bars it changes almost every bar; writing the whole weight table and the history on
-  each of them cost more than the learning. A kill therefore also loses at most the periodic work of
-  the last ``persist_interval_minutes`` of market time (and what depends on it), never more.
-* The periodic memory pass takes the stale patterns out of the learned state at once, but their rows
-  stay in the store (reads skip them) until their archive file is durable. The passes gather them
-  until a file's worth (``archive_chunk`` patterns) is waiting, which a background thread writes and
-  the next pass records; whatever is waiting is written at once when the archive is read, at close,
-  and before one of those patterns' new trades is compacted. (On hourly bars a daily pass archives
-  about a dozen patterns: a Parquet file for each took a quarter of the learning's CPU time.) A kill
-  before the record leaves them active, with at worst an unrecorded duplicate file (see
-  :mod:`learning.memory`).
-* Every other update (errors, resolutions, minimums, reinforcement, effectiveness history, and the
-  same periodic methods when called directly, archiving included) is written through at once.
+  :meth:`UniversalLearningManager.on_bar` (evolution steps, reinforcement boosts, failure rules,
+  condition adaptations, the cadence bookkeeping) is written behind: with the next write, and at the
+  latest once ``persist_interval_minutes`` (a market day by default) of market time have passed since
+  the last write. On hourly bars it changes almost every bar; writing the whole weight table and the
+  history on each of them cost more than the learning, and a reinforcement's transaction (about one
+  bar in six) cost several times the rest of that bar's learning. A kill therefore also loses at most the
+  periodic work of the last ``persist_interval_minutes`` of market time (and what depends on it),
+  never more: boosts and the journal's marks of the trades that caused them are written together.
+* The periodic memory pass moves the stale patterns, in its transaction, from the active patterns into
+  a durable archive queue (they leave the learned state; a pattern seen again starts afresh). Queued
+  rows go to Parquet files (fsync'd) once a file's worth (``archive_chunk``) is queued, by a background
+  thread, and leave the queue when the file is recorded at the next pass; whatever is queued is written
+  at once when the archive is read and at close. (On hourly bars a daily pass archives about a dozen
+  patterns: a Parquet file for each took a quarter of the learning's CPU time.) A kill loses nothing:
+  queued rows stay queued, with at worst an unrecorded duplicate file (see :mod:`learning.memory`).
+* Every other update (errors, resolutions, minimums, effectiveness history, and the same periodic
+  methods when called directly, reinforcement and archiving included) is written through at once.
 * Every write is one transaction carrying everything pending (buffered trades and vetoes, written-behind
   periodic work) in event order, so the store always holds a prefix of the event sequence.
 * SQLite runs in WAL mode with ``synchronous=NORMAL``: a killed process never loses a commit and never
@@ -61,7 +64,7 @@ from learning.config import LearningConfig
 from learning.discretize import FACTOR_SEPARATOR, ConditionClassifier, Discretizer
 from learning.error_patterns import ErrorMatch, ErrorPattern, ErrorPatternLearner, Resolution
 from learning.failures import FailureAnalyzer
-from learning.journal import TradeJournal
+from learning.journal import JournalEntry, TradeJournal
 from learning.memory import (
     ArchiveJob,
     ArchiveResult,
@@ -184,7 +187,10 @@ class UniversalLearningManager:
             learning_rate=cfg.pattern_learning_rate,
             weight_bounds=bounds,
         )
-        replayed = self._patterns.replay(conn, int(store.get_meta(_META_PATTERNS_SEQ, 0)))
+        watermark = int(store.get_meta(_META_PATTERNS_SEQ, 0))
+        replayed = self._patterns.replay(conn, watermark)
+        # The journal row the compacted pattern statistics cover (written with them, as the watermark).
+        self._compacted_seq = watermark
         if replayed:
             log.info("replayed %d journal rows not yet compacted into pattern statistics", replayed)
         self._errors = ErrorPatternLearner(
@@ -302,6 +308,11 @@ class UniversalLearningManager:
         self._journal.prune(self._clock.now_ns())
         with store.transaction() as conn:
             self._journal.flush(conn)
+            patterns = self._patterns
+            if patterns.unwritten:
+                # Compacted in memory by reinforcement: written with the journal rows it covers.
+                patterns.write(conn)
+                store.set_meta(_META_PATTERNS_SEQ, self._compacted_seq)
             self._errors.flush(conn)
             self._minimums.flush(conn)
             self._adapter.flush(conn)
@@ -341,11 +352,15 @@ class UniversalLearningManager:
             self.flush()
             self._compact_patterns(conn)
 
-    def _compact_patterns(self, conn: sqlite3.Connection) -> None:
-        """Fold pending pattern updates into the store with their journal watermark (in the caller's
-        transaction, which must also write the journal rows up to the watermark)."""
-        self._patterns.compact(conn)
-        self._store.set_meta(_META_PATTERNS_SEQ, self._journal.last_seq)
+    def _compact_patterns(self, conn: sqlite3.Connection | None) -> None:
+        """Fold pending pattern updates into the patterns' statistics. With ``conn`` (the caller's
+        transaction, which must also write the journal rows up to the watermark) they are written at
+        once with their journal watermark; without, they are written by the next :meth:`flush`."""
+        if self._patterns.compact():
+            self._compacted_seq = self._journal.last_seq
+        if conn is not None and self._patterns.unwritten:
+            self._patterns.write(conn)
+            self._store.set_meta(_META_PATTERNS_SEQ, self._compacted_seq)
 
     @property
     def trade_count(self) -> int:
@@ -510,19 +525,30 @@ class UniversalLearningManager:
         )
         if not targets:
             return []
-        # One transaction: compaction (boosting needs every pattern in the store), the boosts, and one
-        # write of everything pending (the journal rows the compaction's watermark covers included).
+        signatures = [e.signature for e in targets]
+        boost = self.config.reinforcement_boost
+        if self._defer:
+            # Periodic work: compacted (boosting needs every pattern's statistics) and boosted in memory,
+            # written behind with the rest (durability contract).
+            self._compact_patterns(None)
+            changed = self._patterns.boost(self._store.conn, signatures, boost)
+            self._reinforced_trades(targets, changed)
+            self._changed()
+            return changed
+        # One transaction: compaction, the boosts, and one write of everything pending (the journal rows
+        # the compaction's watermark covers included).
         with self._store.transaction() as conn:
             self._compact_patterns(conn)
-            changed = self._patterns.boost(
-                conn, [e.signature for e in targets], self.config.reinforcement_boost
-            )
-            self._journal.mark_reinforced(targets)
-            self._reinforcements += len(targets)
-            if changed:
-                self._bump()
+            changed = self._patterns.boost(conn, signatures, boost)
+            self._reinforced_trades(targets, changed)
             self.flush()
         return changed
+
+    def _reinforced_trades(self, targets: list[JournalEntry], changed: list[str]) -> None:
+        self._journal.mark_reinforced(targets)
+        self._reinforcements += len(targets)
+        if changed:
+            self._bump()
 
     def strategy_weights(self) -> dict[str, float]:
         return self._strategy.weights

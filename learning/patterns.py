@@ -101,6 +101,11 @@ def _record(row: tuple[object, ...]) -> PatternScore:
     return PatternScore(*row)  # type: ignore[arg-type]
 
 
+def _inserted(signature: str, d: _Delta) -> PatternScore:
+    """The row the upsert inserts for a new pattern."""
+    return PatternScore(signature, d.count, d.wins, d.pnl, d.add, NEUTRAL_WEIGHT, d.first, d.last)
+
+
 class PatternRecognitionEngine:
     """Learns which entry patterns win.
 
@@ -125,8 +130,14 @@ class PatternRecognitionEngine:
         self._keep = 1.0 - learning_rate
         self._w_min, self._w_max = weight_bounds
         self._pending: dict[int, _Delta] = {}
-        # Sorted ids of the stored patterns (8 bytes each): tells compaction which patterns are new, so
-        # only their signatures are written, under the next signature numbers.
+        # Compacted but not written yet (see compact() and write()): each compaction's deltas in id order
+        # with the signature numbers of its new patterns; every such delta by pattern, in order; and the
+        # weights set by boosts since the last write.
+        self._sealed: list[tuple[list[tuple[int, _Delta]], dict[int, int]]] = []
+        self._sealed_by_id: dict[int, list[_Delta]] = {}
+        self._new_weights: dict[int, float] = {}
+        # Sorted ids of the stored (or compacted) patterns (8 bytes each): tells compaction which patterns
+        # are new, so only their signatures are written, under the next signature numbers.
         self._known = np.fromiter(
             (r[0] for r in conn.execute("SELECT id FROM patterns ORDER BY id")), np.int64
         )
@@ -188,8 +199,9 @@ class PatternRecognitionEngine:
         return rows
 
     def boost(self, conn: sqlite3.Connection, signatures: Iterable[str], factor: float) -> list[str]:
-        """Multiply these patterns' weights by ``factor``, clipped to the bounds (inside the caller's
-        transaction, after a compaction); returns the signatures whose weight changed."""
+        """Multiply these patterns' weights by ``factor``, clipped to the bounds (after a compaction: every
+        pattern is stored or compacted); returns the signatures whose weight changed. The new weights
+        are written by the next :meth:`write`."""
         changed: list[str] = []
         reinforced = self._reinforced
         for signature in dict.fromkeys(signatures):
@@ -197,12 +209,12 @@ class PatternRecognitionEngine:
             record = reinforced.get(pid)
             if record is None:
                 row = conn.execute(_SELECT_ONE, (pid,)).fetchone()
-                if row is None:
+                record = self._compacted(pid, signature, None if row is None else _record(row[1:]))
+                if record is None:
                     continue
-                record = _record(row[1:])
             new = min(self._w_max, max(self._w_min, record.weight * factor))
             if new != record.weight:
-                conn.execute("UPDATE patterns SET weight = ? WHERE id = ?", (new, pid))
+                self._new_weights[pid] = new
                 if new > NEUTRAL_WEIGHT:
                     reinforced[pid] = replace(record, weight=new)
                 else:
@@ -212,12 +224,25 @@ class PatternRecognitionEngine:
             self._reinforced_changed()
         return changed
 
-    # --- reading (store plus pending deltas) -------------------------------------------------------
+    # --- reading (store plus compacted and pending deltas) -----------------------------------------
+    def _compacted(self, pid: int, signature: str, stored: PatternScore | None) -> PatternScore | None:
+        """A pattern's row as the store will hold it once what is compacted is written."""
+        record = stored
+        for d in self._sealed_by_id.get(pid, ()):
+            # The upsert's arithmetic: an insert takes the delta's values, an update folds it in.
+            record = _inserted(signature, d) if record is None else d.apply(record)
+        weight = self._new_weights.get(pid)
+        if weight is not None and record is not None:
+            record = replace(record, weight=weight)
+        return record
+
     def get(self, signature: str) -> PatternScore | None:
         """Current statistics of one pattern, or ``None`` if unknown (or archived)."""
         pid = pattern_id(signature)
         row = self._conn.execute(f"{_SELECT} WHERE p.id = ?", (pid,)).fetchone()
-        base = _record(row) if row is not None and row[0] == signature else None
+        base = self._compacted(
+            pid, signature, _record(row) if row is not None and row[0] == signature else None
+        )
         delta = self._pending.get(pid)
         if delta is None:
             return base
@@ -263,21 +288,33 @@ class PatternRecognitionEngine:
         candidates: dict[str, PatternScore] = {}
         for row in self._conn.execute(f"{_SELECT} ORDER BY p.count DESC LIMIT ?", (k,)):
             candidates[row[0]] = _record(row)
-        # A pattern with pending trades may overtake the stored leaders: read each one in full.
-        for delta in self._pending.values():
-            current = self.get(delta.signature)
+        # A pattern with compacted or pending trades may overtake the stored leaders: read each in full.
+        signatures = {d.signature for d in self._pending.values()}
+        signatures.update(ds[0].signature for ds in self._sealed_by_id.values())
+        for signature in signatures:
+            current = self.get(signature)
             if current is not None:
-                candidates[delta.signature] = current
+                candidates[signature] = current
         ranked = sorted(candidates.values(), key=lambda p: (-p.count, p.signature))
         return tuple(ranked[:k])
 
     def all(self) -> list[PatternScore]:
         """Every active pattern, pending trades included, by signature."""
         out: dict[str, PatternScore] = {}
+        unwritten = self._sealed_by_id or self._new_weights
         for row in self._conn.execute(_SELECT):
-            record = _record(row)
-            delta = self._pending.get(pattern_id(record.signature))
-            out[record.signature] = delta.apply(record) if delta is not None else record
+            stored = _record(row)
+            pid = pattern_id(stored.signature)
+            record = self._compacted(pid, stored.signature, stored) if unwritten else stored
+            if record is not None:
+                delta = self._pending.get(pid)
+                out[record.signature] = delta.apply(record) if delta is not None else record
+        for pid, deltas in self._sealed_by_id.items():
+            signature = deltas[0].signature
+            record = None if signature in out else self._compacted(pid, signature, None)
+            if record is not None:
+                delta = self._pending.get(pid)
+                out[signature] = delta.apply(record) if delta is not None else record
         for delta in self._pending.values():
             if delta.signature not in out:
                 base = PatternScore(delta.signature, 0, 0, 0.0, 0.0, NEUTRAL_WEIGHT, delta.first, delta.last)
@@ -304,41 +341,70 @@ class PatternRecognitionEngine:
         """Patterns with trades not yet compacted into the store."""
         return len(self._pending)
 
+    @property
+    def unwritten(self) -> bool:
+        """Whether compacted deltas or boosted weights wait for :meth:`write`."""
+        return bool(self._sealed or self._new_weights)
+
     # --- persistence -------------------------------------------------------------------------------
-    def compact(self, conn: sqlite3.Connection) -> None:
-        """Apply every pending delta, in id order (inside the caller's transaction)."""
-        if not self._pending:
-            return
-        # Id order walks the b-tree pages in order: far fewer page misses and WAL frames than random.
-        items = sorted(self._pending.items())
-        new = self._new_ids(np.fromiter((pid for pid, _ in items), np.int64, len(items)))
-        # New patterns get the next signature numbers, in id order (deterministic); a stored pattern's
-        # number is kept by the upsert, so 0 is only a placeholder for it.
-        first_sig = self._next_sig
-        numbers = dict(zip(new.tolist(), range(first_sig, first_sig + new.size), strict=True))
-        self._next_sig = first_sig + new.size
-        pending = self._pending
-        conn.executemany(_ADD_SIGNATURE, [(n, pending[pid].signature) for pid, n in numbers.items()])
-        conn.executemany(
-            _APPLY_DELTA,
-            [
-                (pid, numbers.get(pid, 0), d.count, d.wins, d.pnl, d.add, d.first, d.last, d.decay)
-                for pid, d in items
-            ],
-        )
-        self._pending = {}
-        # The same arithmetic as the upsert (IEEE doubles both), so the reinforced rows equal the store's.
-        reinforced = self._reinforced
-        touched = False
-        for pid, d in items:
-            record = reinforced.get(pid)
-            if record is not None:
-                reinforced[pid] = d.apply(record)
-                touched = True
-        if touched:
-            self._reinforced_changed()
-        # Both are sorted and disjoint: inserting at the search positions is a linear merge.
-        self._known = np.insert(self._known, np.searchsorted(self._known, new), new)
+    def compact(self, conn: sqlite3.Connection | None = None) -> bool:
+        """Fold every pending delta into the patterns' statistics, in id order; returns whether there
+        were any.
+
+        With ``conn`` (the caller's transaction) the result is written at once; without, it waits for
+        :meth:`write`, which applies each compaction as it would have been applied here, so the stored
+        statistics are the same either way (a pattern's score depends on how its trades were grouped).
+        """
+        folded = bool(self._pending)
+        if folded:
+            # Id order walks the b-tree pages in order: far fewer page misses and WAL frames than random.
+            items = sorted(self._pending.items())
+            new = self._new_ids(np.fromiter((pid for pid, _ in items), np.int64, len(items)))
+            # New patterns get the next signature numbers, in id order (deterministic); a stored pattern's
+            # number is kept by the upsert.
+            first_sig = self._next_sig
+            numbers = dict(zip(new.tolist(), range(first_sig, first_sig + new.size), strict=True))
+            self._next_sig = first_sig + new.size
+            self._sealed.append((items, numbers))
+            by_id = self._sealed_by_id
+            reinforced = self._reinforced
+            touched = False
+            for pid, d in items:
+                by_id.setdefault(pid, []).append(d)
+                # The upsert's arithmetic (IEEE doubles both): the reinforced rows equal the store's.
+                record = reinforced.get(pid)
+                if record is not None:
+                    reinforced[pid] = d.apply(record)
+                    touched = True
+            if touched:
+                self._reinforced_changed()
+            self._pending = {}
+            # Both are sorted and disjoint: inserting at the search positions is a linear merge.
+            self._known = np.insert(self._known, np.searchsorted(self._known, new), new)
+        if conn is not None:
+            self.write(conn)
+        return folded
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        """Write what is compacted and the boosted weights (inside the caller's transaction)."""
+        for items, numbers in self._sealed:
+            deltas = dict(items)
+            conn.executemany(_ADD_SIGNATURE, [(n, deltas[pid].signature) for pid, n in numbers.items()])
+            conn.executemany(
+                _APPLY_DELTA,
+                [
+                    (pid, numbers.get(pid, 0), d.count, d.wins, d.pnl, d.add, d.first, d.last, d.decay)
+                    for pid, d in items
+                ],
+            )
+        if self._new_weights:
+            conn.executemany(
+                "UPDATE patterns SET weight = ? WHERE id = ?",
+                [(w, pid) for pid, w in sorted(self._new_weights.items())],
+            )
+        self._sealed = []
+        self._sealed_by_id = {}
+        self._new_weights = {}
 
     def forget(self, ids: Iterable[int]) -> None:
         """Drop archived patterns from the known ids (their rows have left the table)."""

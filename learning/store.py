@@ -208,7 +208,8 @@ class LearningStore:
         except sqlite3.Error as exc:
             raise StateError(f"cannot open the learning store ({exc})", where=str(self.path)) from exc
         self._in_tx = False
-        self._meta_written: dict[str, str] = {}
+        # key -> (value, JSON text) as this connection last wrote it
+        self._meta_written: dict[str, tuple[Any, str]] = {}
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             version = self._check_identity()
@@ -339,15 +340,19 @@ class LearningStore:
 
     def set_meta(self, key: str, value: Any) -> None:
         """Write a JSON value into ``meta`` (inside the caller's transaction when there is one)."""
+        written = self._meta_written.get(key)
+        if written is not None and written[0] == value:
+            return  # unchanged since this connection last wrote it (no need to encode it again)
         text = json.dumps(value)
-        if self._meta_written.get(key) == text:
-            return  # unchanged since this connection last wrote it
+        if written is not None and written[1] == text:
+            return
         if self._in_tx:  # the caller's transaction (the usual case: a flush)
             self._conn.execute(_SET_META, (key, text))
         else:
             with self.transaction() as conn:
                 conn.execute(_SET_META, (key, text))
-        self._meta_written[key] = text
+        # The value is kept to compare the next one with: callers pass fresh objects, never changed later.
+        self._meta_written[key] = (value, text)
 
     def close(self) -> None:
         """Close the connection (idempotent)."""

@@ -22,7 +22,7 @@ from envs.clock import MINUTE_NS
 from learning.config import LearningConfig
 from learning.manager import UniversalLearningManager
 
-from .conftest import START_NS, make_trade
+from .conftest import CALM, START_NS, WILD, ManagerFactory, make_trade
 
 MIN_EVERY = 50  # the writer reports a minimum rejection after every 50th trade (a write-through)
 KILL_AFTER = 600  # trades committed before each kill
@@ -96,8 +96,7 @@ def _assert_consistent(root: Path, committed: int) -> None:
 
 
 # A trade closes every market minute and on_bar() evolves and adapts every minute; that work is written
-# behind, at most every PERSIST_MINUTES of market time (reinforcement and archiving, which write through,
-# run only at the first bar; trades alone would be written every 64).
+# behind, at most every PERSIST_MINUTES of market time (trades alone would be written every 64).
 PERSIST_MINUTES = 10
 PERIODIC_CONFIG = (
     "LearningConfig(flush_every=64, compact_every=64, evolution_interval_minutes=1, "
@@ -170,36 +169,65 @@ def _assert_periodic_prefix(root: Path, seen: int) -> None:
 
 
 def test_periodic_work_is_written_behind_and_at_once_when_called_directly(tmp_path: Path) -> None:
-    # Reinforcement and archiving write through; with this cadence they run only at the first bar.
     config = LearningConfig(
         evolution_interval_minutes=1,
-        analysis_interval_minutes=10**6,
+        analysis_interval_minutes=1,
         memory_interval_minutes=10**6,
         persist_interval_minutes=60,
     )
     root = tmp_path / "run"
 
-    def committed_steps() -> int:
+    def committed() -> tuple[int, float, int]:
+        """Evolution steps, the pattern's weight and reinforced trades, as a new reader sees them."""
         with UniversalLearningManager(root, read_only=True) as reader:
-            return len(reader.evolution_history())
+            pattern = reader.pattern(signature)
+            reinforced = reader._store.conn.execute("SELECT SUM(reinforced) FROM journal").fetchone()[0]
+            return len(reader.evolution_history()), pattern.weight if pattern else 0.0, reinforced or 0
 
     with UniversalLearningManager(root, config) as manager:
         for n in range(6):
-            manager.learn_from_trade(make_trade(n, 1.0, exit_ns=START_NS))
-        assert manager.on_bar(START_NS + MINUTE_NS)  # evolves, reinforces (written through)
-        assert committed_steps() == 1
-        manager.learn_from_trade(make_trade(6, 1.0, exit_ns=START_NS + 2 * MINUTE_NS))
-        assert manager.on_bar(START_NS + 30 * MINUTE_NS)  # evolves again ...
-        assert len(manager.evolution_history()) == 2
-        assert committed_steps() == 1  # ... written behind
+            signature = manager.learn_from_trade(make_trade(n, 1.0, exit_ns=START_NS))
+        manager.flush()
+        # The store's first write was long before in market time: this bar's work is written at once.
+        assert manager.on_bar(START_NS + MINUTE_NS)  # evolves and reinforces the six winners' pattern
+        assert committed() == (1, 1.2, 6)
+        manager.learn_from_trade(make_trade(6, 2.0, exit_ns=START_NS + 2 * MINUTE_NS))
+        assert manager.on_bar(START_NS + 30 * MINUTE_NS)  # evolves and reinforces again ...
+        current = manager.pattern(signature)
+        assert current is not None
+        assert (len(manager.evolution_history()), current.weight) == (2, 1.2 * 1.2)
+        assert committed() == (1, 1.2, 6)  # ... written behind
         manager.on_bar(START_NS + 60 * MINUTE_NS)
-        assert committed_steps() == 1
+        assert committed() == (1, 1.2, 6)
         manager.on_bar(START_NS + 61 * MINUTE_NS)  # a persist interval after the last write
-        assert committed_steps() == 2
-        manager.learn_from_trade(make_trade(7, 1.0, exit_ns=START_NS + 62 * MINUTE_NS))
+        assert committed() == (2, 1.2 * 1.2, 7)
+        manager.learn_from_trade(make_trade(7, 3.0, exit_ns=START_NS + 62 * MINUTE_NS))
         assert manager.evolve_trading_strategy(START_NS + 62 * MINUTE_NS) is not None
-        assert committed_steps() == 3  # a direct call writes through
-        manager.learn_from_trade(make_trade(8, 1.0, exit_ns=START_NS + 63 * MINUTE_NS))
-        assert manager.on_bar(START_NS + 64 * MINUTE_NS)
-        assert committed_steps() == 3
-    assert committed_steps() == 4  # close() writes everything
+        assert committed()[0] == 3  # called directly: written at once
+        assert manager.reinforce_successful_behaviors(START_NS + 62 * MINUTE_NS) == [signature]
+        assert committed() == (3, 1.2 * 1.2 * 1.2, 8)
+
+
+def test_patterns_compacted_in_memory_read_as_after_their_write(manager_factory: ManagerFactory) -> None:
+    """Reinforcement from periodic() compacts pattern statistics in memory and writes them later; reads
+    in between give exactly what the store holds once they are written (the same floating-point steps)."""
+    config = LearningConfig(
+        evolution_interval_minutes=1, analysis_interval_minutes=1, persist_interval_minutes=10**6
+    )
+    manager = manager_factory("run", config)
+    conditions = (CALM, WILD, {"regime": 3.0, "volatility_ratio": 1.0})
+    for k in range(60):
+        now = START_NS + k * MINUTE_NS
+        pnl = (1.0 + k % 7) if k % 3 else -1.5
+        manager.learn_from_trade(make_trade(k, pnl, exit_ns=now, conditions=conditions[k % 3]))
+        manager.on_bar(now)
+    assert manager._patterns.unwritten
+    before = (manager.patterns(), manager.top_patterns(), manager.most_traded_patterns(5))
+    assert any(p.weight > 1.0 for p in before[0])
+    manager.compact()
+    assert not manager._patterns.unwritten
+    assert (manager.patterns(), manager.top_patterns(), manager.most_traded_patterns(5)) == before
+    root = manager.root
+    manager.close()
+    with UniversalLearningManager(root, read_only=True) as reader:
+        assert reader.patterns() == before[0]

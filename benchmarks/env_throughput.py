@@ -27,9 +27,11 @@ anything of this project.
   1M-bar dataset (they share one read-only feature matrix).
 
 Targets: >= 1.0x gym-anytrading, >= 5x gym-trading-env steps/s; reset at 1M bars within 1.2x of reset at
-10k bars; < 5 MB RSS per extra env. Exits 0 (``--strict``: 1 when a target is missed). A missing peer
-interpreter or peer package is reported and the peer skipped. Shorter runs: ``--steps 10000 --repeats 2
---reset-count 500 --memory-bars 200000``; ``--only ours anytrading`` measures only the steps/s of those.
+10k bars; < 5 MB RSS per extra env. Ours runs the compiled trading core when it is built (the run
+prints which; ``--pure`` measures the pure-Python core). Exits 0 (``--strict``: 1 when a target is
+missed). A missing peer interpreter or peer package is reported and the peer skipped. Shorter runs:
+``--steps 10000 --repeats 2 --reset-count 500 --memory-bars 200000``; ``--only ours anytrading``
+measures only the steps/s of those.
 """
 
 from __future__ import annotations
@@ -164,9 +166,13 @@ def child_steps(
     name: str, bars_n: int, steps: int, repeats: int, peer_data: str | None, clock: str
 ) -> dict[str, Any]:
     rng = np.random.default_rng(SEED)
+    build = None
     if name == "ours":
+        from envs import _native
+
         env = _ours(_bars(bars_n))
         actions = rng.integers(0, 3, steps)
+        build = _native.status()
     elif name == "anytrading":
         bars, _ = _peer_frame(str(peer_data))
         import gym_anytrading  # noqa: F401 - registers stocks-v0
@@ -198,7 +204,7 @@ def child_steps(
         actions = rng.integers(0, 3, steps)
     else:
         raise SystemExit(f"unknown env {name!r}")
-    return {"steps_per_s": _run(env, [int(a) for a in actions], repeats, clock)}
+    return {"steps_per_s": _run(env, [int(a) for a in actions], repeats, clock), "build": build}
 
 
 def child_reset(bars_n: int, count: int) -> dict[str, Any]:
@@ -250,10 +256,13 @@ def peers_python(given: str | None) -> Path:
     return Path(given or os.environ.get(PEERS_PYTHON_ENV) or DEFAULT_PEERS_PYTHON)
 
 
-def _child(*args: str, python: Path | None = None, quiet_missing: bool = False) -> dict[str, Any] | None:
+def _child(
+    *args: str, python: Path | None = None, quiet_missing: bool = False, pure: bool = False
+) -> dict[str, Any] | None:
     exe = str(python) if python is not None else sys.executable
+    env = {**os.environ, "SLF_PURE_PYTHON": "1"} if pure else None
     proc = subprocess.run(
-        [exe, str(Path(__file__).resolve()), "--child", *args], capture_output=True, text=True
+        [exe, str(Path(__file__).resolve()), "--child", *args], capture_output=True, text=True, env=env
     )
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or ["no output"]
@@ -293,6 +302,11 @@ def main() -> int:
         help="steps/s by the stepping process's CPU time (default: load from other processes on a shared "
         "machine does not count against whichever env it preempts) or by wall time",
     )
+    parser.add_argument(
+        "--pure",
+        action="store_true",
+        help="measure our pure-Python core (SLF_PURE_PYTHON=1) instead of the compiled one",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--peer-data", help=argparse.SUPPRESS)
@@ -331,7 +345,9 @@ def main() -> int:
                     continue
                 out: dict[str, Any] | None
                 if name == "ours":
-                    out = _child("steps", name, *common)
+                    out = _child("steps", name, *common, pure=args.pure)
+                    if out and rnd == 0:
+                        print(f"  ours: {out['build']} trading core", flush=True)
                 elif not peer_exe.exists():
                     print(
                         f"  ! {PEER_LABELS[name]} skipped: no peer interpreter at {peer_exe} "
@@ -364,10 +380,10 @@ def main() -> int:
         return 0
     resets = {}
     for n in RESET_BARS:
-        out = _child("reset", str(n), "--reset-count", str(args.reset_count))
+        out = _child("reset", str(n), "--reset-count", str(args.reset_count), pure=args.pure)
         resets[n] = out["reset_us"] if out else None
         print(f"  reset at {n:>9,} bars: {resets[n] or float('nan'):8.1f} us", flush=True)
-    memory = _child("memory", "--memory-bars", str(args.memory_bars))
+    memory = _child("memory", "--memory-bars", str(args.memory_bars), pure=args.pure)
 
     rows = _speed_rows(speed)
     small, big = resets[RESET_BARS[0]], resets[RESET_BARS[1]]

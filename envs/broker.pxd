@@ -12,8 +12,7 @@ from envs.portfolio cimport Portfolio
 cdef Py_ssize_t _DRAW_BLOCK
 
 cdef object _refused(
-    str client_order_id, str symbol, object side, long long time_ns, double qty, double price, object kind,
-    str message, object code, object status,
+    str client_order_id, str symbol, object side, long long time_ns, double qty, double price, tuple why
 )
 
 
@@ -40,7 +39,7 @@ cdef class SimBroker:
     cpdef object submit(self, object order, object quote)
 
     @cython.locals(
-        any_fault=double, i=Py_ssize_t, u=double, step=double, qty=double, slippage=double, impact=double,
+        why=tuple, i=Py_ssize_t, u=double, step=double, qty=double, slippage=double, impact=double,
         participation=double, move=double, tick=double, price=double, fee=double, book=Portfolio,
         fits=bint,
     )

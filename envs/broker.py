@@ -35,7 +35,7 @@ import numpy as np
 from envs import _fast
 from envs.errors import ConfigError, did_you_mean
 from envs.events import ErrorKind, OrderResult, OrderStatus, Side
-from envs.market import BPS, MAX_PARTICIPATION, TICK_TOLERANCE, MarketSpec, SlippageModel
+from envs.market import BPS, MAX_PARTICIPATION, TICK_TOLERANCE, MarketSpec
 from envs.portfolio import Portfolio
 
 __all__ = [
@@ -87,7 +87,6 @@ _FILLED = OrderStatus.FILLED
 _REJECTED = OrderStatus.REJECTED
 _ERRORED = OrderStatus.ERRORED
 _BUY = Side.BUY
-_FIXED = SlippageModel.FIXED
 
 
 class OrderIntent(NamedTuple):
@@ -206,25 +205,30 @@ def refusal(
         quote.time_ns,
         order.qty,
         quote.price,
-        kind,
-        message,
-        code,
-        status,
+        (kind, message, code, status),
     )
 
 
+_Refusal = tuple[ErrorKind, str, str | None, OrderStatus]
+"""Why an order was not filled: the error kind, the exchange's message and code, the order status."""
+_INVALID: _Refusal = (ErrorKind.INVALID_ORDER, MSG_INVALID_QUANTITY, CODE_FILTER_FAILURE, _REJECTED)
+_LOT_SIZE: _Refusal = (ErrorKind.LOT_SIZE, MSG_LOT_SIZE, CODE_FILTER_FAILURE, _REJECTED)
+_NOTIONAL: _Refusal = (ErrorKind.MIN_NOTIONAL, MSG_NOTIONAL, CODE_FILTER_FAILURE, _REJECTED)
+_NO_BALANCE: _Refusal = (
+    ErrorKind.INSUFFICIENT_BALANCE,
+    MSG_INSUFFICIENT_BALANCE,
+    CODE_INSUFFICIENT_BALANCE,
+    _REJECTED,
+)
+_RATE_LIMITED: _Refusal = (ErrorKind.RATE_LIMIT, MSG_RATE_LIMIT, CODE_RATE_LIMIT, _ERRORED)
+_TIMED_OUT: _Refusal = (ErrorKind.TIMEOUT, MSG_TIMEOUT, CODE_TIMEOUT, _ERRORED)
+_DOWN: _Refusal = (ErrorKind.MAINTENANCE, MSG_MAINTENANCE, CODE_MAINTENANCE, _ERRORED)
+
+
 def _refused(
-    client_order_id: str,
-    symbol: str,
-    side: Side,
-    time_ns: int,
-    qty: float,
-    price: float,
-    kind: ErrorKind,
-    message: str,
-    code: str | None,
-    status: OrderStatus,
+    client_order_id: str, symbol: str, side: Side, time_ns: int, qty: float, price: float, why: _Refusal
 ) -> OrderResult:
+    kind, message, code, status = why
     return _fast.new_record(
         OrderResult,
         (client_order_id, symbol, side, time_ns, qty, price, status, 0.0, 0.0, 0.0, kind, message, code),
@@ -357,15 +361,15 @@ class SimBroker:
     def spec(self, spec: MarketSpec) -> None:
         # The numbers every order reads, copied out of the frozen spec.
         self._spec = spec
-        self._taker_fee = float(spec.taker_fee)
-        self._half_spread = 0.5 * spec.spread_bps
-        self._slippage = float(spec.slippage_bps)
-        # The impact term applies under the volume model only.
-        self._impact = float(spec.impact_bps) if spec.slippage_model is not _FIXED else 0.0
-        self._step = float(spec.qty_step)
-        self._min_qty = float(spec.min_qty)
-        self._min_notional = float(spec.min_notional)
-        self._tick = float(spec.price_tick)
+        terms = spec.order_terms()
+        self._taker_fee = terms.taker_fee
+        self._half_spread = terms.half_spread_bps
+        self._slippage = terms.slippage_bps
+        self._impact = terms.volume_impact_bps
+        self._step = terms.qty_step
+        self._min_qty = terms.min_qty
+        self._min_notional = terms.min_notional
+        self._tick = terms.price_tick
 
     @property
     def faults(self) -> FaultConfig:
@@ -408,71 +412,38 @@ class SimBroker:
     ) -> OrderResult:
         """:meth:`submit` with the order's and the quote's fields as arguments (the trading core's
         per-bar path calls this, building no intent or quote record)."""
+        why: _Refusal | None = None
+        qty = 0.0
         if not (math.isfinite(requested) and requested > 0.0):
-            return _refused(
-                client_order_id,
-                symbol,
-                side,
-                time_ns,
-                requested,
-                ref,
-                ErrorKind.INVALID_ORDER,
-                MSG_INVALID_QUANTITY,
-                CODE_FILTER_FAILURE,
-                _REJECTED,
-            )
-
-        # One draw per order whenever faults are on, so the fault sequence depends only on the seed
-        # and the number of orders, not on which orders happened to be refused by the rules.
-        any_fault = self._fault_cut
-        if any_fault > 0.0 and not reduce_only:
-            # Draws come in blocks (one scalar call to the generator costs as much as a whole order).
+            why = _INVALID
+        elif self._fault_cut > 0.0 and not reduce_only:
+            # One draw per order whenever faults are on, so the fault sequence depends only on the seed
+            # and the number of orders, not on which orders the rules refused. Draws come in blocks
+            # (one scalar call to the generator costs as much as a whole order).
             i = self._next
             if i == len(self._draws):
                 self._draws = self._rng.random(_DRAW_BLOCK).tolist()
                 i = 0
             self._next = i + 1
             u = self._draws[i]
-            if u < any_fault:
-                if u < self._rate_limit_cut:
-                    kind, msg, code = ErrorKind.RATE_LIMIT, MSG_RATE_LIMIT, CODE_RATE_LIMIT
-                elif u < self._timeout_cut:
-                    kind, msg, code = ErrorKind.TIMEOUT, MSG_TIMEOUT, CODE_TIMEOUT
-                else:
-                    kind, msg, code = ErrorKind.MAINTENANCE, MSG_MAINTENANCE, CODE_MAINTENANCE
-                return _refused(
-                    client_order_id, symbol, side, time_ns, requested, ref, kind, msg, code, _ERRORED
-                )
-
-        step = self._step
-        # floor_to_step() inlined, same arithmetic.
-        qty = max(math.floor(requested / step * (1.0 + 1e-12) + 1e-9), 0) * step if step > 0.0 else requested
-        if qty <= 0.0 or qty < self._min_qty:
-            return _refused(
-                client_order_id,
-                symbol,
-                side,
-                time_ns,
-                requested,
-                ref,
-                ErrorKind.LOT_SIZE,
-                MSG_LOT_SIZE,
-                CODE_FILTER_FAILURE,
-                _REJECTED,
-            )
-        if not reduce_only and qty * ref < self._min_notional:
-            return _refused(
-                client_order_id,
-                symbol,
-                side,
-                time_ns,
-                requested,
-                ref,
-                ErrorKind.MIN_NOTIONAL,
-                MSG_NOTIONAL,
-                CODE_FILTER_FAILURE,
-                _REJECTED,
-            )
+            if u < self._rate_limit_cut:
+                why = _RATE_LIMITED
+            elif u < self._timeout_cut:
+                why = _TIMED_OUT
+            elif u < self._fault_cut:
+                why = _DOWN
+        if why is None:
+            step = self._step
+            # floor_to_step() inlined, same arithmetic.
+            qty = requested
+            if step > 0.0:
+                qty = max(math.floor(requested / step * (1.0 + 1e-12) + 1e-9), 0) * step
+            if qty <= 0.0 or qty < self._min_qty:
+                why = _LOT_SIZE
+            elif not reduce_only and qty * ref < self._min_notional:
+                why = _NOTIONAL
+        if why is not None:
+            return _refused(client_order_id, symbol, side, time_ns, requested, ref, why)
 
         # MarketSpec.fill_price() inlined, same arithmetic (see there).
         slippage = self._slippage
@@ -498,18 +469,7 @@ class SimBroker:
             else self._account.can_fill(side, qty, price, fee)
         )
         if not fits:
-            return _refused(
-                client_order_id,
-                symbol,
-                side,
-                time_ns,
-                requested,
-                ref,
-                ErrorKind.INSUFFICIENT_BALANCE,
-                MSG_INSUFFICIENT_BALANCE,
-                CODE_INSUFFICIENT_BALANCE,
-                _REJECTED,
-            )
+            return _refused(client_order_id, symbol, side, time_ns, requested, ref, _NO_BALANCE)
         # The NamedTuple's own constructor costs more (a Python-level function with defaults); every
         # field is given, in order.
         return _fast.new_record(

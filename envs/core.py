@@ -37,7 +37,7 @@ from envs import _fast
 from envs.broker import Broker, FaultConfig, OrderIntent, Quote, SimBroker
 from envs.errors import ConfigError, StateError
 from envs.events import BarEvent, ErrorEvent, OrderResult, OrderStatus, Side, TradeResult
-from envs.market import BPS, MAX_PARTICIPATION, TICK_TOLERANCE, MarketSpec, SlippageModel
+from envs.market import BPS, MAX_PARTICIPATION, TICK_TOLERANCE, MarketSpec
 from envs.portfolio import EXIT_SIGNAL, Portfolio, PortfolioConfig, SnapshotProvider, Transition, classify
 
 __all__ = [
@@ -63,7 +63,6 @@ _BUY = Side.BUY
 _SELL = Side.SELL
 _FILLED = OrderStatus.FILLED
 _HOLD = Transition.HOLD
-_FIXED = SlippageModel.FIXED
 
 
 class OrderProposal(NamedTuple):
@@ -210,13 +209,13 @@ class TradingCore:
         self._spec = spec
         self._symbol = spec.symbol
         self._sym_id = _symbol_id(spec.symbol)
-        self._taker_fee = float(spec.taker_fee)
-        self._half_spread = 0.5 * spec.spread_bps
-        self._slippage = float(spec.slippage_bps)
-        self._impact_bps = float(spec.impact_bps)
-        # The impact term applies under the volume model only.
-        self._impact = self._impact_bps if spec.slippage_model is not _FIXED else 0.0
-        self._tick = float(spec.price_tick)
+        terms = spec.order_terms()
+        self._taker_fee = terms.taker_fee
+        self._half_spread = terms.half_spread_bps
+        self._slippage = terms.slippage_bps
+        self._impact_bps = terms.impact_bps
+        self._impact = terms.volume_impact_bps
+        self._tick = terms.price_tick
 
     @property
     def broker(self) -> Broker:

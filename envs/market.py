@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from envs.errors import ConfigError
 from envs.events import Side
@@ -21,6 +21,7 @@ __all__ = [
     "MAX_PARTICIPATION",
     "TICK_TOLERANCE",
     "MarketSpec",
+    "OrderTerms",
     "SlippageModel",
     "ceil_to_tick",
     "floor_to_step",
@@ -87,6 +88,27 @@ def floor_to_tick(price: float, tick: float) -> float:
     if tick <= 0.0:
         return price
     return math.floor(price / tick + _TICK_TOLERANCE) * tick
+
+
+class OrderTerms(NamedTuple):
+    """A :class:`MarketSpec`'s numbers as the per-order arithmetic reads them (see
+    :meth:`MarketSpec.order_terms`).
+
+    Attributes:
+        volume_impact_bps: ``impact_bps`` under the ``volume`` slippage model, else 0 (the impact
+            term that applies).
+        half_spread_bps: half of ``spread_bps`` (what a market order pays).
+    """
+
+    taker_fee: float
+    half_spread_bps: float
+    slippage_bps: float
+    impact_bps: float
+    volume_impact_bps: float
+    qty_step: float
+    min_qty: float
+    min_notional: float
+    price_tick: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +184,22 @@ class MarketSpec:
             base, _, quote = self.symbol.partition("/")
             object.__setattr__(self, "base", self.base or base)
             object.__setattr__(self, "quote", self.quote or quote.split(":")[0])
+
+    def order_terms(self) -> OrderTerms:
+        """The numbers every order reads, as floats (the simulated exchange and the trading core copy
+        them when their spec is set)."""
+        impact = float(self.impact_bps)
+        return OrderTerms(
+            taker_fee=float(self.taker_fee),
+            half_spread_bps=0.5 * self.spread_bps,
+            slippage_bps=float(self.slippage_bps),
+            impact_bps=impact,
+            volume_impact_bps=impact if self.slippage_model is not _FIXED else 0.0,
+            qty_step=float(self.qty_step),
+            min_qty=float(self.min_qty),
+            min_notional=float(self.min_notional),
+            price_tick=float(self.price_tick),
+        )
 
     def slippage_bps_for(self, qty: float, bar_volume: float) -> float:
         """Adverse move beyond half the spread, in bps, for ``qty`` traded in a bar of ``bar_volume``.

@@ -626,14 +626,13 @@ class UniversalLearningManager:
         # what the move changed.
         with self._store.transaction() as conn:
             self._record_archive()
-            self.flush()
-            self._compact_patterns(conn)
+            self._compact_patterns(conn)  # its watermark's journal rows are written by the flush below
             ids = queue_stale_patterns(self._store, cutoff_ns=cutoff)
             self._patterns.forget(ids)
             self._journal.prune(t)
             if ids:
                 self._bump()
-                self.flush()
+            self.flush()
         files: tuple[str, ...] = ()
         if not self._defer:
             files = self._write_queue(t)

@@ -201,7 +201,10 @@ def queue_stale_patterns(store: LearningStore, *, cutoff_ns: int) -> list[int]:
 
 def queued_patterns(store: LearningStore) -> int:
     """How many archived patterns wait in the queue for their file."""
-    return int(store.conn.execute("SELECT COUNT(*) FROM archive_queue").fetchone()[0])
+    # Rows are appended and leave from the front (finish_archive), so their positions are contiguous:
+    # two index lookups instead of counting the table.
+    row = store.conn.execute("SELECT MAX(n) - MIN(n) + 1 FROM archive_queue").fetchone()
+    return int(row[0] or 0)
 
 
 def start_archive(

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from enum import StrEnum
+from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
 from agents.switches import LearningSwitches
@@ -121,6 +122,28 @@ class _Unset:
 
 
 _UNSET = _Unset()
+_NO_BAR: Mapping[str, Mapping[str, float]] = MappingProxyType({})
+
+
+def _same_rules(a: LearnedState | None, b: LearnedState | None) -> bool:
+    """Whether both snapshots veto exactly the same entries (same active rules and discretizer)."""
+    if a is None or b is None:
+        return a is b
+    return _same_classifier(a, b) and (a.rules is b.rules or a.veto_index == b.veto_index)
+
+
+def _same_adjustments(a: LearnedState | None, b: LearnedState | None) -> bool:
+    """Whether both snapshots adjust every condition class the same way."""
+    if a is None or b is None:
+        return a is b
+    adjustments = a.condition_adjustments
+    return _same_classifier(a, b) and (
+        adjustments is b.condition_adjustments or adjustments == b.condition_adjustments
+    )
+
+
+def _same_classifier(a: LearnedState, b: LearnedState) -> bool:
+    return a.classifier is b.classifier or a.classifier == b.classifier
 
 
 def _ceil_to_step(qty: float, step: float) -> float:
@@ -164,6 +187,13 @@ class LearnedOrderHook:
         self.leverage = float(leverage)
         self.cost_rate = float(cost_rate)
         self.state: LearnedState | None = state
+        # The decision bar's context (see prepare()); what it gives is worked out when first read.
+        self._groups: Mapping[str, Mapping[str, float]] = _NO_BAR
+        self._prepared: LearnedState | None = None
+        self._features: dict[str, float] | None = None
+        self._conditions: dict[str, float] | None = None
+        self._rule_hits: tuple[str, ...] | None = None
+        self._adjustment: ConditionAdjustment | _Unset | None = _UNSET
         self.prepare({})
         self.pause_bars = 0
         self.size_factor = 1.0
@@ -209,12 +239,24 @@ class LearnedOrderHook:
         is applied. They are worked out when first read (most bars place no entry, and a pushed
         snapshot is prepared on every environment), so ``groups`` must not change afterwards.
         """
+        state = self.state
+        if groups is self._groups:
+            # The same bar with another snapshot (a push): what the bar's features give stands, and so
+            # does what the snapshot decides when its rules or adjustments are those already applied
+            # (snapshots share unchanged parts; most pushes change weights or patterns only).
+            old = self._prepared
+            if not _same_rules(old, state):
+                self._rule_hits = None
+            if not _same_adjustments(old, state):
+                self._adjustment = _UNSET
+            self._prepared = state
+            return
         self._groups = groups
-        self._prepared = self.state
-        self._features: dict[str, float] | None = None
-        self._conditions: dict[str, float] | None = None
-        self._rule_hits: tuple[str, ...] | None = None
-        self._adjustment: ConditionAdjustment | _Unset | None = _UNSET
+        self._prepared = state
+        self._features = None
+        self._conditions = None
+        self._rule_hits = None
+        self._adjustment = _UNSET
 
     @property
     def features(self) -> dict[str, float]:

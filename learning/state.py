@@ -66,6 +66,12 @@ class LearnedState:
         self.__post_init__()
 
     @property
+    def veto_index(self) -> Mapping[str, tuple[tuple[str, str], ...]]:
+        """Feature name -> ``(label, rule_id)`` of every active rule on it: all that :meth:`vetoes` reads
+        of the rules (two snapshots with equal indexes and classifiers veto the same entries)."""
+        return self._veto_index
+
+    @property
     def discretizer(self) -> Discretizer:
         return self.classifier.discretizer
 

@@ -265,6 +265,29 @@ def test_a_rule_veto_keeps_the_account_flat_and_names_the_rule(frame: pd.DataFra
     assert len(info["vetoed"]) == 1  # the core reports the held-back proposal too
 
 
+def test_a_push_within_a_bar_applies_the_new_rules_and_adjustments(frame: pd.DataFrame) -> None:
+    base = full_env(frame)
+    env = wrap_env(base, LearningSwitches())
+    env.reset(seed=0)
+    set_state = env.get_wrapper_attr("set_learned_state")
+    hook = env.get_wrapper_attr("hook")
+    rule = rule_hitting_row(base)
+    here = adjustment_here(base, max_position=0.5)
+    set_state(make_state(version=1))
+    assert (hook.rule_hits, hook.adjustment) == ((), None)  # worked out for this bar ...
+    set_state(make_state(rules=(rule,), version=2))  # ... and again when a push brings a rule
+    assert hook.rule_hits == (rule.rule_id,)
+    assert hook.adjustment is None
+    set_state(make_state(rules=(replace(rule, vetoes=3),), adjustments=here, version=3))
+    assert hook.rule_hits == (rule.rule_id,)  # the same rule (other counts), a new adjustment
+    assert hook.adjustment == next(iter(here.values()))
+    set_state(make_state(version=4))  # rules and adjustments gone
+    assert (hook.rule_hits, hook.adjustment) == ((), None)
+    set_state(make_state(rules=(rule,), version=5))
+    *_, info = env.step(LONG)
+    assert reasons(info) == [HookReason.RULE_VETO]
+
+
 def test_with_vetoes_off_the_same_entry_goes_through(frame: pd.DataFrame) -> None:
     base = full_env(frame)
     env = wrap_env(base, LearningSwitches(vetoes=False))

@@ -202,8 +202,11 @@ def queue_stale_patterns(store: LearningStore, *, cutoff_ns: int) -> list[int]:
 def queued_patterns(store: LearningStore) -> int:
     """How many archived patterns wait in the queue for their file."""
     # Rows are appended and leave from the front (finish_archive), so their positions are contiguous:
-    # two index lookups instead of counting the table.
-    row = store.conn.execute("SELECT MAX(n) - MIN(n) + 1 FROM archive_queue").fetchone()
+    # two index lookups instead of counting the table (each aggregate alone in its own SELECT, which
+    # SQLite answers from the index; together in one they would scan the table).
+    row = store.conn.execute(
+        "SELECT (SELECT MAX(n) FROM archive_queue) - (SELECT MIN(n) FROM archive_queue) + 1"
+    ).fetchone()
     return int(row[0] or 0)
 
 

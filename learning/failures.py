@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections import deque
 from dataclasses import replace
 
 from learning.discretize import Discretizer
@@ -88,8 +89,17 @@ class FailureAnalyzer:
         # Rule changes so far, and the active rules as of a count of them.
         self._changes = 0
         self._active: tuple[int, tuple[AvoidanceRule, ...]] | None = None
-        self._pending_vetoes: list[tuple[str, int, str]] = []
-        self._pending_judgements: list[tuple[str, int]] = []
+        # Veto rows get their ids here (the next of the table's), so a judgement updates its veto by id:
+        # per rule, the ids of its vetoes without an outcome, oldest first (an outcome goes to the
+        # oldest; reports arrive in veto order).
+        self._next_veto_id = int(conn.execute("SELECT MAX(id) FROM vetoes").fetchone()[0] or 0) + 1
+        self._unjudged: dict[str, deque[int]] = {}
+        for veto_id, rule_id in conn.execute(
+            "SELECT id, rule_id FROM vetoes WHERE outcome IS NULL ORDER BY id"
+        ):
+            self._unjudged.setdefault(rule_id, deque()).append(veto_id)
+        self._pending_vetoes: list[tuple[int, str, int, str]] = []
+        self._pending_judgements: list[tuple[int, int | None]] = []
 
     # --- analysis ----------------------------------------------------------------------------------
     def analyze(self, now_ns: int, window: WindowStats) -> list[AvoidanceRule]:
@@ -186,7 +196,13 @@ class FailureAnalyzer:
         self._rules[rule_id] = rule
         self._changes += 1
         self._dirty.add(rule_id)
-        self._pending_vetoes.append((rule_id, time_ns, symbol))
+        veto_id = self._next_veto_id
+        self._next_veto_id = veto_id + 1
+        self._pending_vetoes.append((veto_id, rule_id, time_ns, symbol))
+        unjudged = self._unjudged.get(rule_id)
+        if unjudged is None:
+            unjudged = self._unjudged[rule_id] = deque()
+        unjudged.append(veto_id)
         return rule
 
     def record_outcome(
@@ -216,7 +232,10 @@ class FailureAnalyzer:
         self._rules[rule_id] = rule
         self._changes += 1
         self._dirty.add(rule_id)
-        self._pending_judgements.append((rule_id, int(bool(would_have_won))))
+        unjudged = self._unjudged.get(rule_id)
+        # Without a veto waiting for it (none recorded by this store), the outcome updates no row.
+        veto_id = unjudged.popleft() if unjudged else None
+        self._pending_judgements.append((int(bool(would_have_won)), veto_id))
         return rule
 
     # --- reading -----------------------------------------------------------------------------------
@@ -277,18 +296,13 @@ class FailureAnalyzer:
             self._dirty.clear()
         if self._pending_vetoes:
             conn.executemany(
-                "INSERT INTO vetoes (rule_id, time_ns, symbol, outcome) VALUES (?, ?, ?, NULL)",
+                "INSERT INTO vetoes (id, rule_id, time_ns, symbol, outcome) VALUES (?, ?, ?, ?, NULL)",
                 self._pending_vetoes,
             )
             self._pending_vetoes.clear()
-        for rule_id, outcome in self._pending_judgements:
-            # The oldest unjudged veto of the rule receives the outcome (reports arrive in veto order).
-            conn.execute(
-                "UPDATE vetoes SET outcome = ? WHERE id = (SELECT MIN(id) FROM vetoes WHERE rule_id = ? "
-                "AND outcome IS NULL)",
-                (outcome, rule_id),
-            )
-        self._pending_judgements.clear()
+        if self._pending_judgements:
+            conn.executemany("UPDATE vetoes SET outcome = ? WHERE id = ?", self._pending_judgements)
+            self._pending_judgements.clear()
 
 
 def _counted(rule: AvoidanceRule, vetoes: int, judged: int, wrong: int) -> AvoidanceRule:

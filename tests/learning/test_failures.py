@@ -154,6 +154,32 @@ def test_rules_and_their_vetoes_persist(manager_factory: ManagerFactory) -> None
     assert rule.support == 10
 
 
+def test_each_outcome_goes_to_its_rules_oldest_unjudged_veto_across_reopening(
+    manager_factory: ManagerFactory,
+) -> None:
+    first = manager_factory("v")
+    _losers(first, 10, 0)
+    _winners(first, 10)
+    first.analyze_failure_patterns(START_NS)
+    for k in range(3):
+        first.record_veto(RULE, time_ns=START_NS + k, symbol="BTC/USDT")
+    first.record_veto_outcome(RULE, would_have_won=True, time_ns=START_NS + 5)
+    first.close()
+    again = manager_factory("v")
+    again.record_veto_outcome(RULE, would_have_won=False, time_ns=START_NS + 6)
+    again.record_veto(RULE, time_ns=START_NS + 7, symbol="BTC/USDT")
+    again.record_veto_outcome(RULE, would_have_won=True, time_ns=START_NS + 8)
+    again.flush()
+    rows = again._store.conn.execute("SELECT id, time_ns, outcome FROM vetoes ORDER BY id").fetchall()
+    start = rows[0][0]
+    assert rows == [
+        (start, START_NS, 1),
+        (start + 1, START_NS + 1, 0),
+        (start + 2, START_NS + 2, 1),
+        (start + 3, START_NS + 7, None),
+    ]
+
+
 def test_fisher_exact_p_value_matches_hand_computation() -> None:
     from math import comb
 

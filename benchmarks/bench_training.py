@@ -18,6 +18,12 @@ callback add). Target: ``replay+learning`` >= 0.9x ``bare``.
 
 Usage: ``python benchmarks/bench_training.py [--timesteps N] [--repeats K] [--n-envs N] [--clock wall|cpu]``
 
+``--digest`` instead trains the ``replay+learning`` arm once and prints a SHA-256 of what it learned
+(policy weights, snapshot, patterns, archive, strategy weights, evolution history, rules, error
+patterns, minimums, adjustments, feeder counts), each part and all together: an optimisation of the
+learning side must leave it unchanged (same machine and library versions; PyTorch is deterministic on
+CPU for this network).
+
 ``--clock cpu`` times the process's CPU time instead of the elapsed time: on a shared machine other
 processes' load then barely moves the figures, but time spent waiting on the disk (the learning store's
 fsyncs) is not counted, so report both.
@@ -101,6 +107,46 @@ def _learn_rate(
     return steps / elapsed
 
 
+def _learned_digest(
+    make_env: Callable[[], gym.Env[Any, Any]], timesteps: int, n_envs: int, root: Path, spec: Any
+) -> dict[str, str]:
+    """SHA-256 digests of what one seeded ``replay+learning`` run learned (see the module docstring)."""
+    import hashlib
+
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from agents.callbacks import LearningCallback
+    from agents.policies import build_model
+    from experiments.config import load_config
+    from learning.manager import UniversalLearningManager
+
+    config = load_config(CONFIG)
+    venv = DummyVecEnv([lambda: Monitor(make_env()) for _ in range(n_envs)])
+    model = build_model(config.algo, venv, seed=SEED)
+    with UniversalLearningManager(root, config=config.learning.config, market_specs=[spec]) as manager:
+        callback = LearningCallback(manager, config.learning.switches())
+        model.learn(total_timesteps=timesteps, callback=callback)
+        weights = b"".join(t.detach().cpu().numpy().tobytes() for t in model.policy.state_dict().values())
+        parts: dict[str, object] = {
+            "snapshot": manager.snapshot().to_dict(),
+            "patterns": manager.patterns(),
+            "archive": manager.load_archive(),
+            "strategy_weights": manager.strategy_weights(),
+            "evolution_history": manager.evolution_history(),
+            "rules": manager.rules(),
+            "error_patterns": manager.error_patterns(),
+            "minimums": manager.minimums(),
+            "adjustments": manager.adjustments(),
+            "counts": sorted(callback.counts.items()),
+        }
+    venv.close()
+    digests = {"policy": hashlib.sha256(weights).hexdigest()}
+    digests.update({k: hashlib.sha256(repr(v).encode()).hexdigest() for k, v in parts.items()})
+    digests["all"] = hashlib.sha256("".join(digests.values()).encode()).hexdigest()
+    return digests
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--timesteps", type=int, default=DEFAULT_TIMESTEPS, help="steps per arm and repeat")
@@ -112,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         default="wall",
         help="wall: elapsed time; cpu: this process's CPU time (all its threads), which load from "
         "other processes on a shared machine inflates far less (waits on the disk are not counted)",
+    )
+    parser.add_argument(
+        "--digest",
+        action="store_true",
+        help="train the replay+learning arm once and print digests of what it learned (no timing)",
     )
     args = parser.parse_args(argv)
     logging.getLogger("learning").setLevel(logging.WARNING)
@@ -143,6 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     probe.close()
 
     workdir = tempfile.TemporaryDirectory(prefix="bench_training_")
+    if args.digest:
+        digests = _learned_digest(
+            replay(True), args.timesteps, args.n_envs, Path(workdir.name), prepared.spec
+        )
+        workdir.cleanup()
+        print(f"replay+learning, {args.timesteps} steps, seed {SEED}: learned-state digests (SHA-256)")
+        for name, digest in digests.items():
+            print(f"{name:<18}{digest}")
+        return 0
 
     def learning_callback() -> Any:
         root = Path(tempfile.mkdtemp(dir=workdir.name))

@@ -356,10 +356,12 @@ class UniversalLearningManager:
         """Fold pending pattern updates into the patterns' statistics. With ``conn`` (the caller's
         transaction, which must also write the journal rows up to the watermark) they are written at
         once with their journal watermark; without, they are written by the next :meth:`flush`."""
-        if self._patterns.compact():
+        patterns = self._patterns
+        written = conn is not None and patterns.unwritten
+        if patterns.compact(conn):
             self._compacted_seq = self._journal.last_seq
-        if conn is not None and self._patterns.unwritten:
-            self._patterns.write(conn)
+            written = conn is not None
+        if written:
             self._store.set_meta(_META_PATTERNS_SEQ, self._compacted_seq)
 
     @property

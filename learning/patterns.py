@@ -101,6 +101,21 @@ def _record(row: tuple[object, ...]) -> PatternScore:
     return PatternScore(*row)  # type: ignore[arg-type]
 
 
+def _write_batch(conn: sqlite3.Connection, items: list[tuple[int, _Delta]], numbers: dict[int, int]) -> None:
+    """Apply one compaction: its deltas in id order, with the signatures of its new patterns."""
+    # ``numbers`` holds the new patterns in id order, like ``items``.
+    conn.executemany(
+        _ADD_SIGNATURE, [(n, d.signature) for pid, d in items if (n := numbers.get(pid)) is not None]
+    )
+    conn.executemany(
+        _APPLY_DELTA,
+        [
+            (pid, numbers.get(pid, 0), d.count, d.wins, d.pnl, d.add, d.first, d.last, d.decay)
+            for pid, d in items
+        ],
+    )
+
+
 def _inserted(signature: str, d: _Delta) -> PatternScore:
     """The row the upsert inserts for a new pattern."""
     return PatternScore(signature, d.count, d.wins, d.pnl, d.add, NEUTRAL_WEIGHT, d.first, d.last)
@@ -365,22 +380,27 @@ class PatternRecognitionEngine:
             first_sig = self._next_sig
             numbers = dict(zip(new.tolist(), range(first_sig, first_sig + new.size), strict=True))
             self._next_sig = first_sig + new.size
-            self._sealed.append((items, numbers))
-            by_id = self._sealed_by_id
             reinforced = self._reinforced
-            touched = False
-            for pid, d in items:
-                by_id.setdefault(pid, []).append(d)
-                # The upsert's arithmetic (IEEE doubles both): the reinforced rows equal the store's.
-                record = reinforced.get(pid)
-                if record is not None:
-                    reinforced[pid] = d.apply(record)
-                    touched = True
-            if touched:
-                self._reinforced_changed()
+            if reinforced:
+                touched = False
+                for pid, d in items:
+                    # The upsert's arithmetic (IEEE doubles both): the reinforced rows equal the store's.
+                    record = reinforced.get(pid)
+                    if record is not None:
+                        reinforced[pid] = d.apply(record)
+                        touched = True
+                if touched:
+                    self._reinforced_changed()
             self._pending = {}
             # Both are sorted and disjoint: inserting at the search positions is a linear merge.
             self._known = np.insert(self._known, np.searchsorted(self._known, new), new)
+            if conn is not None and not self._sealed:
+                _write_batch(conn, items, numbers)  # written at once: nothing to keep for reads
+            else:
+                self._sealed.append((items, numbers))
+                by_id = self._sealed_by_id
+                for pid, d in items:
+                    by_id.setdefault(pid, []).append(d)
         if conn is not None:
             self.write(conn)
         return folded
@@ -388,15 +408,7 @@ class PatternRecognitionEngine:
     def write(self, conn: sqlite3.Connection) -> None:
         """Write what is compacted and the boosted weights (inside the caller's transaction)."""
         for items, numbers in self._sealed:
-            deltas = dict(items)
-            conn.executemany(_ADD_SIGNATURE, [(n, deltas[pid].signature) for pid, n in numbers.items()])
-            conn.executemany(
-                _APPLY_DELTA,
-                [
-                    (pid, numbers.get(pid, 0), d.count, d.wins, d.pnl, d.add, d.first, d.last, d.decay)
-                    for pid, d in items
-                ],
-            )
+            _write_batch(conn, items, numbers)
         if self._new_weights:
             conn.executemany(
                 "UPDATE patterns SET weight = ? WHERE id = ?",

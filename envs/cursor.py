@@ -168,7 +168,8 @@ class ReplayCursor:
         core: the trading core (its portfolio is the account).
         targets: target exposure per discrete action; empty for a continuous action space, whose
             actions ``to_target`` turns into targets.
-        to_target: action -> target for continuous actions (it raises for bad ones).
+        to_target: action -> target for continuous actions and for discrete ones outside the table
+            (it raises for bad ones).
         reward: reward callable, or ``None`` for the log return (computed here, same arithmetic as
             :class:`~envs.replay.LogReturn`).
         max_drawdown: end the episode below this fraction under its equity peak, or ``None``.
@@ -281,17 +282,10 @@ class ReplayCursor:
                 where="MarketReplayEnv.step",
                 fix="call reset() first",
             )
-        if self._n_targets:
-            i = int(action)
-            if not 0 <= i < self._n_targets:
-                raise ConfigError(
-                    f"action {action!r} is outside Discrete({self._n_targets})",
-                    where="action",
-                    fix=f"use an integer in 0..{self._n_targets - 1}",
-                )
-            target = self._targets[i]
-        else:
-            target = self._to_target(action)
+        i = int(action) if self._n_targets else -1
+        # The discrete table lookup here; anything else (continuous actions, out-of-range indices, which
+        # it refuses) goes through the environment's own action -> target conversion.
+        target = self._targets[i] if 0 <= i < self._n_targets else self._to_target(action)
         t = self._t
         n1 = t + 1
         time_ns = self._time[n1]

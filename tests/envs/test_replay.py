@@ -588,3 +588,26 @@ def test_start_and_end_bound_the_replay_and_the_fitted_normalization(bars: pd.Da
     assert min(rows) >= start_row
     with pytest.raises(ConfigError, match="outside"):
         env.reset(options={"start": 10})
+
+
+@pytest.mark.parametrize("action", [3, -1])
+def test_an_action_outside_the_table_is_refused_and_the_account_is_untouched(
+    bars: pd.DataFrame, action: int
+) -> None:
+    env = MarketReplayEnv(data=bars, window=8)
+    env.reset(seed=0)
+    row, equity = env.row, env.core.portfolio.equity
+    with pytest.raises(ConfigError, match=r"outside Discrete\(3\).*0\.\.2"):
+        env.step(action)
+    assert (env.row, env.core.portfolio.equity) == (row, equity)
+    env.step(2)  # the episode goes on
+    assert env.row == row + 1
+
+
+def test_stepping_a_finished_episode_says_to_reset(bars: pd.DataFrame) -> None:
+    env = MarketReplayEnv(data=bars, window=8, episode_length=2)
+    env.reset(seed=0)
+    env.step(1)
+    assert env.step(1)[3]  # truncated
+    with pytest.raises(ConfigError, match="reset"):
+        env.step(1)

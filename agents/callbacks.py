@@ -1,5 +1,9 @@
 """``LearningCallback``: the SB3 adapter of :class:`~agents.feeder.ManagerFeeder`, with TensorBoard logging.
 
+:class:`HostedLearningCallback` is its counterpart for :class:`~agents.hosted.HostedVecEnv`, where the
+feeder and the manager run in the environments' host process: it starts and finishes the feeding there
+and logs the same scalars, episode metrics and report, fetched from the host.
+
 The feeding itself (trades, errors, resolutions, vetoes and their counterfactuals, the manager's per-bar
 work, snapshot pushes, the experienced market clock, episode metrics) is :class:`ManagerFeeder`'s, which
 imports no training framework; see :mod:`agents.feeder`. This callback hands it what SB3 has: after
@@ -30,26 +34,26 @@ from agents.feeder import (
     ManagerFeeder,
     _PendingResolution,
     _PendingVeto,
+    learning_report,
+    learning_scalars,
     veto_would_have_won,
 )
+from agents.hosted import HostedVecEnv, hosted
 from agents.switches import LearningSwitches
-from envs.clock import DAY_NS
 from envs.errors import ConfigError
 from learning.error_patterns import Resolution
 from learning.manager import UniversalLearningManager
-from learning.records import format_ns
-from learning.report import render_markdown
 from learning.state import LearnedState
 
 __all__ = [
     "DEFAULT_VETO_HORIZON",
     "EpisodeTracker",
+    "HostedLearningCallback",
     "LearningCallback",
     "veto_would_have_won",
 ]
 
 TRADING_PREFIX: Final = "trading/"
-LEARNING_PREFIX: Final = "learning/"
 REPORT_KEY: Final = "learning/report"
 HPARAMS_KEY: Final = "hparams"
 # Text and hparams go to TensorBoard only: the other SB3 writers cannot show them.
@@ -58,7 +62,60 @@ _SET_STATE: Final = "set_learned_state"
 _APPLY_RESOLUTION: Final = "apply_resolution"
 
 
-class LearningCallback(BaseCallback):
+class _LoggingCallback(BaseCallback):
+    """What both learning callbacks log: hparams at the start, ``learning/*`` at every rollout's end and
+    at the end of training, ``trading/*`` per finished episode, and the report at the end."""
+
+    def __init__(self, switches: LearningSwitches, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.switches = switches
+
+    def _scalars(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _report(self) -> str:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _log_episode(self, i: int, metrics: Mapping[str, float]) -> None:
+        for key, value in metrics.items():
+            self.logger.record_mean(f"{TRADING_PREFIX}{key}", value)
+
+    def _log_learning(self) -> None:
+        for key, value in self._scalars().items():
+            self.logger.record(key, value)
+
+    def _record_hparams(self, n_envs: int) -> None:
+        model = self.model
+        hparams: dict[str, bool | str | float | None] = {"algorithm": type(model).__name__, "n_envs": n_envs}
+        for name in ("learning_rate", "gamma", "n_steps", "batch_size", "ent_coef"):
+            value = getattr(model, name, None)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                hparams[name] = value
+        for name, value in self.switches.model_dump().items():
+            hparams[f"switches/{name}"] = bool(value)
+        metrics = {
+            f"{TRADING_PREFIX}return": 0.0,
+            f"{TRADING_PREFIX}sharpe": 0.0,
+            f"{TRADING_PREFIX}max_drawdown": 0.0,
+        }
+        self.logger.record(HPARAMS_KEY, HParam(hparams, metrics), exclude=_TB_ONLY)
+
+    def _on_rollout_end(self) -> None:
+        self._log_learning()
+
+    def _on_training_end(self) -> None:
+        self._log_learning()
+        report = self._report()
+        if report:
+            self.logger.record(REPORT_KEY, report, exclude=_TB_ONLY)
+        self.logger.dump(self.num_timesteps)
+        self._finish()
+
+
+class LearningCallback(_LoggingCallback):
     """Feeds a :class:`~learning.manager.UniversalLearningManager` from training and logs to TensorBoard.
 
     A thin SB3 adapter over :class:`~agents.feeder.ManagerFeeder` (see :mod:`agents.feeder` for what is
@@ -88,7 +145,7 @@ class LearningCallback(BaseCallback):
         veto_horizon: int = DEFAULT_VETO_HORIZON,
         verbose: int = 0,
     ) -> None:
-        super().__init__(verbose)
+        super().__init__(switches, verbose)
         self.feeder = ManagerFeeder(
             manager,
             switches,
@@ -99,7 +156,6 @@ class LearningCallback(BaseCallback):
             on_episode=self._log_episode,
         )
         self.manager = manager
-        self.switches = switches
         self.veto_horizon = veto_horizon
         # In-process envs (DummyVecEnv): their set_learned_state, looked up once (what env_method does
         # for every call); None: env_method.
@@ -144,10 +200,6 @@ class LearningCallback(BaseCallback):
     def _apply_resolution(self, i: int, resolution: Resolution) -> None:
         self.training_env.env_method(_APPLY_RESOLUTION, str(resolution), indices=[i])
 
-    def _log_episode(self, i: int, metrics: Mapping[str, float]) -> None:
-        for key, value in metrics.items():
-            self.logger.record_mean(f"{TRADING_PREFIX}{key}", value)
-
     # --- lifecycle -----------------------------------------------------------------------------------
     def _reset_infos(self) -> Sequence[Mapping[str, Any]]:
         env = self.training_env
@@ -175,31 +227,13 @@ class LearningCallback(BaseCallback):
         self.feeder.start(self._reset_infos() if fresh else [{}] * env.num_envs, fresh=fresh)
         self._record_hparams(env.num_envs)
 
-    def _record_hparams(self, n_envs: int) -> None:
-        model = self.model
-        hparams: dict[str, bool | str | float | None] = {"algorithm": type(model).__name__, "n_envs": n_envs}
-        for name in ("learning_rate", "gamma", "n_steps", "batch_size", "ent_coef"):
-            value = getattr(model, name, None)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                hparams[name] = value
-        for name, value in self.switches.model_dump().items():
-            hparams[f"switches/{name}"] = bool(value)
-        metrics = {
-            f"{TRADING_PREFIX}return": 0.0,
-            f"{TRADING_PREFIX}sharpe": 0.0,
-            f"{TRADING_PREFIX}max_drawdown": 0.0,
-        }
-        self.logger.record(HPARAMS_KEY, HParam(hparams, metrics), exclude=_TB_ONLY)
+    def _scalars(self) -> dict[str, float]:
+        return learning_scalars(self.feeder)
 
-    def _on_rollout_end(self) -> None:
-        self._log_learning()
+    def _report(self) -> str:
+        return learning_report(self.feeder)
 
-    def _on_training_end(self) -> None:
-        self._log_learning()
-        report = self._report()
-        if report:
-            self.logger.record(REPORT_KEY, report, exclude=_TB_ONLY)
-        self.logger.dump(self.num_timesteps)
+    def _finish(self) -> None:
         self.feeder.finish()
 
     # --- the step ----------------------------------------------------------------------------------
@@ -209,58 +243,66 @@ class LearningCallback(BaseCallback):
         self.feeder.step(self.locals["infos"], dones, self._reset_infos() if any(dones) else None)
         return True
 
-    # --- logging -----------------------------------------------------------------------------------
-    def _log_learning(self) -> None:
-        if not self.switches.enabled:
-            return
-        logger = self.logger
-        now = self.clock.now_ns()
-        if self.feeding and self.manager is not None:
-            for key, value in self.manager.track_learning_effectiveness(now).as_scalars().items():
-                logger.record(key, value)
-        elif self.feeder.applied is not None:
-            state = self.feeder.applied
-            logger.record(f"{LEARNING_PREFIX}avoidance_rules", float(len(state.rules)))
-            logger.record(f"{LEARNING_PREFIX}top_patterns", float(len(state.top_patterns)))
-        applied = self.feeder.applied
-        version = applied.version if applied is not None else -1
-        logger.record(f"{LEARNING_PREFIX}snapshot_version", float(version))
-        logger.record(f"{LEARNING_PREFIX}minimums", float(len(applied.minimums) if applied else 0))
-        start = self.feeder.start_ns
-        logger.record(f"{LEARNING_PREFIX}market_days", (now - start) / DAY_NS if start is not None else 0.0)
-        for key, value in self.counts.items():
-            logger.record(f"{LEARNING_PREFIX}{key}", float(value))
+
+class HostedLearningCallback(_LoggingCallback):
+    """The learning callback of a :class:`~agents.hosted.HostedVecEnv` (feeder and manager in its host).
+
+    Starts the feeding in the host at the start of training and finishes it at the end; logs the
+    ``learning/*`` scalars, the finished episodes' ``trading/*`` metrics and the report from the host:
+    what :class:`LearningCallback` logs for the same run in one process.
+
+    Args:
+        switches: the learning switches (the host's; for the hparams).
+        verbose: SB3 verbosity.
+    """
+
+    def __init__(self, switches: LearningSwitches, verbose: int = 0) -> None:
+        super().__init__(switches, verbose)
+        self._host: HostedVecEnv | None = None
+
+    @property
+    def host(self) -> HostedVecEnv:
+        if self._host is None:
+            raise ConfigError(
+                "HostedLearningCallback has not started",
+                where="HostedLearningCallback",
+                fix="pass it to model.learn(callback=...) with a HostedVecEnv",
+            )
+        return self._host
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.host.counts
+
+    @property
+    def episodes(self) -> list[dict[str, float]]:
+        return self.host.episodes
+
+    def _on_training_start(self) -> None:
+        host = hosted(self.training_env)
+        if host is None:
+            raise ConfigError(
+                "HostedLearningCallback needs a HostedVecEnv",
+                where="HostedLearningCallback",
+                fix="train on agents.hosted.HostedVecEnv, or use LearningCallback with a manager",
+            )
+        self._host = host
+        # learn(reset_num_timesteps=False) continues the envs' episodes: their reset infos are stale.
+        host.start_feeding(fresh=self.model.num_timesteps == 0)
+        self._record_hparams(host.num_envs)
+
+    def _on_step(self) -> bool:
+        # Episodes end rarely; the host answers after it has fed this step, so the metrics are complete.
+        if any(self.locals["dones"]):
+            for i, metrics in self.host.drain_episodes():
+                self._log_episode(i, metrics)
+        return True
+
+    def _scalars(self) -> dict[str, float]:
+        return self.host.learning_scalars()
 
     def _report(self) -> str:
-        if not self.switches.enabled:
-            return ""
-        if self.feeding and self.manager is not None:
-            return render_markdown(self.manager.build_report(self.clock.now_ns()))
-        return _snapshot_markdown(self.feeder.applied)
+        return self.host.learning_report()
 
-
-def _snapshot_markdown(state: LearnedState | None) -> str:
-    """A short report of the frozen snapshot an offline run applied."""
-    if state is None:
-        return "# Learned state\n\nNo learned state was applied."
-    lines = [
-        "# Learned state (frozen)",
-        "",
-        f"Version {state.version}, taken at {format_ns(state.time_ns)}.",
-        "",
-        "## Avoidance rules",
-        "",
-    ]
-    lines += [f"- {rule.explain()}" for rule in state.rules] or ["(none)"]
-    lines += ["", "## Order minimums", ""]
-    lines += [
-        f"- {m.symbol}: min qty {m.min_qty:g}, min notional {m.min_notional:g} ({m.source})"
-        for m in state.minimums.values()
-    ] or ["(none)"]
-    lines += ["", "## Condition adjustments", ""]
-    lines += [
-        f"- {a.condition_key}: exposure x{a.exposure_multiplier:.2f}, entry threshold "
-        f"{a.entry_threshold:.2f}, max position {a.max_position:.2f}"
-        for a in state.condition_adjustments.values()
-    ] or ["(none)"]
-    return "\n".join(lines) + "\n"
+    def _finish(self) -> None:
+        self.host.finish_feeding()

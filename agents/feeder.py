@@ -43,21 +43,29 @@ from agents.experience_clock import ExperiencedMarketClock
 from agents.hooks import HookEvent, HookReason
 from agents.switches import LearningSwitches
 from agents.wrappers import INFO_CONDITIONS, INFO_EVENTS
+from envs.clock import DAY_NS
 from envs.errors import ConfigError
 from envs.events import ErrorEvent, OrderResult, TradeResult
 from learning.error_patterns import Resolution
 from learning.manager import UniversalLearningManager
+from learning.records import format_ns
+from learning.report import render_markdown
 from learning.state import LearnedState
 
 __all__ = [
     "COUNT_KEYS",
     "DEFAULT_VETO_HORIZON",
+    "LEARNING_PREFIX",
     "EpisodeTracker",
     "ManagerFeeder",
+    "learning_report",
+    "learning_scalars",
     "veto_would_have_won",
 ]
 
 log = logging.getLogger(__name__)
+
+LEARNING_PREFIX: Final = "learning/"
 
 DEFAULT_VETO_HORIZON: Final = 10
 """Bars after which a vetoed entry's counterfactual outcome is judged."""
@@ -574,3 +582,71 @@ def _reset_info(reset_infos: Sequence[Mapping[str, Any] | None] | None, i: int) 
     if reset_infos is None or i >= len(reset_infos):
         return _NO_INFO
     return reset_infos[i] or _NO_INFO
+
+
+# --- what a feeder logs --------------------------------------------------------------------------------
+
+
+def learning_scalars(feeder: ManagerFeeder) -> dict[str, float]:
+    """The ``learning/*`` scalars of a feeder and its manager (empty with learning switched off).
+
+    A feeding manager's :meth:`~learning.manager.UniversalLearningManager.track_learning_effectiveness`
+    (which records the measurement in its history), or the frozen snapshot's rule and pattern counts;
+    then the applied snapshot's version and minimums, the experienced market days and the feeder's counts.
+    """
+    if not feeder.switches.enabled:
+        return {}
+    out: dict[str, float] = {}
+    now = feeder.clock.now_ns()
+    manager = feeder.manager
+    applied = feeder.applied
+    if feeder.feeding and manager is not None:
+        out.update(manager.track_learning_effectiveness(now).as_scalars())
+    elif applied is not None:
+        out[f"{LEARNING_PREFIX}avoidance_rules"] = float(len(applied.rules))
+        out[f"{LEARNING_PREFIX}top_patterns"] = float(len(applied.top_patterns))
+    out[f"{LEARNING_PREFIX}snapshot_version"] = float(applied.version if applied is not None else -1)
+    out[f"{LEARNING_PREFIX}minimums"] = float(len(applied.minimums) if applied else 0)
+    start = feeder.start_ns
+    out[f"{LEARNING_PREFIX}market_days"] = (now - start) / DAY_NS if start is not None else 0.0
+    for key, value in feeder.counts.items():
+        out[f"{LEARNING_PREFIX}{key}"] = float(value)
+    return out
+
+
+def learning_report(feeder: ManagerFeeder) -> str:
+    """The learning report (Markdown): the feeding manager's, or a short one of the frozen snapshot
+    applied; empty with learning switched off."""
+    if not feeder.switches.enabled:
+        return ""
+    manager = feeder.manager
+    if feeder.feeding and manager is not None:
+        return render_markdown(manager.build_report(feeder.clock.now_ns()))
+    return snapshot_markdown(feeder.applied)
+
+
+def snapshot_markdown(state: LearnedState | None) -> str:
+    """A short report of the frozen snapshot an offline run applied."""
+    if state is None:
+        return "# Learned state\n\nNo learned state was applied."
+    lines = [
+        "# Learned state (frozen)",
+        "",
+        f"Version {state.version}, taken at {format_ns(state.time_ns)}.",
+        "",
+        "## Avoidance rules",
+        "",
+    ]
+    lines += [f"- {rule.explain()}" for rule in state.rules] or ["(none)"]
+    lines += ["", "## Order minimums", ""]
+    lines += [
+        f"- {m.symbol}: min qty {m.min_qty:g}, min notional {m.min_notional:g} ({m.source})"
+        for m in state.minimums.values()
+    ] or ["(none)"]
+    lines += ["", "## Condition adjustments", ""]
+    lines += [
+        f"- {a.condition_key}: exposure x{a.exposure_multiplier:.2f}, entry threshold "
+        f"{a.entry_threshold:.2f}, max position {a.max_position:.2f}"
+        for a in state.condition_adjustments.values()
+    ] or ["(none)"]
+    return "\n".join(lines) + "\n"

@@ -6,9 +6,12 @@ same number of steps, in this process, one after the other:
 * ``bare``: a NumPy env with the same observation and action spaces that does no work (the ceiling:
   what PPO itself costs);
 * ``replay``: ``MarketReplayEnv`` alone (no learning manager);
-* ``replay+learning``: ``MarketReplayEnv`` under ``agents.wrappers.wrap_env`` with
-  :class:`agents.callbacks.LearningCallback` feeding a :class:`UniversalLearningManager` (store in a
-  temporary directory), as ``slf train`` runs it.
+* ``replay+learning``: ``MarketReplayEnv`` under ``agents.wrappers.wrap_env`` with the learning
+  manager beside the policy (store in a temporary directory), as ``slf train`` runs the config's
+  ``train.vec_env``: ``hosted`` (the shipped config: envs and manager in one host process,
+  :class:`agents.hosted.HostedVecEnv` with :class:`agents.callbacks.HostedLearningCallback`) or
+  ``dummy`` (everything in this process, :class:`agents.callbacks.LearningCallback`); ``--vec-env``
+  picks one.
 
 Each repeat runs the three arms in turn, so every arm sees the machine's load of the same minutes.
 Reported: environment steps per second of ``model.learn`` (best of ``--repeats``, and every repeat, to
@@ -16,7 +19,8 @@ show the noise), the ratio of each replay arm to the bare env (best against best
 the extra wall time per ``VecEnv.step`` over the bare env (what the environment, the wrapper and the
 callback add). Target: ``replay+learning`` >= 0.9x ``bare``.
 
-Usage: ``python benchmarks/bench_training.py [--timesteps N] [--repeats K] [--n-envs N] [--clock wall|cpu]``
+Usage: ``python benchmarks/bench_training.py [--timesteps N] [--repeats K] [--n-envs N] [--clock wall|cpu]
+[--vec-env dummy|hosted] [--digest]``
 
 ``--digest`` instead trains the ``replay+learning`` arm once and prints a SHA-256 of what it learned
 (policy weights, snapshot, patterns, archive, strategy weights, evolution history, rules, error
@@ -26,13 +30,16 @@ CPU for this network).
 
 ``--clock cpu`` times the process's CPU time instead of the elapsed time: on a shared machine other
 processes' load then barely moves the figures, but time spent waiting on the disk (the learning store's
-fsyncs) is not counted, so report both.
+fsyncs) is not counted, so report both. A hosted arm's CPU time is its own plus its host process's
+(read from ``/proc``): the CPU clock shows what the learning costs in all, the wall clock what a user
+waits.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -82,65 +89,111 @@ class BareEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         return obs, 0.0, False, self._t >= self.episode_length, {}
 
 
+def _host_cpu_s(venv: Any) -> float:
+    """CPU seconds used so far by a HostedVecEnv's host process (0 for other VecEnvs; Linux /proc)."""
+    process = getattr(venv, "_process", None)
+    if process is None or process.pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _learn_rate(
-    make_env: Callable[[], gym.Env[Any, Any]],
+    make_venv: Callable[[], Any],
     timesteps: int,
-    n_envs: int,
     callback_factory: Callable[[], Any] | None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> float:
-    from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
     from agents.policies import build_model
     from experiments.config import load_config
 
     algo = load_config(CONFIG).algo
-    venv = DummyVecEnv([lambda: Monitor(make_env()) for _ in range(n_envs)])
+    venv = make_venv()
     model = build_model(algo, venv, seed=SEED)
     callback = callback_factory() if callback_factory is not None else None
-    start = clock()
+    # The host's CPU counts with the CPU clock only (on the wall clock it runs in parallel).
+    host_cpu = _host_cpu_s if clock is time.process_time else (lambda _: 0.0)
+    start = clock() + host_cpu(venv)
     model.learn(total_timesteps=timesteps, callback=callback)
-    elapsed = clock() - start
+    elapsed = clock() + host_cpu(venv) - start
     steps = model.num_timesteps
     venv.close()
     return steps / elapsed
 
 
-def _learned_digest(
-    make_env: Callable[[], gym.Env[Any, Any]], timesteps: int, n_envs: int, root: Path, spec: Any
-) -> dict[str, str]:
-    """SHA-256 digests of what one seeded ``replay+learning`` run learned (see the module docstring)."""
-    import hashlib
-
+def _dummy(make_env: Callable[[], gym.Env[Any, Any]], n_envs: int) -> Callable[[], Any]:
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from agents.callbacks import LearningCallback
+    return lambda: DummyVecEnv([lambda: Monitor(make_env()) for _ in range(n_envs)])
+
+
+def _monitored(make_env: Callable[[], gym.Env[Any, Any]]) -> gym.Env[Any, Any]:
+    from stable_baselines3.common.monitor import Monitor
+
+    return Monitor(make_env())
+
+
+def learned_parts(manager: Any) -> dict[str, object]:
+    """Everything a manager learned, as comparable values (module-level: a host process runs it too)."""
+    return {
+        "snapshot": manager.snapshot().to_dict(),
+        "patterns": manager.patterns(),
+        "archive": manager.load_archive(),
+        "strategy_weights": manager.strategy_weights(),
+        "evolution_history": manager.evolution_history(),
+        "rules": manager.rules(),
+        "error_patterns": manager.error_patterns(),
+        "minimums": manager.minimums(),
+        "adjustments": manager.adjustments(),
+    }
+
+
+def learned_digest(
+    make_env: Callable[[], gym.Env[Any, Any]],
+    timesteps: int,
+    n_envs: int,
+    root: Path,
+    spec: Any,
+    vec_env: str = "dummy",
+) -> dict[str, str]:
+    """SHA-256 digests of what one seeded ``replay+learning`` run learned (see the module docstring),
+    with the envs and the manager in this process (``dummy``) or in a host process (``hosted``)."""
+    import functools
+    import hashlib
+
+    from agents.callbacks import HostedLearningCallback, LearningCallback
+    from agents.hosted import HostedVecEnv, ManagerSpec
     from agents.policies import build_model
     from experiments.config import load_config
     from learning.manager import UniversalLearningManager
 
     config = load_config(CONFIG)
-    venv = DummyVecEnv([lambda: Monitor(make_env()) for _ in range(n_envs)])
+    switches = config.learning.switches()
+    callback: Any
+    if vec_env == "hosted":
+        venv: Any = HostedVecEnv(
+            [functools.partial(_monitored, make_env) for _ in range(n_envs)],
+            manager=ManagerSpec(root, config.learning.config, (spec,)),
+            switches=switches,
+        )
+        callback = HostedLearningCallback(switches)
+    else:
+        venv = _dummy(make_env, n_envs)()
+        manager = UniversalLearningManager(root, config=config.learning.config, market_specs=[spec])
+        callback = LearningCallback(manager, switches)
     model = build_model(config.algo, venv, seed=SEED)
-    with UniversalLearningManager(root, config=config.learning.config, market_specs=[spec]) as manager:
-        callback = LearningCallback(manager, config.learning.switches())
-        model.learn(total_timesteps=timesteps, callback=callback)
-        weights = b"".join(t.detach().cpu().numpy().tobytes() for t in model.policy.state_dict().values())
-        parts: dict[str, object] = {
-            "snapshot": manager.snapshot().to_dict(),
-            "patterns": manager.patterns(),
-            "archive": manager.load_archive(),
-            "strategy_weights": manager.strategy_weights(),
-            "evolution_history": manager.evolution_history(),
-            "rules": manager.rules(),
-            "error_patterns": manager.error_patterns(),
-            "minimums": manager.minimums(),
-            "adjustments": manager.adjustments(),
-            "counts": sorted(callback.counts.items()),
-        }
+    model.learn(total_timesteps=timesteps, callback=callback)
+    # What the manager holds at the end of training, read where it lives.
+    parts = venv.with_manager(learned_parts) if vec_env == "hosted" else learned_parts(manager)
+    parts["counts"] = sorted(callback.counts.items())
     venv.close()
+    if vec_env != "hosted":
+        manager.close()
+    weights = b"".join(t.detach().cpu().numpy().tobytes() for t in model.policy.state_dict().values())
     digests = {"policy": hashlib.sha256(weights).hexdigest()}
     digests.update({k: hashlib.sha256(repr(v).encode()).hexdigest() for k, v in parts.items()})
     digests["all"] = hashlib.sha256("".join(digests.values()).encode()).hexdigest()
@@ -160,6 +213,18 @@ def main(argv: list[str] | None = None) -> int:
         "other processes on a shared machine inflates far less (waits on the disk are not counted)",
     )
     parser.add_argument(
+        "--vec-env",
+        choices=("dummy", "hosted"),
+        default=None,
+        help="where the replay+learning arm runs its envs and manager (default: the config's train.vec_env)",
+    )
+    parser.add_argument(
+        "--spin-us",
+        type=float,
+        default=None,
+        help="hosted: how long each side polls before it blocks (default: HostedVecEnv's)",
+    )
+    parser.add_argument(
         "--digest",
         action="store_true",
         help="train the replay+learning arm once and print digests of what it learned (no timing)",
@@ -174,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = load_config(CONFIG)
     prepared = prepare_data(config)
+    vec_env = args.vec_env or ("hosted" if config.train.vec_env.value == "hosted" else "dummy")
 
     def replay(learning: bool) -> Callable[[], gym.Env[Any, Any]]:
         factory = EnvFactory(
@@ -195,30 +261,51 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = tempfile.TemporaryDirectory(prefix="bench_training_")
     if args.digest:
-        digests = _learned_digest(
-            replay(True), args.timesteps, args.n_envs, Path(workdir.name), prepared.spec
+        digests = learned_digest(
+            replay(True), args.timesteps, args.n_envs, Path(workdir.name), prepared.spec, vec_env
         )
         workdir.cleanup()
-        print(f"replay+learning, {args.timesteps} steps, seed {SEED}: learned-state digests (SHA-256)")
+        print(f"replay+learning ({vec_env}), {args.timesteps} steps, seed {SEED}: learned-state digests")
         for name, digest in digests.items():
             print(f"{name:<18}{digest}")
         return 0
 
-    def learning_callback() -> Any:
-        root = Path(tempfile.mkdtemp(dir=workdir.name))
-        manager = UniversalLearningManager(root, config=config.learning.config, market_specs=[prepared.spec])
-        return LearningCallback(manager, config.learning.switches())
+    switches = config.learning.switches()
+    spin = {} if args.spin_us is None else {"spin_us": args.spin_us}
 
-    arms: list[tuple[str, Callable[[], gym.Env[Any, Any]], Callable[[], Any] | None]] = [
-        ("bare", lambda: BareEnv(obs_space, n_actions, episode), None),  # type: ignore[arg-type]
-        ("replay", replay(False), None),
-        ("replay+learning", replay(True), learning_callback),
-    ]
+    def learning_arm() -> tuple[Callable[[], Any], Callable[[], Any]]:
+        """(VecEnv factory, callback factory) of the replay+learning arm; each repeat gets a new store."""
+        root = Path(tempfile.mkdtemp(dir=workdir.name))
+        if vec_env == "hosted":
+            import functools
+
+            from agents.callbacks import HostedLearningCallback
+            from agents.hosted import HostedVecEnv, ManagerSpec
+
+            make = replay(True)
+            spec = ManagerSpec(root, config.learning.config, (prepared.spec,))
+            fns = [functools.partial(_monitored, make) for _ in range(args.n_envs)]
+            return (
+                lambda: HostedVecEnv(fns, manager=spec, switches=switches, **spin),
+                lambda: HostedLearningCallback(switches),
+            )
+        managers.append(
+            UniversalLearningManager(root, config=config.learning.config, market_specs=[prepared.spec])
+        )
+        return _dummy(replay(True), args.n_envs), lambda: LearningCallback(managers[-1], switches)
+
+    managers: list[UniversalLearningManager] = []
+    bare_env = lambda: BareEnv(obs_space, n_actions, episode)  # type: ignore[arg-type]  # noqa: E731
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    runs: dict[str, list[float]] = {name: [] for name, _, _ in arms}
+    names = ("bare", "replay", "replay+learning")
+    runs: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.repeats):
-        for name, make_env, callback in arms:
-            runs[name].append(_learn_rate(make_env, args.timesteps, args.n_envs, callback, clock))
+        runs["bare"].append(_learn_rate(_dummy(bare_env, args.n_envs), args.timesteps, None, clock))
+        runs["replay"].append(_learn_rate(_dummy(replay(False), args.n_envs), args.timesteps, None, clock))
+        make_venv, make_callback = learning_arm()
+        runs["replay+learning"].append(_learn_rate(make_venv, args.timesteps, make_callback, clock))
+    for manager in managers:
+        manager.close()
     workdir.cleanup()
 
     rates = {name: max(values) for name, values in runs.items()}
@@ -226,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"PPO {config.algo.net_arch} n_steps={config.algo.n_steps} batch={config.algo.batch_size} "
         f"n_envs={args.n_envs}, {args.timesteps} steps per arm, best of {args.repeats}, "
-        f"obs {obs_space.shape}, {n_actions} actions, {args.clock} clock"
+        f"obs {obs_space.shape}, {n_actions} actions, {args.clock} clock; replay+learning: {vec_env}"
     )
     print(f"{'arm':<18}{'steps/s':>10}{'vs bare':>10}{'+us/vec step':>14}   every repeat (steps/s)")
     for name, rate in rates.items():

@@ -599,10 +599,12 @@ class LearningSection(LearningSwitches):
 
 
 class VecEnvKind(StrEnum):
-    """How the training environments run: in this process, or one subprocess each."""
+    """How the training environments run: in this process, one subprocess each, or all of them with the
+    learning manager in one host process beside the policy (:class:`agents.hosted.HostedVecEnv`)."""
 
     DUMMY = "dummy"
     SUBPROC = "subproc"
+    HOSTED = "hosted"
 
 
 class TrainConfig(_Section):
@@ -617,7 +619,13 @@ class TrainConfig(_Section):
         description="One run per seed; a run is a pure function of config, seed, data.",
     )
     n_envs: int = Field(default=1, ge=1, description="Training environments stepped together.")
-    vec_env: VecEnvKind = Field(default=VecEnvKind.DUMMY, description="dummy (one process) or subproc.")
+    vec_env: VecEnvKind = Field(
+        default=VecEnvKind.DUMMY,
+        description="dummy: the envs and the learning manager in the policy's process; subproc: one "
+        "subprocess per env (the manager in the policy's process); hosted: the envs and the manager in one "
+        "host process beside the policy, which learns on a second core while the policy computes (the same "
+        "results as dummy, to the bit; needs 2 cores to be faster).",
+    )
     eval_every: int = Field(
         default=DEFAULT_EVAL_EVERY,
         ge=0,

@@ -35,9 +35,10 @@ import sqlite3
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, SupportsFloat
 
@@ -384,6 +385,53 @@ def _vec_env(factories: Sequence[EnvFactory], kind: VecEnvKind) -> VecEnv:
     return DummyVecEnv(list(factories))
 
 
+@dataclass
+class _Training:
+    """The training envs and where the learning manager lives: here (``manager``) or in the envs' host
+    process (``venv`` is a :class:`~agents.hosted.HostedVecEnv`). ``snapshot`` and ``backup`` reach it
+    either way (``None`` with learning off)."""
+
+    venv: VecEnv
+    manager: UniversalLearningManager | None
+    callback: BaseCallback
+    snapshot: Callable[[], LearnedState | None] | None
+    backup: Callable[[Path], None] | None
+
+
+def _training(
+    config: RunConfig, paths: RunPaths, spec: MarketSpec, factories: Sequence[EnvFactory]
+) -> _Training:
+    if config.train.vec_env is not VecEnvKind.HOSTED:
+        manager = _open_manager(config, paths, spec)
+        venv = _vec_env(factories, config.train.vec_env)
+        if manager is None:
+            return _Training(venv, None, _learning_callback(config, None), None, None)
+        return _Training(
+            venv,
+            manager,
+            _learning_callback(config, manager),
+            manager.snapshot,
+            partial(_backup_store, manager),
+        )
+    from agents.callbacks import HostedLearningCallback
+    from agents.hosted import HostedVecEnv, ManagerSpec
+
+    switches = config.learning.switches()
+    learning = config.learning.enabled
+    host = HostedVecEnv(
+        list(factories),
+        manager=ManagerSpec(paths.root, config.learning.config, (spec,)) if learning else None,
+        switches=switches,
+    )
+    if not learning:
+        return _Training(host, None, HostedLearningCallback(switches), None, None)
+
+    def backup(target: Path) -> None:
+        host.with_manager(_backup_store, target)
+
+    return _Training(host, None, HostedLearningCallback(switches), host.snapshot, backup)
+
+
 # --- checkpoints -----------------------------------------------------------------------------------
 
 
@@ -439,7 +487,7 @@ def _latest_checkpoint(paths: RunPaths) -> Path:
 
 
 def _make_checkpoint_callback(
-    paths: RunPaths, every: int, manager: UniversalLearningManager | None, evaluation: Any
+    paths: RunPaths, every: int, backup: Callable[[Path], None] | None, evaluation: Any
 ) -> BaseCallback:
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -468,8 +516,8 @@ def _make_checkpoint_callback(
             self.model.save(tmp / CHECKPOINT_MODEL)
             if getattr(self.model, "replay_buffer", None) is not None:
                 self.model.save_replay_buffer(tmp / CHECKPOINT_BUFFER)  # type: ignore[attr-defined]
-            if manager is not None:
-                _backup_store(manager, tmp / CHECKPOINT_LEARNING)
+            if backup is not None:
+                backup(tmp / CHECKPOINT_LEARNING)
             if evaluation is not None:
                 write_json(tmp / CHECKPOINT_EVAL, _eval_state(evaluation))
             if final.exists():
@@ -508,10 +556,11 @@ def _make_eval_callback(
     config: RunConfig,
     eval_env: VecEnv,
     paths: RunPaths,
-    manager: UniversalLearningManager | None,
+    snapshot: Callable[[], LearnedState | None] | None,
 ) -> Any:
     """SB3's EvalCallback (MaskableEvalCallback for MaskablePPO) that first applies the manager's
-    current snapshot to the validation env, frozen, and keeps the snapshot of the best model."""
+    current snapshot (from ``snapshot``) to the validation env, frozen, and keeps the snapshot of the
+    best model."""
     from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
     from stable_baselines3.common.callbacks import EvalCallback
 
@@ -524,8 +573,8 @@ def _make_eval_callback(
         def _on_step(self) -> bool:
             due = self.eval_freq > 0 and self.n_calls % self.eval_freq == 0
             state = None
-            if due and manager is not None:
-                state = manager.snapshot()
+            if due and snapshot is not None:
+                state = snapshot()
                 self.eval_env.env_method("set_learned_state", state)
             best = self.best_mean_reward
             keep_going: bool = super()._on_step()
@@ -692,8 +741,8 @@ def train_run(
     ]
     if resume:
         _restore_store(checkpoint, paths)
-    manager = _open_manager(config, paths, prepared.spec)
-    venv = _vec_env(factories, train_cfg.vec_env)
+    training = _training(config, paths, prepared.spec, factories)
+    venv, manager, snapshot = training.venv, training.manager, training.snapshot
     eval_env = None
     try:
         if resume:
@@ -704,23 +753,23 @@ def train_run(
         else:
             model = build_model(config.algo, venv, seed=seed, tensorboard_log=paths.tensorboard)
         venv.seed(seed)
-        callbacks: list[BaseCallback] = [_learning_callback(config, manager)]
+        callbacks: list[BaseCallback] = [training.callback]
         evaluation = None
         if train_cfg.eval_every:
             from stable_baselines3.common.vec_env import DummyVecEnv
 
             eval_factory = make_env_factory(
-                config, prepared, SPLIT_VALIDATION, state=manager.snapshot() if manager else None
+                config, prepared, SPLIT_VALIDATION, state=snapshot() if snapshot else None
             )
             eval_env = DummyVecEnv([replace(eval_factory, monitor=True)])
             eval_env.seed(seed)
-            evaluation = _make_eval_callback(config, eval_env, paths, manager)
+            evaluation = _make_eval_callback(config, eval_env, paths, snapshot)
             if resume and (checkpoint / CHECKPOINT_EVAL).is_file():
                 _restore_eval_state(evaluation, read_json(checkpoint / CHECKPOINT_EVAL))
             callbacks.append(evaluation)
         if train_cfg.checkpoint_every:
             callbacks.append(
-                _make_checkpoint_callback(paths, train_cfg.checkpoint_every, manager, evaluation)
+                _make_checkpoint_callback(paths, train_cfg.checkpoint_every, training.backup, evaluation)
             )
         remaining = train_cfg.timesteps - (model.num_timesteps if resume else 0)
         if remaining > 0:
@@ -734,9 +783,10 @@ def train_run(
                     reset_num_timesteps=not resume,
                 )
         model.save(paths.model)
-        final_state = manager.snapshot() if manager is not None else None
-        if manager is not None:
-            manager.flush()
+        final_state = snapshot() if snapshot is not None else None
+        if snapshot is not None:
+            if manager is not None:
+                manager.flush()  # (hosted: the callback has flushed the host's manager)
             write_json(paths.learned_state, final_state.to_dict() if final_state else {})
         metrics = evaluate_model(config, prepared, paths, model, final_state)
         metrics["timesteps"] = int(model.num_timesteps)

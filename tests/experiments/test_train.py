@@ -384,3 +384,46 @@ def test_a_split_too_short_for_an_episode_is_refused_before_anything_is_written(
     with pytest.raises(ConfigError, match=r"data\.splits\.train.*needs 100000"):
         train(tiny(overrides={"env.episode_length": 100_000}), runs_dir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+# --- hosted envs and manager ---------------------------------------------------------------------------
+
+
+def test_a_hosted_run_trains_the_same_model_and_learns_the_same_state_as_in_one_process(
+    learning_run: RunResult, tmp_path: Path
+) -> None:
+    """``train.vec_env: hosted`` (envs and manager in a host process) changes where, not what."""
+    (hosted,) = train(tiny(overrides={"train.vec_env": "hosted"}, name="shared"), runs_dir=tmp_path)
+    first, second = RunPaths(learning_run.run_dir), RunPaths(hosted.run_dir)
+    assert policy_digest(load_model("ppo", first.model)) == policy_digest(load_model("ppo", second.model))
+    assert first.metrics.read_text(encoding="utf-8") == second.metrics.read_text(encoding="utf-8")
+    assert first.learned_state.read_text(encoding="utf-8") == second.learned_state.read_text(encoding="utf-8")
+    assert json.loads(second.learned_state.read_text(encoding="utf-8"))["version"] > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def scalars(paths: RunPaths) -> dict[str, list[float]]:
+        accumulator = EventAccumulator(str(next(paths.tensorboard.iterdir())))
+        accumulator.Reload()
+        return {
+            tag: [e.value for e in accumulator.Scalars(tag)]
+            for tag in accumulator.Tags()["scalars"]
+            if tag.startswith(("learning/", "trading/"))
+        }
+
+    logged = scalars(second)
+    assert any(t.startswith("learning/") for t in logged)  # (no episode ends in this tiny budget)
+    assert logged == scalars(first)
+
+
+def test_a_hosted_run_checkpoints_its_learning_store_and_resumes(tmp_path: Path) -> None:
+    overrides = {"train.vec_env": "hosted", "train.n_envs": 2, "train.checkpoint_every": 64}
+    (result,) = train(tiny(overrides=overrides, name="hosted"), runs_dir=tmp_path)
+    paths = RunPaths(result.run_dir)
+    latest = json.loads((paths.checkpoints / "latest.json").read_text(encoding="utf-8"))
+    assert (paths.checkpoints / latest["dir"] / "learning" / "state.sqlite").is_file()
+    resumed = resume_run(paths.root, timesteps=256)
+    assert resumed.metrics["timesteps"] == 256
+    from learning.manager import UniversalLearningManager
+
+    with UniversalLearningManager(paths.root, read_only=True, create=False) as manager:
+        assert manager.describe()["trades"] > 0

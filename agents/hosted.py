@@ -1,0 +1,542 @@
+"""Hosted learning: the environments and the learning manager in one process beside the policy.
+
+With ``DummyVecEnv`` and :class:`~agents.callbacks.LearningCallback`, one process does everything in
+turn: the policy's forward pass, the environments' step, then the manager's learning from that step.
+:class:`HostedVecEnv` moves the environments *and* the manager (with its
+:class:`~agents.feeder.ManagerFeeder`) into one host process. After every ``VecEnv.step`` the host
+replies with the observations, rewards and dones at once and only then feeds the manager, so the
+learning runs on a second core while the policy's process stores the step and computes the next
+actions.
+
+The order of everything the environments and the manager see is the same as with ``DummyVecEnv`` in
+the policy's process: the host reads the next actions only after the manager has learned from the
+previous step and its snapshot (and any error resolution) has reached the environments. A hosted run
+therefore learns exactly what the same run learns in one process, to the bit (a test compares their
+digests); only the time it takes differs. Its cost: one round trip between the two processes per step,
+and a second core.
+
+What the policy's process receives of each step's ``info`` is what SB3 reads: ``episode`` (from
+``Monitor``), ``TimeLimit.truncated`` and ``terminal_observation`` (for episodes that ended). The full
+``info`` (trades, orders, learned events) stays in the host, where the manager is fed.
+:class:`~agents.callbacks.HostedLearningCallback` logs the same ``learning/*`` and ``trading/*`` scalars
+as ``LearningCallback``, fetched from the host.
+
+Waiting: each side polls its pipe for up to ``spin_us`` microseconds before it blocks (a blocked process
+takes tens of microseconds to wake on a virtual machine, as long as a step). Polling uses the host's
+core while it would otherwise idle between steps; ``spin_us=0`` always blocks (use it when the machine
+has no spare core).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env.base_vec_env import (
+    CloudpickleWrapper,
+    VecEnv,
+    VecEnvIndices,
+    VecEnvObs,
+    VecEnvStepReturn,
+)
+
+from agents.feeder import DEFAULT_VETO_HORIZON, ManagerFeeder, learning_report, learning_scalars
+from agents.switches import LearningSwitches
+from envs.errors import ConfigError, SlfError, StateError
+from envs.market import MarketSpec
+from learning.config import LearningConfig
+from learning.manager import UniversalLearningManager
+from learning.state import LearnedState
+
+__all__ = ["DEFAULT_SPIN_US", "SB3_INFO_KEYS", "HostedVecEnv", "ManagerSpec"]
+
+DEFAULT_SPIN_US: Final = 500
+"""How long each side polls its pipe before it blocks (microseconds)."""
+SB3_INFO_KEYS: Final = ("episode", "TimeLimit.truncated", "terminal_observation", "is_success")
+"""The ``info`` keys of an ended episode that the policy's process receives (what SB3 reads)."""
+_NO_INFO: Final[dict[str, Any]] = {}
+_CLOSE_TIMEOUT_S: Final = 60.0
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class ManagerSpec:
+    """How the host opens the learning manager (picklable: it is sent to the host process).
+
+    Attributes:
+        root: the manager's directory (its store and archive).
+        config: the learning config.
+        market_specs: the markets whose exchange minimums seed the learned minimums.
+    """
+
+    root: Path
+    config: LearningConfig
+    market_specs: tuple[MarketSpec, ...] = field(default_factory=tuple)
+
+    def open(self) -> UniversalLearningManager:
+        return UniversalLearningManager(self.root, config=self.config, market_specs=self.market_specs)
+
+
+def _wait(conn: Connection, spin_s: float) -> None:
+    """Poll ``conn`` for up to ``spin_s`` seconds, then let the caller's ``recv`` block."""
+    if spin_s <= 0.0:
+        return
+    poll = conn.poll
+    deadline = time.perf_counter() + spin_s
+    while not poll(0):
+        if time.perf_counter() > deadline:
+            return
+
+
+class _Host:
+    """The host process's side: a ``DummyVecEnv`` of the environments and the manager's feeder."""
+
+    def __init__(
+        self,
+        env_fns: list[Callable[[], gym.Env[Any, Any]]],
+        manager: ManagerSpec | None,
+        switches: LearningSwitches,
+        state: LearnedState | None,
+        veto_horizon: int,
+    ) -> None:
+        self.feeding = False
+        self.closed = False
+        self.venv = DummyVecEnv(env_fns)
+        self.manager = manager.open() if manager is not None else None
+        try:
+            self.setters = (
+                [e.get_wrapper_attr("set_learned_state") for e in self.venv.envs] if switches.enabled else []
+            )
+        except AttributeError:
+            self.close()
+            raise ConfigError(
+                "the hosted envs are not wrapped for the learning manager",
+                where="HostedVecEnv",
+                fix="wrap every env with agents.wrappers.wrap_env(env, switches), or switch learning off",
+            ) from None
+        self.episodes: list[tuple[int, dict[str, float]]] = []
+        self.feeder = ManagerFeeder(
+            self.manager,
+            switches,
+            push=self._push,
+            apply_resolution=self._apply_resolution,
+            state=state,
+            veto_horizon=veto_horizon,
+            on_episode=lambda i, metrics: self.episodes.append((i, metrics)),
+        )
+        # The step last replied to, fed after the reply.
+        self.pending: tuple[list[dict[str, Any]], Any] | None = None
+        # An error of the feeding that follows a reply, raised at the next command.
+        self.failure: BaseException | None = None
+
+    def _push(self, state: LearnedState) -> None:
+        for set_state in self.setters:
+            set_state(state)
+
+    def _apply_resolution(self, i: int, resolution: Any) -> None:
+        self.venv.env_method("apply_resolution", str(resolution), indices=[i])
+
+    # --- commands ------------------------------------------------------------------------------------
+    def step(self, actions: np.ndarray) -> tuple[Any, ...]:
+        venv = self.venv
+        venv.step_async(actions)
+        obs, rewards, dones, infos = venv.step_wait()
+        slim = [
+            {k: info[k] for k in SB3_INFO_KEYS if k in info} if done else _NO_INFO
+            for info, done in zip(infos, dones, strict=True)
+        ]
+        resets = None
+        if dones.any():
+            resets = [venv.reset_infos[i] if done else None for i, done in enumerate(dones)]
+        self.pending = (infos, dones)
+        return obs, rewards, dones, slim, resets
+
+    def feed(self) -> None:
+        """Feed the manager the step just replied to (after the reply: this is what runs in parallel)."""
+        pending, self.pending = self.pending, None
+        if self.feeding and pending is not None:
+            infos, dones = pending
+            self.feeder.step(infos, dones, self.venv.reset_infos if any(dones) else None)
+
+    def reset(self) -> tuple[VecEnvObs, list[dict[str, Any]]]:
+        obs = self.venv.reset()
+        return obs, list(self.venv.reset_infos)
+
+    def start_feeding(self, fresh: bool) -> None:
+        n = self.venv.num_envs
+        self.feeder.start(list(self.venv.reset_infos) if fresh else [{} for _ in range(n)], fresh=fresh)
+        self.feeding = True
+
+    def finish_feeding(self) -> None:
+        self.feeder.finish()
+
+    def drain_episodes(self) -> list[tuple[int, dict[str, float]]]:
+        episodes, self.episodes = self.episodes, []
+        return episodes
+
+    def learning_scalars(self) -> dict[str, float]:
+        return learning_scalars(self.feeder)
+
+    def learning_report(self) -> str:
+        return learning_report(self.feeder)
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.feeder.counts)
+
+    def feeder_episodes(self) -> list[dict[str, float]]:
+        return list(self.feeder.episodes)
+
+    def snapshot(self) -> LearnedState | None:
+        return self.manager.snapshot() if self.manager is not None else None
+
+    def with_manager(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T | None:
+        return fn(self.manager, *args) if self.manager is not None else None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if self.manager is not None and self.feeding:
+                self.feeder.finish()
+        finally:
+            try:
+                self.venv.close()
+            finally:
+                if self.manager is not None:
+                    self.manager.close()
+
+
+_COMMANDS: Final = frozenset(
+    {
+        "reset",
+        "start_feeding",
+        "finish_feeding",
+        "drain_episodes",
+        "learning_scalars",
+        "learning_report",
+        "counts",
+        "feeder_episodes",
+        "snapshot",
+        "with_manager",
+    }
+)
+
+
+def _host_main(
+    conn: Connection,
+    env_fns: CloudpickleWrapper,
+    manager: ManagerSpec | None,
+    switches: LearningSwitches,
+    state: LearnedState | None,
+    veto_horizon: int,
+    spin_s: float,
+) -> None:
+    """The host process: builds the environments and the manager, then serves commands until close."""
+    try:
+        host = _Host(list(env_fns.var), manager, switches, state, veto_horizon)
+    except BaseException as exc:
+        conn.send(("error", _portable(exc)))
+        conn.close()
+        return
+    venv = host.venv
+    conn.send(("ok", (venv.num_envs, venv.observation_space, venv.action_space, venv.render_mode)))
+    recv, send = conn.recv, conn.send
+    try:
+        while True:
+            _wait(conn, spin_s)
+            try:
+                cmd, payload = recv()
+            except EOFError:  # the policy's process is gone: keep what was learned
+                host.close()
+                return
+            if cmd == "close":
+                # Close even after a failed feeding (what was learned is written), then report it.
+                failure, host.failure = host.failure, None
+                try:
+                    host.close()
+                except BaseException as exc:
+                    failure = failure or exc
+                send(("ok", None) if failure is None else ("error", _portable(failure)))
+                return
+            try:
+                if host.failure is not None:
+                    failure, host.failure = host.failure, None
+                    raise failure
+                if cmd == "step":
+                    send(("ok", host.step(payload)))
+                    try:
+                        host.feed()
+                    except BaseException as exc:
+                        host.failure = exc
+                    continue
+                if cmd in ("env_method", "get_attr", "set_attr", "env_is_wrapped", "seed", "set_options"):
+                    name, args, kwargs = payload
+                    result = (
+                        getattr(venv, cmd)(*args, **kwargs)
+                        if cmd != "env_method"
+                        else (venv.env_method(name, *args, **kwargs))
+                    )
+                    send(("ok", result))
+                    continue
+                if cmd == "get_images":
+                    send(("ok", venv.get_images()))
+                    continue
+                if cmd not in _COMMANDS:
+                    raise ValueError(f"unknown host command {cmd!r}")
+                send(("ok", getattr(host, cmd)(*payload)))
+            except BaseException as exc:
+                send(("error", _portable(exc)))
+    finally:
+        if not conn.closed:
+            conn.close()
+
+
+class _RemoteError(StateError):
+    """A failure inside the host process that could not be sent back as it was."""
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling (with the host's traceback in its notes), else a StateError."""
+    import pickle
+
+    tb = "".join(traceback.format_exception(exc))
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return _RemoteError(
+            f"the learning host failed: {type(exc).__name__}: {exc}",
+            where="HostedVecEnv",
+            fix=f"see the host's traceback:\n{tb}",
+        )
+    if not isinstance(exc, SlfError):
+        exc.add_note(f"in the learning host process:\n{tb}")
+    return exc
+
+
+class HostedVecEnv(VecEnv):
+    """A VecEnv whose environments and learning manager run in one host process (see the module docstring).
+
+    Args:
+        env_fns: builds each environment (picklable, like ``SubprocVecEnv``'s; wrapped with
+            :func:`agents.wrappers.wrap_env` when ``switches.enabled``).
+        manager: how the host opens the learning manager; ``None``: no manager (learning off, or a
+            frozen ``state``).
+        switches: the learning switches (the feeder's and the wrappers').
+        state: with ``switches.online`` off, the snapshot to apply.
+        veto_horizon: bars after which a vetoed entry's counterfactual is judged.
+        spin_us: how long each side polls before it blocks (see the module docstring).
+        start_method: the multiprocessing start method (``spawn`` by default: the policy's process
+            runs PyTorch threads, which ``fork`` does not carry over safely).
+
+    Raises:
+        ConfigError: bad arguments, or environments not wrapped for the learning manager.
+    """
+
+    def __init__(
+        self,
+        env_fns: Sequence[Callable[[], gym.Env[Any, Any]]],
+        *,
+        manager: ManagerSpec | None,
+        switches: LearningSwitches,
+        state: LearnedState | None = None,
+        veto_horizon: int = DEFAULT_VETO_HORIZON,
+        spin_us: float = DEFAULT_SPIN_US,
+        start_method: str = "spawn",
+    ) -> None:
+        if not env_fns:
+            raise ConfigError(
+                "HostedVecEnv needs at least one env", where="env_fns", fix="pass one factory per env"
+            )
+        if not spin_us >= 0:
+            raise ConfigError(f"spin_us={spin_us!r} must be >= 0", where="spin_us", fix="e.g. 500, or 0")
+        ctx: Any = mp.get_context(start_method)
+        self._conn, child = ctx.Pipe(duplex=True)
+        self._spin_s = float(spin_us) * 1e-6
+        self._closed = False
+        self._process = ctx.Process(
+            target=_host_main,
+            args=(
+                child,
+                CloudpickleWrapper(list(env_fns)),
+                manager,
+                switches,
+                state,
+                veto_horizon,
+                self._spin_s,
+            ),
+            name="slf-learning-host",
+            daemon=True,
+        )
+        self._process.start()
+        child.close()
+        try:
+            n, observation_space, action_space, render_mode = self._receive()
+        except BaseException:
+            self._shutdown()
+            raise
+        self.render_mode = render_mode
+        super().__init__(n, observation_space, action_space)
+        self.manager_spec = manager
+        self.switches = switches
+
+    # --- transport -----------------------------------------------------------------------------------
+    def _host_gone(self) -> StateError:
+        self._closed = True
+        self._process.join(1.0)
+        code = self._process.exitcode
+        return StateError(
+            f"the learning host process ended unexpectedly (exit code {code})",
+            where="HostedVecEnv",
+            fix="see the messages above for its cause (out of memory, a crash in an env); the learning "
+            "store keeps what was written; resume the run from its latest checkpoint",
+        )
+
+    def _send(self, message: tuple[str, Any]) -> None:
+        if self._closed:
+            raise StateError("the hosted envs are closed", where="HostedVecEnv", fix="build a new one")
+        try:
+            self._conn.send(message)
+        except (ConnectionError, OSError) as exc:
+            raise self._host_gone() from exc
+
+    def _receive(self) -> Any:
+        conn = self._conn
+        try:
+            _wait(conn, self._spin_s)
+            status, payload = conn.recv()
+        except (EOFError, ConnectionError, OSError) as exc:
+            raise self._host_gone() from exc
+        if status == "error":
+            raise payload
+        return payload
+
+    def _call(self, cmd: str, payload: Any = ()) -> Any:
+        self._send((cmd, payload))
+        return self._receive()
+
+    # --- VecEnv API ----------------------------------------------------------------------------------
+    def reset(self) -> VecEnvObs:
+        obs, infos = self._call("reset")
+        self.reset_infos = infos
+        self._reset_seeds()
+        self._reset_options()
+        return obs  # type: ignore[no-any-return]
+
+    def seed(self, seed: int | None = None) -> Sequence[int | None]:
+        super().seed(seed)  # keeps this side's record; the host's DummyVecEnv uses its own
+        return self._call("seed", (None, (seed,), {}))  # type: ignore[no-any-return]
+
+    def set_options(self, options: list[dict[str, Any]] | dict[str, Any] | None = None) -> None:
+        super().set_options(options)
+        self._call("set_options", (None, (options,), {}))
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._send(("step", actions))
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, dones, infos, resets = self._receive()
+        if resets is not None:
+            for i, info in enumerate(resets):
+                if info is not None:
+                    self.reset_infos[i] = info
+        return obs, rewards, dones, infos
+
+    def close(self) -> None:
+        """Close the envs and the manager in the host (what it learned is written), then end it."""
+        if self._closed:
+            self._shutdown()
+            return
+        try:
+            self._call("close")
+        finally:
+            self._closed = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if not self._conn.closed:
+            self._conn.close()
+        self._process.join(_CLOSE_TIMEOUT_S)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join()
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return self._call("get_attr", (None, (attr_name, indices), {}))  # type: ignore[no-any-return]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        self._call("set_attr", (None, (attr_name, value, indices), {}))
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
+        return self._call(  # type: ignore[no-any-return]
+            "env_method", (method_name, method_args, {"indices": indices, **method_kwargs})
+        )
+
+    def env_is_wrapped(
+        self, wrapper_class: type[gym.Wrapper[Any, Any, Any, Any]], indices: VecEnvIndices = None
+    ) -> list[bool]:
+        return self._call("env_is_wrapped", (None, (wrapper_class, indices), {}))  # type: ignore[no-any-return]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return self._call("get_images")  # type: ignore[no-any-return]
+
+    # --- the learning manager in the host -------------------------------------------------------------
+    def start_feeding(self, *, fresh: bool) -> None:
+        """Start feeding the manager (``fresh``: the envs were just reset; else they continue)."""
+        self._call("start_feeding", (fresh,))
+
+    def finish_feeding(self) -> None:
+        """Write what the manager still holds."""
+        self._call("finish_feeding")
+
+    def drain_episodes(self) -> list[tuple[int, dict[str, float]]]:
+        """``(env index, metrics)`` of the episodes that finished since the last call, in order."""
+        return self._call("drain_episodes")  # type: ignore[no-any-return]
+
+    def learning_scalars(self) -> dict[str, float]:
+        """The ``learning/*`` scalars (see :func:`agents.feeder.learning_scalars`)."""
+        return self._call("learning_scalars")  # type: ignore[no-any-return]
+
+    def learning_report(self) -> str:
+        """The learning report as Markdown (see :func:`agents.feeder.learning_report`)."""
+        return self._call("learning_report")  # type: ignore[no-any-return]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The feeder's running totals."""
+        return self._call("counts")  # type: ignore[no-any-return]
+
+    @property
+    def episodes(self) -> list[dict[str, float]]:
+        """Metrics of every finished episode, in the order they finished."""
+        return self._call("feeder_episodes")  # type: ignore[no-any-return]
+
+    def snapshot(self) -> LearnedState | None:
+        """The manager's current snapshot (``None`` without a manager)."""
+        return self._call("snapshot")  # type: ignore[no-any-return]
+
+    def with_manager(self, fn: Callable[..., _T], *args: Any) -> _T | None:
+        """Run ``fn(manager, *args)`` in the host (``fn`` picklable, e.g. a module-level function);
+        ``None`` without a manager."""
+        return self._call("with_manager", (fn, args))  # type: ignore[no-any-return]
+
+
+def hosted(vec_env: Any) -> HostedVecEnv | None:
+    """The :class:`HostedVecEnv` under ``vec_env``'s VecEnv wrappers, if any."""
+    env = vec_env
+    while env is not None:
+        if isinstance(env, HostedVecEnv):
+            return env
+        env = getattr(env, "venv", None)
+    return None

@@ -1,0 +1,273 @@
+"""HostedVecEnv: the envs and the learning manager in one host process beside the policy.
+
+The contract: a hosted run learns exactly what the same run learns with DummyVecEnv and
+LearningCallback in one process (same policy, same learned state, same counts and logged values), and
+every failure of the host reaches the policy's process as a clear error.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from agents.callbacks import HostedLearningCallback, LearningCallback
+from agents.feeder import learning_scalars
+from agents.hosted import HostedVecEnv, ManagerSpec, hosted
+from agents.policies import AlgoConfig, build_model
+from agents.switches import LearningSwitches
+from agents.wrappers import wrap_env
+from envs.data import generate_synthetic
+from envs.errors import ConfigError, StateError
+from envs.market import MarketSpec
+from envs.replay import MarketReplayEnv
+from learning.config import LearningConfig
+from learning.manager import UniversalLearningManager
+
+SYMBOL = "BTC/USDT"
+SPEC = MarketSpec(SYMBOL, taker_fee=0.001, min_notional=100.0, qty_step=1e-5, min_qty=1e-5)
+FAULTS = {"rate_limit": 0.05, "timeout": 0.05}
+STEPS = 512
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return generate_synthetic([SYMBOL], 900, 5).frames[SYMBOL]
+
+
+def make_env(frame: pd.DataFrame, switches: LearningSwitches, order_id_prefix: str) -> gym.Env[Any, Any]:
+    """Small long-only orders, some below the minimum notional, with exchange faults: trades, minimum
+    rejections, errors and their resolutions all happen within a few hundred steps."""
+    env = MarketReplayEnv(
+        data=frame,
+        market=SPEC,
+        window=4,
+        episode_length=120,
+        initial_cash=1000.0,
+        actions=(0.0, 0.08, 0.5),
+        allow_short=False,
+        faults=FAULTS,
+        order_id_prefix=order_id_prefix,
+    )
+    return Monitor(wrap_env(env, switches))
+
+
+def factories(frame: pd.DataFrame, switches: LearningSwitches) -> list[Callable[[], gym.Env[Any, Any]]]:
+    return [functools.partial(make_env, frame, switches, f"e{i}-") for i in range(2)]
+
+
+def model_config() -> AlgoConfig:
+    return AlgoConfig.model_validate(
+        {"algo": "ppo", "n_steps": 64, "batch_size": 32, "n_epochs": 2, "net_arch": (16,)}
+    )
+
+
+def learned(manager: UniversalLearningManager) -> dict[str, object]:
+    """Everything the manager learned (module-level: the host runs it on its manager)."""
+    return {
+        "snapshot": manager.snapshot().to_dict(),
+        "patterns": manager.patterns(),
+        "weights": manager.strategy_weights(),
+        "evolution": manager.evolution_history(),
+        "rules": manager.rules(),
+        "errors": manager.error_patterns(),
+        "minimums": manager.minimums(),
+        "adjustments": manager.adjustments(),
+        "describe": manager.describe(),
+    }
+
+
+def weights(model: Any) -> list[np.ndarray]:
+    return [t.detach().cpu().numpy().copy() for t in model.policy.state_dict().values()]
+
+
+def test_a_hosted_run_learns_exactly_what_the_same_run_learns_in_one_process(
+    frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    switches = LearningSwitches()
+    config = LearningConfig()
+
+    inline_venv = DummyVecEnv(factories(frame, switches))
+    inline_venv.seed(3)
+    with UniversalLearningManager(tmp_path / "inline", config=config, market_specs=[SPEC]) as manager:
+        callback = LearningCallback(manager, switches)
+        inline_model = build_model(model_config(), inline_venv, seed=3)
+        inline_model.learn(STEPS, callback=callback)
+        inline_learned = learned(manager)
+        inline_counts = dict(callback.counts)
+        inline_episodes = list(callback.episodes)
+        inline_scalars = learning_scalars(callback.feeder)
+    inline_venv.close()
+
+    venv = HostedVecEnv(
+        factories(frame, switches),
+        manager=ManagerSpec(tmp_path / "hosted", config, (SPEC,)),
+        switches=switches,
+    )
+    try:
+        venv.seed(3)
+        hosted_callback = HostedLearningCallback(switches)
+        model = build_model(model_config(), venv, seed=3)
+        model.learn(STEPS, callback=hosted_callback)
+        hosted_learned = venv.with_manager(learned)
+        assert hosted_callback.counts == inline_counts
+        assert hosted_callback.episodes == inline_episodes
+        assert venv.learning_scalars() == inline_scalars
+        version = inline_learned["describe"]["version"]  # type: ignore[index]
+        assert venv.get_attr("learned_version") == [version, version]
+    finally:
+        venv.close()
+
+    # The run exercised every kind of learning, so the comparison covers them.
+    assert inline_counts["trades_fed"] > 0
+    assert inline_counts["errors_fed"] > 0
+    assert inline_counts["minimum_rejections_fed"] > 0
+    assert inline_counts["resolutions_recorded"] > 0
+    assert inline_counts["snapshot_pushes"] > 2
+    assert hosted_learned == inline_learned
+    for a, b in zip(weights(model), weights(inline_model), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_host_keeps_what_it_learned_when_closed(frame: pd.DataFrame, tmp_path: Path) -> None:
+    switches = LearningSwitches()
+    spec = ManagerSpec(tmp_path, LearningConfig())
+    venv = HostedVecEnv(factories(frame, switches), manager=spec, switches=switches)
+    try:
+        callback = HostedLearningCallback(switches)
+        build_model(model_config(), venv, seed=0).learn(256, callback=callback)
+        fed = callback.counts["trades_fed"]
+    finally:
+        venv.close()
+    assert fed > 0
+    with UniversalLearningManager(tmp_path, read_only=True, create=False) as manager:
+        assert manager.describe()["trades"] == fed
+    venv.close()  # closing twice is harmless
+
+
+def test_learning_off_still_logs_episodes_and_needs_no_manager(frame: pd.DataFrame) -> None:
+    switches = LearningSwitches(enabled=False)
+    venv = HostedVecEnv(factories(frame, switches), manager=None, switches=switches)
+    try:
+        callback = HostedLearningCallback(switches)
+        build_model(model_config(), venv, seed=0).learn(256, callback=callback)
+        assert callback.episodes
+        assert all("return" in e for e in callback.episodes)
+        assert venv.snapshot() is None
+        assert venv.learning_scalars() == {}
+        assert venv.with_manager(learned) is None
+    finally:
+        venv.close()
+
+
+# --- errors ------------------------------------------------------------------------------------------
+
+
+def bare_env(frame: pd.DataFrame) -> gym.Env[Any, Any]:
+    return MarketReplayEnv(data=frame, market=SPEC, window=4, episode_length=50)
+
+
+def test_envs_not_wrapped_for_the_manager_are_refused_with_a_clear_error(
+    frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="not wrapped for the learning manager"):
+        HostedVecEnv(
+            [functools.partial(bare_env, frame)],
+            manager=ManagerSpec(tmp_path, LearningConfig()),
+            switches=LearningSwitches(),
+        )
+
+
+class Exploding(gym.Wrapper[Any, Any, Any, Any]):
+    """Raises on its third step (an env bug inside the host)."""
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        super().__init__(env)
+        self.steps = 0
+
+    def step(self, action: Any) -> Any:
+        self.steps += 1
+        if self.steps == 3:
+            raise RuntimeError("boom in the env")
+        return self.env.step(action)
+
+
+def exploding_env(frame: pd.DataFrame) -> gym.Env[Any, Any]:
+    return Exploding(bare_env(frame))
+
+
+def test_an_error_in_a_hosted_env_is_raised_in_the_policys_process(frame: pd.DataFrame) -> None:
+    switches = LearningSwitches(enabled=False)
+    venv = HostedVecEnv([functools.partial(exploding_env, frame)], manager=None, switches=switches)
+    try:
+        venv.reset()
+        for _ in range(2):
+            venv.step(np.array([1]))
+        with pytest.raises(RuntimeError, match="boom in the env") as raised:
+            venv.step(np.array([1]))
+        assert any("learning host" in note for note in getattr(raised.value, "__notes__", []))
+    finally:
+        venv.close()
+
+
+def test_a_dead_host_gives_a_clear_error(frame: pd.DataFrame) -> None:
+    switches = LearningSwitches(enabled=False)
+    venv = HostedVecEnv([functools.partial(bare_env, frame)], manager=None, switches=switches)
+    venv.reset()
+    venv._process.kill()
+    venv._process.join()
+    with pytest.raises(StateError, match="ended unexpectedly"):
+        venv.step(np.array([1]))
+    with pytest.raises(StateError, match="closed"):
+        venv.step(np.array([1]))
+    venv.close()
+
+
+def test_the_hosted_callback_needs_a_hosted_vec_env(frame: pd.DataFrame) -> None:
+    switches = LearningSwitches(enabled=False)
+    venv = DummyVecEnv([functools.partial(bare_env, frame)])
+    with pytest.raises(ConfigError, match="needs a HostedVecEnv"):
+        build_model(model_config(), venv, seed=0).learn(64, callback=HostedLearningCallback(switches))
+    assert hosted(venv) is None
+
+
+def test_bad_arguments_are_refused(frame: pd.DataFrame) -> None:
+    switches = LearningSwitches(enabled=False)
+    with pytest.raises(ConfigError, match="at least one env"):
+        HostedVecEnv([], manager=None, switches=switches)
+    with pytest.raises(ConfigError, match="spin_us"):
+        HostedVecEnv([functools.partial(bare_env, frame)], manager=None, switches=switches, spin_us=-1)
+
+
+def test_the_vec_env_api_reaches_the_hosted_envs(frame: pd.DataFrame) -> None:
+    switches = LearningSwitches(enabled=False)
+    fns = [functools.partial(bare_env, frame) for _ in range(2)]
+    venv = HostedVecEnv(fns, manager=None, switches=switches)
+    try:
+        venv.seed(7)
+        first = venv.reset()
+        venv.seed(7)
+        again = venv.reset()
+        assert isinstance(first, np.ndarray)
+        assert isinstance(again, np.ndarray)
+        assert np.array_equal(again, first)  # seeded resets repeat
+        assert venv.get_attr("window") == [4, 4]
+        venv.set_attr("custom", 5, indices=[1])
+        assert venv.get_attr("custom", indices=[1]) == [5]
+        assert venv.env_is_wrapped(Monitor) == [False, False]
+        obs, rewards, _, infos = venv.step(np.array([1, 2]))
+        assert isinstance(obs, np.ndarray)
+        assert obs.shape == first.shape
+        assert rewards.shape == (2,)
+        assert infos == [{}, {}]
+        assert venv.env_method("get_wrapper_attr", "window", indices=[0]) == [4]
+    finally:
+        venv.close()

@@ -40,6 +40,7 @@ from typing import Any, Final, TypeVar
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import (
     CloudpickleWrapper,
@@ -111,6 +112,13 @@ class _Host:
         self.feeding = False
         self.closed = False
         self.venv = DummyVecEnv(env_fns)
+        space = self.venv.observation_space
+        # The step's observations (a Box space; others step through DummyVecEnv itself).
+        self.obs_buf: np.ndarray | None = (
+            np.zeros((self.venv.num_envs, *space.shape), dtype=space.dtype)
+            if isinstance(space, spaces.Box)
+            else None
+        )
         self.manager = manager.open() if manager is not None else None
         try:
             self.setters = (
@@ -146,10 +154,36 @@ class _Host:
         self.venv.env_method("apply_resolution", str(resolution), indices=[i])
 
     # --- commands ------------------------------------------------------------------------------------
+    def _step_envs(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        """``DummyVecEnv.step`` without its copies: the reply is pickled, and the infos go only to the
+        feeder (which reads them). Same calls, in the same order; other observation spaces: its own."""
+        venv = self.venv
+        buf = self.obs_buf
+        if buf is None:
+            venv.step_async(actions)
+            vec_obs, vec_rewards, vec_dones, vec_infos = venv.step_wait()
+            return vec_obs, vec_rewards, vec_dones, list(vec_infos)
+        n = venv.num_envs
+        rewards = np.zeros(n, dtype=np.float32)
+        dones = np.zeros(n, dtype=bool)
+        infos: list[dict[str, Any]] = []
+        reset_infos = venv.reset_infos
+        for i, env in enumerate(venv.envs):
+            obs, reward, terminated, truncated, info = env.step(actions[i])
+            done = terminated or truncated
+            info["TimeLimit.truncated"] = truncated and not terminated
+            if done:
+                info["terminal_observation"] = obs
+                obs, reset_infos[i] = env.reset()
+            buf[i] = obs
+            rewards[i] = reward
+            dones[i] = done
+            infos.append(info)
+        return buf, rewards, dones, infos
+
     def step(self, actions: np.ndarray) -> tuple[Any, ...]:
         venv = self.venv
-        venv.step_async(actions)
-        obs, rewards, dones, infos = venv.step_wait()
+        obs, rewards, dones, infos = self._step_envs(actions)
         slim = [
             {k: info[k] for k in SB3_INFO_KEYS if k in info} if done else _NO_INFO
             for info, done in zip(infos, dones, strict=True)

@@ -155,7 +155,8 @@ def test_the_host_keeps_what_it_learned_when_closed(frame: pd.DataFrame, tmp_pat
 
 def test_learning_off_still_logs_episodes_and_needs_no_manager(frame: pd.DataFrame) -> None:
     switches = LearningSwitches(enabled=False)
-    venv = HostedVecEnv(factories(frame, switches), manager=None, switches=switches)
+    # (spin_us=0: both sides block on their pipe instead of polling it first.)
+    venv = HostedVecEnv(factories(frame, switches), manager=None, switches=switches, spin_us=0)
     try:
         callback = HostedLearningCallback(switches)
         build_model(model_config(), venv, seed=0).learn(256, callback=callback)

@@ -8,6 +8,7 @@ run starts, so ``slf --help`` stays light.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -19,6 +20,7 @@ from agents.policies import AlgoName
 from envs.errors import ConfigError, did_you_mean
 from experiments.config import apply_overrides, load_config
 from experiments.evaluate import report_console
+from experiments.hints import shell_command
 from experiments.runs import DEFAULT_RUNS_DIR, quiet_learning_logs
 
 if TYPE_CHECKING:
@@ -87,7 +89,8 @@ def _summary(results: list[RunResult], console: Console, runs_dir: Path) -> None
     console.print("(metrics of best_model.zip, selected on the validation split; all in metrics.json)")
     for result in results:
         console.print(f"run directory: {result.run_dir}", soft_wrap=True)
-    console.print(f"TensorBoard: tensorboard --logdir {runs_dir}", soft_wrap=True)
+    logdir = Path(os.path.commonpath([r.run_dir for r in results])) if results else runs_dir
+    console.print(f"TensorBoard: {shell_command('tensorboard', '--logdir', logdir)}", soft_wrap=True)
 
 
 def _label(run_dir: Path, runs_dir: Path) -> str:

@@ -22,6 +22,7 @@ from rich.table import Table
 from agents.baselines import make_baseline
 from experiments.config import ARM_LEARNING, ARM_NO_LEARNING, RunConfig, apply_overrides, load_config
 from experiments.evaluate import EvaluationResult, Metrics, metrics_table, report_console, run_split
+from experiments.hints import shell_command
 from experiments.runs import RunPaths, load_learned
 
 if TYPE_CHECKING:
@@ -123,6 +124,11 @@ def _plot(curves: dict[str, EvaluationResult], path: Path) -> Path | None:
     return path
 
 
+def _tensorboard_hint(directory: Path) -> str:
+    """The command that opens the demo's training curves, runnable as printed (see experiments.hints)."""
+    return shell_command("tensorboard", "--logdir", directory)
+
+
 def _markdown_table(rows: list[list[str]]) -> str:
     header, *body = rows
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -169,9 +175,9 @@ def _report(
         "",
         "Each run directory holds `config.yaml` (resolved), `command.txt`, `versions.json`, `tensorboard/`, "
         "`model.zip`, `best_model.zip`, `normalization.json`, `metrics.json` and, for the learning arm, the "
-        "learning store (`slf learning show <run dir>`).",
+        f"learning store (`{shell_command('slf', 'learning', 'show', runs[ARM_LEARNING])}`).",
         "",
-        f"TensorBoard: `tensorboard --logdir {directory}`",
+        f"TensorBoard: `{_tensorboard_hint(directory)}`",
         "",
         f"Wall time: {wall:.0f} s.",
         "",
@@ -271,6 +277,9 @@ def run_demo(
         console.print(f"run ({_ARM_LABELS[arm]}): {path}", soft_wrap=True)
     console.print(f"report: {report}", soft_wrap=True)
     console.print(f"plot: {plot}" if plot else "plot: skipped (matplotlib is not installed)", soft_wrap=True)
-    console.print(f"TensorBoard: tensorboard --logdir {runs_dir}", soft_wrap=True)
+    console.print(
+        f"learned state: {shell_command('slf', 'learning', 'show', runs[ARM_LEARNING])}", soft_wrap=True
+    )
+    console.print(f"TensorBoard: {_tensorboard_hint(directory)}", soft_wrap=True)
     console.print(f"demo wall time: {wall:.0f} s")
     return DemoResult(directory=directory, report=report, plot=plot, metrics=metrics, wall_seconds=wall)

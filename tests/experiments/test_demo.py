@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -66,7 +68,26 @@ def test_demo_prints_the_table_the_run_location_and_tensorboard(demo_output: tup
     assert "return" in out
     assert "sharpe" in out
     assert str(runs / "demo" / "report.md") in out
-    assert f"tensorboard --logdir {runs}" in out
+    assert "tensorboard --logdir" in out
+
+
+def test_the_printed_tensorboard_command_runs_as_printed_and_matches_the_report(
+    demo_output: tuple[Path, str],
+) -> None:
+    runs, out = demo_output
+    command = next(line for line in out.splitlines() if line.startswith("TensorBoard: "))
+    command = command.removeprefix("TensorBoard: ")
+    program, *args = shlex.split(command)
+    assert args == ["--logdir", str(runs / "demo")]  # the demo's own directory, not the parent
+    assert shutil.which(program) is not None, program  # on PATH, or a path to the venv's script
+    report = (runs / "demo" / "report.md").read_text(encoding="utf-8")
+    assert f"TensorBoard: `{command}`" in report
+    learned = next(line for line in out.splitlines() if line.startswith("learned state: "))
+    assert shlex.split(learned.removeprefix("learned state: "))[1:] == [
+        "learning",
+        "show",
+        str(runs / "demo" / "learning" / "ppo-seed1"),
+    ]
 
 
 def test_a_second_demo_does_not_overwrite_the_first(tmp_path: Path) -> None:

@@ -69,12 +69,26 @@ def parse_algo(name: str) -> AlgoName:
         ) from None
 
 
+def _evaluated(metrics: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Which model's metrics the summary shows (the best one when it was saved) and a note saying so."""
+    from experiments.train import MODEL_BEST, MODEL_FINAL
+
+    if metrics.get(MODEL_BEST):
+        return "best_model.zip, selected on the validation split", metrics[MODEL_BEST]
+    if metrics.get(MODEL_FINAL):
+        return "model.zip, the final model (no best_model.zip: no periodic validation)", metrics[MODEL_FINAL]
+    return "no model (nothing was evaluated)", {}
+
+
 def _summary(results: list[RunResult], console: Console, runs_dir: Path) -> None:
     table = Table(title="runs", show_lines=False)
     for column in ("run", "val return", "val sharpe", "test return", "test sharpe", "trades (test)"):
         table.add_column(column, justify="left" if column == "run" else "right", overflow="fold")
+    notes: list[str] = []
     for result in results:
-        metrics: dict[str, Any] = result.metrics.get("best_model") or result.metrics.get("model") or {}
+        note, metrics = _evaluated(result.metrics)
+        if note not in notes:
+            notes.append(note)
         val = metrics.get("validation", {})
         test = metrics.get("test", {})
         table.add_row(
@@ -86,7 +100,7 @@ def _summary(results: list[RunResult], console: Console, runs_dir: Path) -> None
             str(test.get("trades", 0)),
         )
     console.print(table)
-    console.print("(metrics of best_model.zip, selected on the validation split; all in metrics.json)")
+    console.print(f"(metrics of {'; '.join(notes)}; all in metrics.json)")
     for result in results:
         console.print(f"run directory: {result.run_dir}", soft_wrap=True)
     logdir = Path(os.path.commonpath([r.run_dir for r in results])) if results else runs_dir
@@ -98,6 +112,14 @@ def _label(run_dir: Path, runs_dir: Path) -> str:
         return str(run_dir.relative_to(runs_dir))
     except ValueError:
         return str(run_dir)
+
+
+def _runs_dir_of(run_dir: Path, name: str) -> Path:
+    """The runs directory holding ``run_dir`` (``<runs>/<name>/[<arm>/]<algo>-seed<k>``)."""
+    for parent in run_dir.parents:
+        if parent.name == name:
+            return parent.parent
+    return run_dir.parent
 
 
 def train_command(
@@ -156,7 +178,7 @@ def train_command(
                 fix="a resumed run keeps its own config; only --timesteps may extend its budget",
             )
         result = resume_run(resume, timesteps=timesteps, command=command)
-        _summary([result], console, result.run_dir)
+        _summary([result], console, _runs_dir_of(result.run_dir, result.config.name))
         return
     if config is None:
         raise ConfigError(

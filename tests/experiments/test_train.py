@@ -247,6 +247,43 @@ def test_cli_trains_with_overrides(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "a2c-seed3" in out
 
 
+def _summary_rows(out: str) -> list[str]:
+    """The first cells of the summary table's body rows."""
+    return [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
+
+
+def test_cli_summary_names_the_final_model_when_no_best_model_was_saved(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_config(tiny(overrides={"train.eval_every": 0}), tmp_path / "small.yaml")
+    argv = ["train", "-c", str(tmp_path / "small.yaml"), "--timesteps", "64", "--no-progress"]
+    assert main([*argv, "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "runs" / "ppo_eurusd_1h" / "ppo-seed0" / "best_model.zip").exists()
+    assert "metrics of model.zip, the final model" in out
+    assert "best_model.zip, selected" not in out
+
+
+def test_cli_summary_names_the_best_model_when_it_was_saved(
+    learning_run: RunResult, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from experiments.cli_train import _summary
+    from experiments.evaluate import report_console
+
+    _summary([learning_run], report_console(), learning_run.run_dir.parents[1])
+    out = capsys.readouterr().out
+    assert "metrics of best_model.zip, selected on the validation split" in out
+    assert _summary_rows(out) == ["shared/ppo-seed0"]
+
+
+def test_cli_resume_summary_names_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tiny(overrides={"train.checkpoint_every": 64, "train.timesteps": 64}, name="rs")
+    (result,) = train(config, runs_dir=tmp_path / "runs")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(result.run_dir), "--timesteps", "128", "--no-progress"]) == 0
+    assert _summary_rows(capsys.readouterr().out) == ["rs/ppo-seed0"]
+
+
 def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

@@ -71,8 +71,10 @@ __all__ = [
     "backtest_run",
     "baseline_config",
     "check_baseline",
+    "default_out",
     "load_run",
     "select_span",
+    "used_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ SPLITS: Final = ("train", "validation", "test")
 DEFAULT_SPLIT: Final = "test"
 BASELINE_NAMES: Final = tuple(BASELINES)
 BASELINE_RUN_NAME: Final = "baseline"
+BACKTESTS_DIRNAME: Final = "backtests"
 BASELINE_CASH: Final = 100_000.0
 """Starting cash of a baseline over a dataset without a run (as the shipped configs use)."""
 _SEED: Final = 0
@@ -451,20 +454,34 @@ def _frozen_state(config: RunConfig, run_dir: Path, model: ModelChoice) -> Learn
 # --- entry points ----------------------------------------------------------------------------------
 
 
-def _default_out(run_dir: Path | None, label: str, what: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
-    base = run_dir / "backtests" if run_dir is not None else Path("backtests")
-    return base / f"{what}_{safe}"
+def default_out(run_dir: Path | None, name: str) -> Path:
+    """Where a backtest writes without ``--out``: ``<run>/backtests/<name>/`` for a run, else
+    ``runs/backtests/<name>/`` (results never go into the source tree)."""
+    from experiments.runs import DEFAULT_RUNS_DIR
+
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    base = run_dir if run_dir is not None else Path(DEFAULT_RUNS_DIR)
+    return base / BACKTESTS_DIRNAME / safe
+
+
+def used_model(run_dir: Path, model: ModelChoice) -> ModelChoice:
+    """The model a backtest of ``run_dir`` actually runs: ``best`` falls back to ``final`` (``model.zip``)
+    when the run saved no ``best_model.zip``."""
+    from experiments.runs import RunPaths
+
+    if model == "best" and not RunPaths(run_dir).best_model.is_file():
+        return "final"
+    return model
 
 
 def _model_path(run_dir: Path, model: ModelChoice) -> tuple[Path, list[str]]:
     from experiments.runs import RunPaths
 
     paths = RunPaths(run_dir)
-    if model == "best" and paths.best_model.is_file():
-        return paths.best_model, []
-    if model == "best":
+    if used_model(run_dir, model) != model:
         return paths.model, ["no best_model.zip (no periodic evaluation): used model.zip"]
+    if model == "best":
+        return paths.best_model, []
     if not paths.model.is_file():
         raise StateError("the run has no model.zip", where=str(run_dir), fix="use --model best")
     return paths.model, []
@@ -535,7 +552,8 @@ def backtest_run(
     elif mode == "online":
         from learning.manager import UniversalLearningManager
 
-        out = Path(out_dir) if out_dir is not None else _default_out(root, label, f"{model}_online")
+        used = used_model(root, model)
+        out = Path(out_dir) if out_dir is not None else default_out(root, f"{used}_online_{label}")
         _copy_store(root, out)
         manager = UniversalLearningManager(out, config=config.learning.config, market_specs=[prepared.spec])
         state = manager.snapshot()

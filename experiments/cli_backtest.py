@@ -7,8 +7,10 @@
     slf backtest --baseline sma_crossover --data eurusd_1h --start 2017-10-01 --end 2017-12-01
     slf backtest --baseline learned_weights --run DIR                    # needs the run's learned state
 
-The output directory (``--out``; default ``<run>/backtests/<model>_<learning>_<span>/`` for a run and
-``backtests/<baseline>_<data>_<span>/`` for a baseline) gets the :class:`~backtests.results.BacktestResult`
+The output directory (``--out``; default ``<run>/backtests/<model>_<learning>_<span>/`` for a run, with
+``<model>`` the model actually run (``final`` when the run saved no best model), ``<run>/backtests/
+<baseline>_<span>/`` for a baseline on a run's data, and ``runs/backtests/<baseline>_<data>_<span>/`` for
+a baseline on ``--data``) gets the :class:`~backtests.results.BacktestResult`
 files (``curve.parquet``, ``orders.parquet``, ``trades.parquet``, ``trades.csv``, ``metrics.json``,
 ``meta.json``), with ``--report`` also ``report.html`` and its PNGs, and with ``--learning online`` the
 online manager's copy of the learning store (``learning/state.sqlite``). Torch is imported only when the
@@ -103,7 +105,13 @@ def backtest_command(
     model: Annotated[
         str, typer.Option("--model", help="best (best_model.zip, chosen on validation) or final.")
     ] = "best",
-    out: Annotated[Path | None, typer.Option("--out", help="Output directory.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Output directory (default: <run>/backtests/... with --run, else runs/backtests/...).",
+        ),
+    ] = None,
     report: Annotated[bool, typer.Option("--report", help="Also write report.html and PNG plots.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")] = True,
 ) -> None:
@@ -116,7 +124,9 @@ def backtest_command(
         backtest_run,
         baseline_config,
         check_baseline,
+        default_out,
         load_run,
+        used_model,
     )
     from experiments.evaluate import report_console
     from experiments.runs import quiet_learning_logs
@@ -164,7 +174,8 @@ def backtest_command(
         mode = learning
         if mode is None:
             mode = "frozen" if load_run(run)[0].learning.enabled else "off"
-        out_dir = out or run / "backtests" / f"{model}_{mode}_{span_slug}"
+        used = used_model(run, "best" if model == "best" else "final")  # model is checked above
+        out_dir = out or default_out(run, f"{used}_{mode}_{span_slug}")
         bt = backtest_run(
             run,
             split=split,
@@ -196,12 +207,11 @@ def backtest_command(
         cfg_run: Path | None
         if run is not None:
             config, cfg_run = load_run(run)[0], run
-            source = run.name
+            out_dir = out or default_out(run, f"{baseline}_{span_slug}")
         else:
             assert data is not None
             config, cfg_run = baseline_config(data, symbol=symbol), None
-            source = Path(data).stem
-        out_dir = out or Path("backtests") / f"{baseline}_{_slug(source)}_{span_slug}"
+            out_dir = out or default_out(None, f"{baseline}_{_slug(Path(data).stem)}_{span_slug}")
         result = backtest_baseline(
             baseline, config=config, run_dir=cfg_run, split=split, start=start, end=end, progress=progress
         )

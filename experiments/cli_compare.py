@@ -17,10 +17,11 @@ from typing import Annotated
 import typer
 
 from envs.errors import ConfigError
+from experiments.runs import DEFAULT_RUNS_DIR
 
 __all__ = ["compare_command", "parse_baselines"]
 
-DEFAULT_OUT = Path("comparisons")
+DEFAULT_OUT = Path(DEFAULT_RUNS_DIR) / "comparisons"
 _CONSOLE_COLUMNS = (
     "policy",
     "seeds",
@@ -58,7 +59,8 @@ def compare_command(
         ),
     ] = "buy_and_hold,flat,random,sma_crossover,learned_weights",
     out: Annotated[
-        Path | None, typer.Option("--out", help="Output directory (default: comparisons/<first dir name>).")
+        Path | None,
+        typer.Option("--out", help="Output directory (default: runs/comparisons/<first dir name>)."),
     ] = None,
 ) -> None:
     """Backtest every run under DIRS and the baselines on the same test split; mean and 95% CI over

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,53 @@ def test_backtest_a_baseline_over_a_date_range(tmp_path: Path, capsys: pytest.Ca
     assert (out / "metrics.json").is_file()
 
 
+def test_a_baseline_on_data_writes_under_runs_not_into_the_source_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["backtest", "--baseline", "flat", "--data", "eurusd_1h", "--start", "2017-10-01"]
+    assert main([*argv, "--end", "2017-11-01", "--no-progress"]) == 0
+    out = tmp_path / "runs" / "backtests" / "flat_eurusd_1h_range_2017-10-01_2017-11-01"
+    assert (out / "metrics.json").is_file()
+    assert not (tmp_path / "backtests").exists()
+
+
+def test_a_baseline_on_a_run_writes_inside_the_run_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "ppo-seed0"
+    shutil.copytree(tiny_runs() / "no_learning" / "ppo-seed0", run)
+    monkeypatch.chdir(tmp_path)
+    assert (
+        main(["backtest", "--baseline", "flat", "--run", str(run), "--split", "train", "--no-progress"]) == 0
+    )
+    assert (run / "backtests" / "flat_train" / "metrics.json").is_file()
+    assert not (tmp_path / "backtests").exists()
+
+
+def test_a_run_without_a_best_model_names_its_output_after_the_final_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "ppo-seed0"
+    shutil.copytree(tiny_runs() / "no_learning" / "ppo-seed0", run)
+    (run / "best_model.zip").unlink()
+    assert main(["backtest", "--run", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "used model.zip" in out
+    assert f"output: {run / 'backtests' / 'final_off_test'}" in out
+    assert (run / "backtests" / "final_off_test" / "metrics.json").is_file()
+    assert not (run / "backtests" / "best_off_test").exists()
+
+
+def test_compare_writes_under_runs_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", str(tiny_runs() / "no_learning"), "--baselines", "none"]) == 0
+    assert (tmp_path / "runs" / "comparisons" / "no_learning" / "comparison.md").is_file()
+    assert not (tmp_path / "comparisons").exists()
+
+
 def test_backtest_input_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert "no such run directory" in one_line_error(capsys, ["backtest", "--run", str(tmp_path / "x")])
     err = one_line_error(capsys, ["backtest", "--baseline", "buy_and_hod", "--data", "eurusd_1h"])
@@ -74,7 +122,6 @@ def test_compare_cli_writes_three_formats_and_refuses_mismatched_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import json
-    import shutil
 
     runs = tiny_runs()
     out = tmp_path / "cmp"

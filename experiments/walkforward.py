@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 import numpy as np
 import pandas as pd
 
-from envs.errors import ConfigError
+from envs.errors import ConfigError, StateError
 
 if TYPE_CHECKING:
     from backtests.results import BacktestResult
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "WalkForward",
     "Window",
+    "min_training_bars",
     "plan_windows",
     "run_walkforward",
     "write_walkforward",
@@ -59,8 +60,13 @@ class Window(NamedTuple):
     test_end: int
 
 
-def plan_windows(first: int, stop: int, windows: int, mode: str, embargo: int) -> list[Window]:
+def plan_windows(
+    first: int, stop: int, windows: int, mode: str, embargo: int, *, min_train: int = 2
+) -> list[Window]:
     """The windows over rows ``[first, stop)`` (see the module docstring).
+
+    Args:
+        min_train: the fewest bars a training part may have (see :func:`min_training_bars`).
 
     Raises:
         ConfigError: a bad mode, or too few bars for that many windows and that embargo.
@@ -71,13 +77,19 @@ def plan_windows(first: int, stop: int, windows: int, mode: str, embargo: int) -
         raise ConfigError(
             f"windows={windows}, embargo={embargo}", where="walkforward", fix="windows >= 1, embargo >= 0"
         )
-    block = (stop - first) // (windows + 1)
-    if block - embargo < 2:
+    bars = stop - first
+    block = bars // (windows + 1)
+    if block - embargo < max(min_train, 2):
+        need = max(min_train, 2) + embargo
+        most = bars // need - 1
+        fewer = f"use at most {most} windows, " if most >= 1 else ""
         raise ConfigError(
-            f"{stop - first} bars make blocks of {block} bars for {windows} windows, too few for an "
-            f"embargo of {embargo} bars",
-            where="walkforward",
-            fix="use fewer windows, a shorter embargo, or more data",
+            f"{bars} bars cut into {windows + 1} blocks of {block} bars leave each window "
+            f"{max(block - embargo, 0)} bars to train on after the embargo of {embargo} bars: too few, "
+            f"each block needs at least {need} bars ({max(min_train, 2)} to train and validate on, plus "
+            "the embargo)",
+            where="--windows (walkforward.windows)",
+            fix=f"{fewer}a shorter --embargo or env.episode_length, or more data",
         )
     out = []
     for i in range(windows):
@@ -87,6 +99,21 @@ def plan_windows(first: int, stop: int, windows: int, mode: str, embargo: int) -
         train_start = first if mode == "expanding" else test_start - block
         out.append(Window(i, train_start, train_end, test_start, test_end))
     return out
+
+
+def min_training_bars(lead: int, episode_length: int | None, validation_share: float) -> int:
+    """The fewest bars a window's training part needs.
+
+    Its training split (the part before the last ``validation_share``, at least 2 bars) must leave one
+    episode of steps (one step without an episode length) after ``lead`` rows that come before the first
+    observation (feature warm-up and observation window, where they overlap the part), as
+    :func:`experiments.train.prepare_data` requires.
+    """
+    need = episode_length or 1
+    n = need + lead + 1
+    while n - max(round(n * validation_share), 2) - 1 - lead < need:
+        n += 1
+    return n
 
 
 @dataclass
@@ -144,6 +171,23 @@ def _window_config(
     )
 
 
+def _check_free(configs: Sequence[RunConfig], runs_dir: Path, name: str) -> None:
+    """Refuse, before anything trains, a window run directory that already holds a run."""
+    from experiments.runs import run_dir_for
+
+    for cfg in configs:
+        for arm, arm_cfg in cfg.arms():
+            for seed in arm_cfg.train.seeds:
+                run_dir = run_dir_for(runs_dir, cfg.name, arm, arm_cfg.algo.algo.value, seed)
+                if run_dir.exists() and any(run_dir.iterdir()):
+                    raise StateError(
+                        "the window's run directory already holds a run (from an earlier walk-forward)",
+                        where=str(run_dir),
+                        fix=f"give another --runs-dir, or remove the earlier window directories "
+                        f"({runs_dir / name}-w*)",
+                    )
+
+
 def _stitch(results: Sequence[BacktestResult], initial: float) -> pd.Series:
     """Chain the test blocks' per-bar returns into one equity curve starting at ``initial``."""
     parts = [r.returns for r in results]
@@ -199,11 +243,15 @@ def run_walkforward(
     md = prepared.market
     first = 0 if base.data.start is None else _row(md.time_ns, base.data.start, "data.start")
     stop = len(md) if base.data.end is None else _row(md.time_ns, base.data.end, "data.end")
-    plan = plan_windows(first, stop, wf.windows, str(wf.mode), wf.embargo)
+    # The first window's training part starts at `first`, so it is the one the warm-up eats into.
+    lead = max(md.features.warmup + base.env.window - 1 - first, 0)
+    min_train = min_training_bars(lead, base.env.episode_length, wf.validation_share)
+    plan = plan_windows(first, stop, wf.windows, str(wf.mode), wf.embargo, min_train=min_train)
+    configs = [_window_config(base, window, md.time_ns, wf) for window in plan]
+    _check_free(configs, runs_dir, base.name)
     rows = []
     results: dict[int, list[BacktestResult]] = {s: [] for s in base.train.seeds}
-    for window in plan:
-        cfg = _window_config(base, window, md.time_ns, wf)
+    for window, cfg in zip(plan, configs, strict=True):
         if progress is not None:
             progress(f"window {window.number + 1}/{len(plan)}: training")
         trained = train(cfg, runs_dir=runs_dir)

@@ -8,10 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from envs.errors import ConfigError
+from envs.errors import ConfigError, StateError
 from experiments.cli import main
 from experiments.config import apply_overrides, load_config
-from experiments.walkforward import plan_windows, run_walkforward, write_walkforward
+from experiments.train import prepare_data
+from experiments.walkforward import (
+    _window_config,
+    min_training_bars,
+    plan_windows,
+    run_walkforward,
+    write_walkforward,
+)
 
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "walkforward_ppo_eurusd_1h.yaml"
 
@@ -50,6 +57,45 @@ def test_too_little_data_and_bad_modes_are_refused() -> None:
         plan_windows(0, 100, 10, "rolling", 48)
     with pytest.raises(ConfigError, match="rolling or expanding"):
         plan_windows(0, 1000, 2, "sliding", 0)
+
+
+def test_too_many_windows_are_refused_with_the_bars_each_needs(tmp_path: Path) -> None:
+    config = load_config(CONFIG)
+    with pytest.raises(ConfigError, match=r"too few, each block needs at least \d+ bars") as caught:
+        run_walkforward(config, runs_dir=tmp_path, windows=50, timesteps=64)
+    message = str(caught.value)
+    assert "--windows" in message
+    assert "use at most" in message
+    assert "data.splits" not in message  # walk-forward makes its own splits
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # refused before anything trained
+
+
+def test_the_most_windows_the_message_names_all_train(tmp_path: Path) -> None:
+    config = load_config(CONFIG)
+    with pytest.raises(ConfigError, match=r"use at most (\d+) windows") as caught:
+        run_walkforward(config, runs_dir=tmp_path, windows=50)
+    most = int(str(caught.value).split("use at most ")[1].split()[0])
+    wf = config.walkforward
+    assert wf is not None
+    md = prepare_data(config).market
+    lead = md.features.warmup + config.env.window - 1
+    min_train = min_training_bars(lead, config.env.episode_length, wf.validation_share)
+    plan = plan_windows(0, len(md), most, str(wf.mode), wf.embargo, min_train=min_train)
+    for window in plan:  # every window's splits pass the checks that training makes
+        prepare_data(_window_config(config, window, md.time_ns, wf))
+    with pytest.raises(ConfigError, match="too few"):
+        plan_windows(0, len(md), most + 1, str(wf.mode), wf.embargo, min_train=min_train)
+
+
+def test_a_walkforward_over_earlier_window_runs_suggests_what_walkforward_offers(tmp_path: Path) -> None:
+    earlier = tmp_path / "runs" / "walkforward_ppo_eurusd_1h-w1" / "ppo-seed0"
+    earlier.mkdir(parents=True)
+    (earlier / "config.yaml").write_text("name: x\n", encoding="utf-8")
+    with pytest.raises(StateError, match="another --runs-dir") as caught:
+        run_walkforward(load_config(CONFIG), runs_dir=tmp_path / "runs", windows=2, timesteps=64)
+    assert "--resume" not in str(caught.value)
+    assert "--name" not in str(caught.value)
+    assert not (tmp_path / "runs" / "walkforward_ppo_eurusd_1h-w0").exists()  # refused before training
 
 
 def test_tiny_walkforward_trains_and_tests_out_of_sample(tmp_path: Path) -> None:

@@ -326,10 +326,13 @@ def _select_symbol(
     if symbol is None:
         if len(present) == 1:
             return None, present[0]
+        # The same file reaches us from a config (slf train, slf walkforward: data.symbol) and from
+        # `slf backtest --data` (--symbol); name both, since only those two ways exist.
         raise DataError(
             f"holds {len(present)} symbols ({listing}); choose one",
             where=f"{table.source}, column {label!r}",
-            fix="pass symbol=... (on the command line: --symbol ...)",
+            fix=f"in a config set data.symbol: {present[0]} (slf train, slf walkforward); with "
+            f"slf backtest --data pass --symbol {present[0]}; in Python pass symbol={present[0]!r}",
         )
     if symbol not in present:
         raise DataError(

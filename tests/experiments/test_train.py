@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from agents.policies import load_model
 from envs.errors import ConfigError, StateError
@@ -332,6 +333,21 @@ def test_cli_resume_refuses_other_options(capsys: pytest.CaptureFixture[str], tm
 def test_cli_bad_name_and_timesteps(capsys: pytest.CaptureFixture[str]) -> None:
     assert "name" in one_line_error(capsys, ["train", "--config", str(PPO_CONFIG), "--name", "a b"])
     assert "--timesteps" in one_line_error(capsys, ["train", "--config", str(PPO_CONFIG), "--timesteps", "0"])
+
+
+def test_cli_multi_symbol_data_asks_for_the_config_key(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from envs.data import generate_synthetic
+
+    generate_synthetic(["BTC/USDT", "ETH/USDT"], 2_000, 7).save_parquet(tmp_path / "two.parquet")
+    config = load_config(PPO_CONFIG).model_dump(mode="json", exclude_none=True)
+    config["data"] = {"path": "two.parquet", "calendar": "24/7"}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    err = one_line_error(capsys, ["train", "-c", str(tmp_path / "two.yaml")])
+    assert "holds 2 symbols" in err
+    assert "data.symbol: BTC/USDT" in err
+    assert "on the command line" not in err  # slf train has no --symbol
 
 
 def test_cli_algorithm_that_cannot_act_on_the_actions(

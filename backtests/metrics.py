@@ -58,6 +58,7 @@ from envs.errors import ConfigError, DataError
 
 __all__ = [
     "CALENDARS",
+    "METRIC_BOUNDS",
     "METRIC_LABELS",
     "Calendar",
     "Metrics",
@@ -253,6 +254,27 @@ METRIC_LABELS: Final[Mapping[str, str]] = {
     "calendar": "Calendar",
 }
 """Metric field -> display name, in display order."""
+
+_INF: Final = math.inf
+METRIC_BOUNDS: Final[Mapping[str, tuple[float, float]]] = {
+    "max_drawdown": (-_INF, 0.0),
+    "max_drawdown_bars": (0.0, _INF),
+    "volatility": (0.0, _INF),
+    "win_rate": (0.0, 1.0),
+    "profit_factor": (0.0, _INF),
+    "exposure": (0.0, 1.0),
+    "turnover": (0.0, _INF),
+    "annual_turnover": (0.0, _INF),
+    "fees_paid": (0.0, _INF),
+    "borrow_paid": (0.0, _INF),
+    "trades": (0.0, _INF),
+    "bars": (0.0, _INF),
+}
+"""Values a metric can take by its definition, ``(low, high)``; unlisted metrics are unbounded.
+
+Returns and CAGR are left unbounded below: an account that is ruined on a gap can end below zero
+equity, so even -100% is not a hard floor. Intervals over seeds are clipped to these ranges
+(:func:`backtests.stats.mean_ci`)."""
 
 _PERCENT: Final = frozenset({"total_return", "cagr", "max_drawdown", "volatility", "win_rate", "exposure"})
 

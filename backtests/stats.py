@@ -1,7 +1,12 @@
 """Statistics for honest comparisons: intervals over seeds, deflated Sharpe ratios, paired tests.
 
 * :func:`mean_ci`: mean and two-sided confidence interval over seeds (Student's t with ``n - 1`` degrees
-  of freedom). One seed has no interval: the bounds are NaN and ``note`` says so.
+  of freedom), clipped to the values the metric can take (a win rate stays in [0, 1], a drawdown <= 0;
+  :data:`backtests.metrics.METRIC_BOUNDS`). Clipping never narrows the interval inside that range: the
+  true mean lies in the range, so the coverage is unchanged. One seed has no interval: the bounds are NaN
+  and ``note`` says so. Fewer than :data:`MIN_INTERVAL_SAMPLES` (3) seeds give an interval that is not
+  meaningful (with two, the 95% t-quantile is 12.7, so the interval spans about +-12.7 standard errors);
+  it is still computed, and ``note`` and :attr:`SeedSummary.meaningful` say so, and reports show none.
 * :func:`probabilistic_sharpe_ratio` (Bailey & López de Prado, 2012): the probability that the true
   Sharpe ratio exceeds a benchmark, given the sample's length, skewness and kurtosis::
 
@@ -47,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EULER_GAMMA",
+    "MIN_INTERVAL_SAMPLES",
     "DeflatedSharpe",
     "PairedTest",
     "SeedSummary",
@@ -64,6 +70,9 @@ __all__ = [
 ]
 
 EULER_GAMMA: Final = 0.5772156649015329
+MIN_INTERVAL_SAMPLES: Final = 3
+"""Fewest seeds whose t-interval is shown: two give +-12.7 standard errors at 95%, which says nothing."""
+UNBOUNDED: Final = (-math.inf, math.inf)
 DEFAULT_BOOTSTRAPS: Final = 2_000
 _BOOT_CHUNK: Final = 64  # bootstrap replicates generated at once (bounds memory on long series)
 
@@ -88,9 +97,11 @@ class SeedSummary:
         n: number of seeds.
         mean: the mean.
         std: sample standard deviation (``ddof=1``; NaN for one seed).
-        low, high: bounds of the interval (NaN for one seed: no interval from one sample).
+        low, high: bounds of the interval, clipped to the metric's possible values (NaN for one seed:
+            no interval from one sample).
         confidence: the interval's coverage, e.g. 0.95.
-        note: ``"one seed: no interval"`` when ``n == 1``, else ``""``.
+        note: ``"one seed: no interval"`` when ``n == 1``, a warning when ``n`` is below
+            :data:`MIN_INTERVAL_SAMPLES`, else ``""``.
     """
 
     n: int
@@ -101,23 +112,39 @@ class SeedSummary:
     confidence: float
     note: str = ""
 
+    @property
+    def meaningful(self) -> bool:
+        """Whether the interval is worth showing (at least :data:`MIN_INTERVAL_SAMPLES` seeds)."""
+        return self.n >= MIN_INTERVAL_SAMPLES
+
     def __str__(self) -> str:
-        if self.n == 1:
-            return f"{self.mean:.4g} (n=1: {self.note})"
+        if not self.meaningful:
+            return f"{self.mean:.4g} (n={self.n}: {self.note})"
         return f"{self.mean:.4g} [{self.low:.4g}, {self.high:.4g}] ({self.confidence:.0%} CI, n={self.n})"
 
 
-def mean_ci(values: npt.ArrayLike, confidence: float = 0.95) -> SeedSummary:
-    """Mean and Student-t confidence interval of one value per seed.
+def mean_ci(
+    values: npt.ArrayLike, confidence: float = 0.95, *, bounds: tuple[float, float] = UNBOUNDED
+) -> SeedSummary:
+    """Mean and Student-t confidence interval of one value per seed, clipped to ``bounds``.
+
+    Args:
+        values: one value per seed.
+        confidence: the interval's coverage.
+        bounds: the values the metric can take (``(0, 1)`` for a win rate); the interval is clipped to
+            them, never narrowed inside them.
 
     Raises:
-        ConfigError: ``confidence`` outside (0, 1).
+        ConfigError: ``confidence`` outside (0, 1), or ``bounds`` with low > high.
         DataError: no value, or a non-finite one.
     """
     from scipy import stats
 
     if not 0.0 < confidence < 1.0:
         raise ConfigError(f"confidence={confidence!r} must be in (0, 1)", fix="e.g. 0.95")
+    lower, upper = bounds
+    if not lower <= upper:
+        raise ConfigError(f"bounds={bounds!r} must be (low, high) with low <= high", where="bounds")
     x = _vector(values, "values", min_len=1)
     n = len(x)
     mean = float(np.mean(x))
@@ -125,7 +152,9 @@ def mean_ci(values: npt.ArrayLike, confidence: float = 0.95) -> SeedSummary:
         return SeedSummary(1, mean, math.nan, math.nan, math.nan, confidence, "one seed: no interval")
     std = float(np.std(x, ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * std / math.sqrt(n)
-    return SeedSummary(n, mean, std, mean - half, mean + half, confidence)
+    low, high = max(mean - half, lower), min(mean + half, upper)
+    note = "" if n >= MIN_INTERVAL_SAMPLES else f"{n} seeds: too few for a meaningful interval"
+    return SeedSummary(n, mean, std, low, high, confidence, note)
 
 
 # --- Sharpe ratios ---------------------------------------------------------------------------------
@@ -456,10 +485,13 @@ def seed_table(
     """Mean and confidence interval of each metric over the seeds of each named policy.
 
     Returns one row per ``(policy, metric)`` with ``n``, ``mean``, ``std``, ``low``, ``high`` and
-    ``note`` (a policy run with one seed gets no interval, and says so). Non-finite metric values
-    (a Sharpe ratio of a flat curve) are left out of that metric's sample.
+    ``note`` (a policy run with one seed gets no interval, with two an interval that is not meaningful,
+    and the note says so). Intervals are clipped to :data:`backtests.metrics.METRIC_BOUNDS`. Non-finite
+    metric values (a Sharpe ratio of a flat curve) are left out of that metric's sample.
     """
     import pandas as pd
+
+    from backtests.metrics import METRIC_BOUNDS
 
     rows = []
     for name, results in runs.items():
@@ -469,9 +501,8 @@ def seed_table(
             if not finite:
                 rows.append((name, metric, 0, math.nan, math.nan, math.nan, math.nan, "no finite value"))
                 continue
-            s = mean_ci(finite, confidence)
-            note = (
-                s.note if len(finite) == len(values) else f"{len(values) - len(finite)} non-finite left out"
-            )
+            s = mean_ci(finite, confidence, bounds=METRIC_BOUNDS.get(metric, UNBOUNDED))
+            left_out = len(values) - len(finite)
+            note = "; ".join(x for x in (s.note, f"{left_out} non-finite left out" if left_out else "") if x)
             rows.append((name, metric, s.n, s.mean, s.std, s.low, s.high, note))
     return pd.DataFrame(rows, columns=["policy", "metric", "n", "mean", "std", "low", "high", "note"])

@@ -81,7 +81,7 @@ def compare_command(
     header, rows = table_rows(comparison)
     # The terminal gets the headline columns; every column is in the Markdown, HTML and CSV files.
     shown = [header.index(c) for c in _CONSOLE_COLUMNS]
-    table = Table(title="test split: mean [95% CI] over seeds (n=1: no interval)")
+    table = Table(title="test split: mean [95% CI] over seeds (fewer than 3 seeds: no interval)")
     for i in shown:
         table.add_column(header[i], justify="left" if i == 0 else "right", overflow="fold")
     for row in rows:

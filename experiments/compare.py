@@ -7,7 +7,9 @@ frozen for runs trained with it, see :mod:`experiments.backtest`) and the baseli
 computes per arm:
 
 * mean and 95% Student-t interval over seeds of return, CAGR, Sharpe, Sortino, max drawdown, win rate
-  and trades (one seed: ``n=1, no interval`` -- never an interval from one sample);
+  and trades, clipped to the values each metric can take (win rate 0..100%, trades >= 0, drawdown
+  <= 0); one seed shows ``n=1, no interval`` and two seeds ``n=2, too few seeds for an interval`` (a
+  two-sample t-interval spans +-12.7 standard errors; it is kept in the CSV and JSON with that note);
 * the probabilistic Sharpe ratio (``P(true SR > 0)``) of each seed, averaged;
 * the deflated Sharpe ratio of the arm's best seed, with ``n_trials`` = every (arm, seed) backtest of the
   comparison (policies and baselines) and the variance of all their per-bar Sharpe ratios;
@@ -52,6 +54,7 @@ __all__ = [
     "Comparison",
     "compare_runs",
     "discover_runs",
+    "interval_cell",
     "summarize",
     "write_comparison",
 ]
@@ -398,14 +401,27 @@ def _fmt(metric: str, x: float) -> str:
     return f"{x:.3f}"
 
 
+def interval_cell(n: int, mean: str, low: str, high: str) -> str:
+    """``mean [low, high]``, or the mean and why there is no interval (fewer than 3 seeds)."""
+    from backtests.stats import MIN_INTERVAL_SAMPLES
+
+    if n == 1:
+        return f"{mean} (n=1, no interval)"
+    if n < MIN_INTERVAL_SAMPLES:
+        return f"{mean} (n={n}, too few seeds for an interval)"
+    return f"{mean} [{low}, {high}]"
+
+
 def _cell(row: Any, metric: str) -> str:
     n = int(row["n"])
     if n == 0:
         return "n/a"
-    mean = _fmt(metric, float(row["mean"]))
-    if n == 1:
-        return f"{mean} (n=1, no interval)"
-    return f"{mean} [{_fmt(metric, float(row['low']))}, {_fmt(metric, float(row['high']))}]"
+    return interval_cell(
+        n,
+        _fmt(metric, float(row["mean"])),
+        _fmt(metric, float(row["low"])),
+        _fmt(metric, float(row["high"])),
+    )
 
 
 def _p(x: float) -> str:
@@ -458,7 +474,9 @@ def _explanation(comparison: Comparison) -> list[str]:
     return [
         f"Test split: rows {split.get('rows')} ({split.get('first')} .. {split.get('last')}) of "
         f"{data.get('dataset') or data.get('path')} ({data.get('symbol')}), strictly out of sample.",
-        "Cells: mean over seeds [95% Student-t confidence interval]; one seed gives no interval.",
+        "Cells: mean over seeds [95% Student-t confidence interval, clipped to the values the metric can "
+        "take: win rate 0..100%, trades >= 0, max drawdown <= 0]. Fewer than 3 seeds give no interval "
+        "(with 2 seeds it would span +-12.7 standard errors; the CSV keeps it with a note).",
         "PSR: probability that the true per-bar Sharpe ratio exceeds 0 (mean over seeds). "
         f"DSR: the best seed's PSR against the Sharpe ratio the best of {comparison.n_trials} unskilled "
         "trials (every policy/baseline x seed backtested here) would reach by luck.",
@@ -495,6 +513,7 @@ def _equity_png(comparison: Comparison, path: Path | None) -> bytes:
 
 def _sharpe_png(comparison: Comparison, path: Path | None) -> bytes:
     from backtests.plots import _figure, _png
+    from backtests.stats import MIN_INTERVAL_SAMPLES
 
     fig, ax = _figure()
     table = comparison.table[comparison.table["metric"] == "sharpe"].set_index("policy")
@@ -502,17 +521,19 @@ def _sharpe_png(comparison: Comparison, path: Path | None) -> bytes:
     means = table.loc[names, "mean"].to_numpy(dtype=np.float64)
     low = table.loc[names, "low"].to_numpy(dtype=np.float64)
     high = table.loc[names, "high"].to_numpy(dtype=np.float64)
-    has_ci = np.isfinite(low) & np.isfinite(high)
+    counts = table.loc[names, "n"].to_numpy(dtype=np.int64)
+    has_ci = np.isfinite(low) & np.isfinite(high) & (counts >= MIN_INTERVAL_SAMPLES)
     err = np.vstack([np.where(has_ci, means - low, 0.0), np.where(has_ci, high - means, 0.0)])
     x = np.arange(len(names))
     colors = ["#1f5fa8" if comparison.stats[n].kind == "policy" else "#8a8a8a" for n in names]
     ax.bar(x, np.nan_to_num(means), color=colors, yerr=np.nan_to_num(err), capsize=4)
     for i, ok in enumerate(has_ci):
         if not ok:
-            ax.annotate("n=1", (x[i], np.nan_to_num(means[i])), ha="center", va="bottom", fontsize=7)
+            label = f"n={counts[i]}"
+            ax.annotate(label, (x[i], np.nan_to_num(means[i])), ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x, names, rotation=20, ha="right", fontsize=7)
     ax.axhline(0.0, color="#444", lw=0.8)
-    ax.set_title("Annualized Sharpe ratio: mean over seeds with 95% CI")
+    ax.set_title(f"Annualized Sharpe ratio: mean over seeds with 95% CI (n >= {MIN_INTERVAL_SAMPLES})")
     return _png(fig, path)
 
 

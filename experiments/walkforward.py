@@ -214,8 +214,8 @@ def run_walkforward(
     Raises:
         ConfigError: bad settings, or too little data for the windows.
     """
-    from backtests.metrics import compute_metrics
-    from backtests.stats import mean_ci
+    from backtests.metrics import METRIC_BOUNDS, compute_metrics
+    from backtests.stats import UNBOUNDED, mean_ci
     from experiments.backtest import _row, backtest_run
     from experiments.config import WalkForwardConfig, apply_overrides
     from experiments.train import prepare_data, train
@@ -300,7 +300,7 @@ def run_walkforward(
         if not finite:
             aggregate[metric] = {"n": 0, "mean": math.nan, "low": math.nan, "high": math.nan, "note": "n/a"}
             continue
-        s = mean_ci(finite)
+        s = mean_ci(finite, bounds=METRIC_BOUNDS.get(metric, UNBOUNDED))
         aggregate[metric] = {"n": s.n, "mean": s.mean, "low": s.low, "high": s.high, "note": s.note}
     return WalkForward(
         windows=plan,
@@ -330,6 +330,7 @@ def _fmt(metric: str, value: float) -> str:
 def write_walkforward(wf: WalkForward, out_dir: str | Path) -> dict[str, Path]:
     """Write the per-window table (CSV, Markdown), the aggregate (JSON) and the stitched equity (PNG)."""
     from backtests.plots import _figure, _png
+    from experiments.compare import interval_cell
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -347,10 +348,11 @@ def write_walkforward(wf: WalkForward, out_dir: str | Path) -> dict[str, Path]:
     _png(fig, paths["equity"])
     agg_lines = []
     for metric, a in wf.aggregate.items():
-        if a["n"] > 1:
-            cell = f"{_fmt(metric, a['mean'])} [{_fmt(metric, a['low'])}, {_fmt(metric, a['high'])}]"
+        if a["n"] == 0:
+            cell = "n/a"
         else:
-            cell = f"{_fmt(metric, a['mean'])} (n={a['n']}, no interval)"
+            low, high = _fmt(metric, a["low"]), _fmt(metric, a["high"])
+            cell = interval_cell(a["n"], _fmt(metric, a["mean"]), low, high)
         agg_lines.append(f"| {metric} | {cell} |")
     cols = [
         "window",
@@ -375,6 +377,9 @@ def write_walkforward(wf: WalkForward, out_dir: str | Path) -> dict[str, Path]:
         "training part only and is tested on the block after it.",
         "",
         "## Stitched out-of-sample metrics (mean [95% CI] over seeds)",
+        "",
+        "Student-t intervals, clipped to the values a metric can take (trades >= 0, max drawdown <= 0); "
+        "fewer than 3 seeds give no interval.",
         "",
         "| metric | value |",
         "|---|---|",

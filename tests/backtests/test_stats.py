@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -52,6 +53,48 @@ def test_one_seed_has_no_interval_and_says_so() -> None:
     assert math.isnan(s.high)
     assert s.note == "one seed: no interval"
     assert "no interval" in str(s)
+
+
+def test_intervals_are_clipped_to_the_values_a_metric_can_take() -> None:
+    # Win rates 0.5, 0.9, 1.0: the t-interval (0.8 +- 0.657) reaches above 100%.
+    wide = mean_ci([0.5, 0.9, 1.0])
+    assert wide.high > 1.0
+    clipped = mean_ci([0.5, 0.9, 1.0], bounds=(0.0, 1.0))
+    assert clipped.mean == wide.mean
+    assert clipped.low == wide.low  # inside the range nothing is narrowed
+    assert clipped.high == 1.0
+    drawdowns = mean_ci([-0.01, -0.02, -0.30], bounds=(-math.inf, 0.0))
+    assert drawdowns.high == 0.0
+
+
+def test_two_seeds_give_an_interval_marked_not_meaningful() -> None:
+    s = mean_ci([0.2, 1.0], bounds=(0.0, 1.0))
+    assert s.n == 2
+    assert not s.meaningful
+    assert 0.0 <= s.low <= s.mean <= s.high <= 1.0
+    assert "too few" in s.note
+    assert "[" not in str(s)
+    assert mean_ci([0.2, 1.0, 0.5]).meaningful
+
+
+def test_seed_table_clips_each_metric_to_its_range_and_marks_two_seeds() -> None:
+    from types import SimpleNamespace
+
+    def result(win_rate: float, trades: int, max_drawdown: float) -> Any:
+        metrics = SimpleNamespace(win_rate=win_rate, trades=trades, max_drawdown=max_drawdown)
+        return SimpleNamespace(metrics=metrics)
+
+    runs = {
+        "three": [result(0.3, 0, -0.01), result(0.95, 1, -0.02), result(1.0, 40, -0.3)],
+        "two": [result(0.7, 2, -0.05), result(1.0, 90, -0.01)],
+    }
+    table = seed_table(runs, metrics=("win_rate", "trades", "max_drawdown")).set_index(["policy", "metric"])
+    assert table.loc[("three", "win_rate"), "high"] == 1.0
+    assert table.loc[("three", "trades"), "low"] == 0.0
+    assert table.loc[("three", "max_drawdown"), "high"] == 0.0
+    assert table.loc[("three", "win_rate"), "note"] == ""
+    assert 0.0 <= table.loc[("two", "win_rate"), "low"] <= table.loc[("two", "win_rate"), "high"] <= 1.0
+    assert "too few" in table.loc[("two", "trades"), "note"]
 
 
 def test_mean_ci_refuses_bad_input() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from envs.errors import ConfigError, StateError
-from experiments.compare import compare_runs, discover_runs, table_rows, write_comparison
+from experiments.compare import compare_runs, discover_runs, interval_cell, table_rows, write_comparison
 from tests.experiments.test_backtest_runner import tiny_runs
 
 ARMS = ("tiny/learning/ppo", "tiny/no_learning/ppo")
@@ -54,7 +54,10 @@ def test_outputs_are_written_with_intervals_not_single_numbers(comparison_dir: t
     assert "n=1, no interval" in md
     header, rows = table_rows(comparison)  # type: ignore[arg-type]
     arm_row = next(r for r in rows if r[0] == ARMS[0])
-    assert "[" in arm_row[header.index("Sharpe")]
+    # Two seeds: a t-interval of +-12.7 standard errors is not shown as if it meant something.
+    assert arm_row[header.index("Sharpe")].endswith("(n=2, too few seeds for an interval)")
+    assert "[" not in arm_row[header.index("win rate")]
+    assert "too few" in md
     page = (out / "comparison.html").read_text()
     assert page.count("data:image/png;base64,") == 2
     assert "<script" not in page
@@ -64,6 +67,27 @@ def test_outputs_are_written_with_intervals_not_single_numbers(comparison_dir: t
     assert "nw_p_vs_buy_and_hold" in csv
     assert (out / "equity_bands.png").stat().st_size > 1000
     assert (out / "sharpe_ci.png").stat().st_size > 1000
+
+
+def test_two_seed_intervals_stay_within_each_metrics_range_and_say_they_are_not_meaningful(
+    comparison_dir: tuple[Path, object],
+) -> None:
+    _, comparison = comparison_dir
+    table = comparison.table  # type: ignore[attr-defined]
+    for _, row in table[table["n"] == 2].iterrows():
+        assert "too few" in row["note"]
+        if row["metric"] == "win_rate":
+            assert 0.0 <= row["low"] <= row["high"] <= 1.0
+        if row["metric"] == "trades":
+            assert row["low"] >= 0.0
+        if row["metric"] == "max_drawdown":
+            assert row["high"] <= 0.0
+
+
+def test_three_or_more_seeds_show_their_interval() -> None:
+    assert interval_cell(3, "50.00%", "10.00%", "100.00%") == "50.00% [10.00%, 100.00%]"
+    assert interval_cell(2, "50.00%", "0.00%", "100.00%") == "50.00% (n=2, too few seeds for an interval)"
+    assert interval_cell(1, "50.00%", "n/a", "n/a") == "50.00% (n=1, no interval)"
 
 
 def test_runs_with_another_test_split_are_refused(tmp_path: Path) -> None:

@@ -120,6 +120,29 @@ def test_tiny_walkforward_trains_and_tests_out_of_sample(tmp_path: Path) -> None
     assert paths["equity"].stat().st_size > 1000
 
 
+def test_the_aggregate_clips_intervals_and_shows_none_for_two_seeds(tmp_path: Path) -> None:
+    import math
+
+    import pandas as pd
+
+    from backtests.stats import mean_ci
+    from experiments.walkforward import WalkForward
+
+    trades = mean_ci([2.0, 90.0], bounds=(0.0, math.inf))
+    assert trades.low == 0.0  # the raw t-interval would reach far below zero trades
+    curve = pd.Series([1.0, 1.1], index=pd.date_range("2017-01-01", periods=2, freq="h", tz="UTC"))
+    wf = WalkForward(
+        windows=[],
+        table=pd.DataFrame(columns=["window", "seed", "total_return", "sharpe"]),
+        results={},
+        stitched={0: curve, 1: curve},
+        aggregate={"trades": {"n": 2, "mean": trades.mean, "low": trades.low, "high": trades.high}},
+        settings={"windows": 2, "mode": "rolling", "embargo": 0, "seeds": [0, 1], "timesteps": 64},
+    )
+    text = write_walkforward(wf, tmp_path)["markdown"].read_text()
+    assert "| trades | 46.000 (n=2, too few seeds for an interval) |" in text
+
+
 def test_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["walkforward", "--config", str(CONFIG), "--mode", "sliding"]) == 2
     err = capsys.readouterr().err.strip()

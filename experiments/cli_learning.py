@@ -83,9 +83,14 @@ def _pattern_row(p: Any) -> list[str]:
 
 
 def _show_tables(manager: Any, rows: int) -> None:
-    from learning.records import format_ns
+    from functools import partial
 
+    from learning.records import MARKET_TIME_NOTE, format_market_time
+
+    # Not calendar dates: a training store's clock is the experienced market clock (see the note).
+    when = partial(format_market_time, now_ns=manager.clock.now_ns())
     console = Console()
+    console.print(MARKET_TIME_NOTE, highlight=False)
     eff = manager.track_learning_effectiveness()
     console.print(
         _table(
@@ -106,7 +111,7 @@ def _show_tables(manager: Any, rows: int) -> None:
                     f"{r.support}/{r.losers}",
                     f"{r.occurrence:.0%}",
                     f"{r.lift:.2f}",
-                    format_ns(r.created_ns),
+                    when(r.created_ns),
                     f"{r.vetoes} ({r.wrong}/{r.judged})",
                 ]
                 for r in rules
@@ -114,7 +119,7 @@ def _show_tables(manager: Any, rows: int) -> None:
         )
     )
     for rule in rules:
-        console.print(f"- {rule.explain()}", highlight=False)
+        console.print(f"- {rule.explain(when)}", highlight=False)
     weights = sorted(manager.strategy_weights().items(), key=lambda kv: (-kv[1], kv[0]))[:rows]
     console.print(_table("Strategy weights", ["factor", "weight"], [[f, f"{w:.4f}"] for f, w in weights]))
     console.print(
@@ -142,7 +147,7 @@ def _show_tables(manager: Any, rows: int) -> None:
                     f"{m.min_notional:.8g}",
                     str(m.rejections),
                     m.source,
-                    format_ns(m.updated_ns),
+                    when(m.updated_ns),
                 ]
                 for m in manager.minimums().values()
             ],
@@ -158,7 +163,7 @@ def _show_tables(manager: Any, rows: int) -> None:
                     str(e.count),
                     str(len(e.attempts)),
                     f"{sum(a.success for a in e.attempts) / len(e.attempts):.0%}" if e.attempts else "-",
-                    format_ns(e.last_seen_ns),
+                    when(e.last_seen_ns),
                 ]
                 for e in manager.error_patterns()
             ],

@@ -6,17 +6,36 @@ environment subprocesses. Times are market-time epoch nanoseconds (UTC).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Final
 
 __all__ = [
+    "MARKET_TIME_NOTE",
     "AvoidanceRule",
     "ConditionAdjustment",
     "LearnedMinimum",
     "PatternScore",
+    "TimeFormat",
+    "format_market_time",
     "format_ns",
 ]
+
+TimeFormat = Callable[[int | None], str]
+"""How a display writes a market time (:func:`format_ns`, or :func:`format_market_time` bound to a T)."""
+
+_MINUTE_NS: Final = 60 * 10**9
+_HOUR_NS: Final = 60 * _MINUTE_NS
+_DAY_NS: Final = 24 * _HOUR_NS
+MARKET_TIME_NOTE: Final = (
+    "Times are market time before T, the store's latest market-clock reading (T-2.5d: 2.5 market days "
+    "earlier). A store trained on replayed data runs on the experienced market clock, which adds up the "
+    "replayed bar time of every episode: its readings run past the data's last bar and are not calendar "
+    "dates."
+)
+"""What the T-relative times of :func:`format_market_time` mean, for the displays that use them."""
 
 
 def format_ns(time_ns: int | None) -> str:
@@ -24,6 +43,27 @@ def format_ns(time_ns: int | None) -> str:
     if time_ns is None:
         return "-"
     return datetime.fromtimestamp(time_ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def format_market_time(time_ns: int | None, now_ns: int) -> str:
+    """Market time as its distance to ``now_ns``, the manager's latest market-clock reading ``T``.
+
+    ``T-12.3d``, ``T-5.0h``, ``T-20m`` (``T+...`` for a later time). A training manager's clock is the
+    experienced market clock (replayed bar time summed over episodes), whose readings are not calendar
+    dates; elapsed market time is what they do measure. Only the display changes: stored times are kept.
+    """
+    if time_ns is None:
+        return "-"
+    delta = now_ns - time_ns
+    if delta == 0:
+        return "T"
+    sign = "-" if delta > 0 else "+"
+    size = abs(delta)
+    if size >= _DAY_NS:
+        return f"T{sign}{size / _DAY_NS:.1f}d"
+    if size >= _HOUR_NS:
+        return f"T{sign}{size / _HOUR_NS:.1f}h"
+    return f"T{sign}{max(round(size / _MINUTE_NS), 1)}m"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,20 +200,24 @@ class AvoidanceRule:
         """Share of judged vetoes whose trade would have won (0 when none judged)."""
         return self.wrong / self.judged if self.judged else 0.0
 
-    def explain(self) -> str:
-        """One paragraph: what the rule forbids, the evidence, and how its vetoes have fared."""
+    def explain(self, time_format: TimeFormat = format_ns) -> str:
+        """One paragraph: what the rule forbids, the evidence, and how its vetoes have fared.
+
+        Args:
+            time_format: how to write market times (e.g. :func:`format_market_time` bound to a T).
+        """
         text = (
             f"Avoid entering when {self.description} ({self.factor}): it was present in "
             f"{self.support} of {self.losers} losing trades ({self.occurrence:.0%}) but in about "
             f"{self.winner_occurrence:.0%} of winners (lift {self.lift:.2f}) over the "
-            f"{self.window_days:g} market days before {format_ns(self.updated_ns)}; "
-            f"created {format_ns(self.created_ns)}. It has vetoed {self.vetoes} entries"
+            f"{self.window_days:g} market days before {time_format(self.updated_ns)}; "
+            f"created {time_format(self.created_ns)}. It has vetoed {self.vetoes} entries"
         )
         if self.judged:
             text += f"; {self.wrong} of {self.judged} judged vetoes would have won"
         text += "."
         if not self.active:
-            text += f" Retired {format_ns(self.retired_ns)}: {self.retire_reason}."
+            text += f" Retired {time_format(self.retired_ns)}: {self.retire_reason}."
         return text
 
 

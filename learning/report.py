@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from learning.error_patterns import ErrorPattern
-from learning.records import AvoidanceRule, ConditionAdjustment, LearnedMinimum, PatternScore, format_ns
+from learning.records import (
+    MARKET_TIME_NOTE,
+    AvoidanceRule,
+    ConditionAdjustment,
+    LearnedMinimum,
+    PatternScore,
+    TimeFormat,
+    format_market_time,
+)
 from learning.tracking import LearningEffectiveness
 
 __all__ = ["LearningReport", "render_html", "render_markdown", "write_report"]
@@ -35,7 +43,19 @@ class LearningReport:
 Table = tuple[list[str], list[list[str]]]
 
 
+def _time_format(report: LearningReport) -> TimeFormat:
+    """Market times relative to the report's T (the manager's clock when it was built): a training
+    store's experienced market clock does not read calendar dates."""
+    now = report.effectiveness.time_ns
+
+    def fmt(time_ns: int | None) -> str:
+        return format_market_time(time_ns, now)
+
+    return fmt
+
+
 def _tables(report: LearningReport) -> list[tuple[str, Table]]:
+    when = _time_format(report)
     eff = report.effectiveness
     metrics = [[k.removeprefix("learning/"), f"{v:.4g}"] for k, v in eff.as_scalars().items()]
     rules = [
@@ -45,9 +65,9 @@ def _tables(report: LearningReport) -> list[tuple[str, Table]]:
             str(r.support),
             f"{r.occurrence:.0%}",
             f"{r.lift:.2f}",
-            format_ns(r.created_ns),
+            when(r.created_ns),
             str(r.vetoes),
-            r.explain(),
+            r.explain(when),
         ]
         for r in report.rules
     ]
@@ -70,7 +90,7 @@ def _tables(report: LearningReport) -> list[tuple[str, Table]]:
             f"{m.min_notional:.8g}",
             str(m.rejections),
             m.source,
-            format_ns(m.updated_ns),
+            when(m.updated_ns),
         ]
         for m in report.minimums.values()
     ]
@@ -80,7 +100,7 @@ def _tables(report: LearningReport) -> list[tuple[str, Table]]:
             str(e.count),
             str(len(e.attempts)),
             f"{sum(a.success for a in e.attempts) / len(e.attempts):.0%}" if e.attempts else "-",
-            format_ns(e.last_seen_ns),
+            when(e.last_seen_ns),
         ]
         for e in report.error_patterns
     ]
@@ -125,7 +145,8 @@ def _md_cell(text: str) -> str:
 
 def render_markdown(report: LearningReport) -> str:
     """The report as GitHub-flavoured Markdown."""
-    lines = ["# Learning report", "", f"Market time: {format_ns(report.effectiveness.time_ns)}", ""]
+    when = _time_format(report)
+    lines = ["# Learning report", "", MARKET_TIME_NOTE, ""]
     for title, (header, rows) in _tables(report):
         lines += [f"## {title}", ""]
         if not rows:
@@ -143,7 +164,7 @@ def render_markdown(report: LearningReport) -> str:
             "|---|---|---|---|---|",
         ]
         lines += [
-            f"| {format_ns(h.time_ns)} | {h.patterns} | {h.avoidance_rules} | {h.win_rate:.0%} "
+            f"| {when(h.time_ns)} | {h.patterns} | {h.avoidance_rules} | {h.win_rate:.0%} "
             f"| {h.profit_trend:.4g} |"
             for h in report.history
         ]
@@ -181,7 +202,7 @@ def render_html(report: LearningReport) -> str:
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Learning report</title>",
         f"<style>{_CSS}</style></head><body><h1>Learning report</h1>",
-        f"<p>Market time: {esc(format_ns(report.effectiveness.time_ns))}</p>",
+        f"<p>{esc(MARKET_TIME_NOTE)}</p>",
     ]
     spark = _sparkline([h.win_rate for h in report.history])
     if spark:

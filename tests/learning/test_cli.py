@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,17 @@ def test_show_prints_rules_with_evidence_weights_and_error_patterns(run_dir: Pat
         assert text in out.stdout
 
 
+def test_show_gives_market_times_before_the_clock_not_calendar_dates(run_dir: Path) -> None:
+    # A training store's experienced market clock runs past the replayed data; printed as dates it
+    # would read like real dates (2018-2020 for 2017 bars). The display is relative to T, its reading.
+    out = _slf("show", str(run_dir))
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "not calendar dates" in text
+    assert " UTC" not in text
+    assert re.search(r"created T(-[\d.]+[dhm])?\. It has vetoed", text), text
+
+
 def test_show_json_is_machine_readable_and_accepts_the_store_file(run_dir: Path) -> None:
     out = _slf("show", "--json", str(run_dir / "learning" / "state.sqlite"))
     assert out.returncode == 0, out.stderr
@@ -65,6 +77,7 @@ def test_show_json_is_machine_readable_and_accepts_the_store_file(run_dir: Path)
     rule = next(r for r in data["rules"] if r["rule_id"] == "avoid:rsi_14=oversold")
     assert rule["support"] == 10
     assert "explanation" in rule
+    assert isinstance(rule["created_ns"], int)  # what is stored is printed unchanged
     assert data["strategy_weights"]
     assert data["error_patterns"][0]["signature"] == "min_notional|-|filter failure: notional"
     assert data["effectiveness"]["learning/trades"] == 20.0
@@ -73,7 +86,10 @@ def test_show_json_is_machine_readable_and_accepts_the_store_file(run_dir: Path)
 def test_report_writes_markdown_and_html(run_dir: Path, tmp_path: Path) -> None:
     out = _slf("report", str(run_dir), "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
-    assert (tmp_path / "learning_report.md").read_text().startswith("# Learning report")
+    markdown = (tmp_path / "learning_report.md").read_text()
+    assert markdown.startswith("# Learning report")
+    assert "not calendar dates" in markdown
+    assert " UTC" not in markdown
     assert (tmp_path / "learning_report.html").exists()
 
 

@@ -4,12 +4,14 @@ explainable avoidance rules that count their vetoes and retire when the vetoes p
 from __future__ import annotations
 
 import pickle
+from functools import partial
 
 import pytest
 
 from envs.clock import DAY_NS
 from learning.config import LearningConfig
 from learning.manager import UniversalLearningManager
+from learning.records import format_market_time
 
 from .conftest import MACD_NEG, MACD_POS, RSI_OVERSOLD, RSI_STRONG, START_NS, ManagerFactory, make_trade
 
@@ -60,6 +62,19 @@ def test_rule_carries_its_evidence_and_explains_itself(manager: UniversalLearnin
     assert "rsi_14 < 30" in text
     assert "9 of 10 losing trades" in text
     assert "lift 10.80" in text
+    relative = rule.explain(partial(format_market_time, now_ns=START_NS + 2 * DAY_NS + DAY_NS // 2))
+    assert "created T-2.5d." in relative
+    assert "UTC" not in relative
+
+
+def test_market_times_are_written_relative_to_the_clock() -> None:
+    now = START_NS + 10 * DAY_NS
+    assert format_market_time(now, now) == "T"
+    assert format_market_time(now - 12 * DAY_NS - DAY_NS // 4, now) == "T-12.2d"
+    assert format_market_time(now - 5 * 3600 * 10**9, now) == "T-5.0h"
+    assert format_market_time(now - 20 * 60 * 10**9, now) == "T-20m"
+    assert format_market_time(now + 3 * DAY_NS, now) == "T+3.0d"
+    assert format_market_time(None, now) == "-"
 
 
 def test_minimum_support_and_lift_guard_against_weak_rules(manager_factory: ManagerFactory) -> None:

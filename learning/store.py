@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,8 +32,12 @@ __all__ = [
     "STORE_DIRNAME",
     "STORE_FILENAME",
     "LearningStore",
+    "OnRollback",
+    "Undo",
     "storage_root",
 ]
+
+log = logging.getLogger(__name__)
 
 APP_ID = "self-learning-flow/learning"
 STORE_DIRNAME = "learning"
@@ -54,6 +59,28 @@ RECOVERY_FIX = (
     "move the file aside (with its -wal/-shm companions) and start fresh, or restore it from the archive/ "
     "directory or a backup"
 )
+
+Undo = Callable[[], None]
+"""Puts back what a rolled-back transaction wrote (see :meth:`LearningStore.on_rollback`)."""
+OnRollback = Callable[[Undo], None]
+"""Where a writer hands over its :data:`Undo` (:meth:`LearningStore.on_rollback`)."""
+
+# What to do when SQLite refuses a write, by primary result code.
+_RETRY = "then retry"
+_WRITE_FIX = f"check the disk and the permissions of the store's directory, {_RETRY}"
+_LOCKED_FIX = f"stop the other process writing this store (one writer per run directory), {_RETRY}"
+_PERMISSION_FIX = f"make the store, its -wal/-shm files and its directory writable, {_RETRY}"
+_WRITE_FIXES = {
+    sqlite3.SQLITE_FULL: f"free disk space (or lift the size limit), {_RETRY}",
+    sqlite3.SQLITE_IOERR: f"check the disk (space, errors, a removed drive), {_RETRY}",
+    sqlite3.SQLITE_BUSY: _LOCKED_FIX,
+    sqlite3.SQLITE_LOCKED: _LOCKED_FIX,
+    sqlite3.SQLITE_READONLY: _PERMISSION_FIX,
+    sqlite3.SQLITE_PERM: _PERMISSION_FIX,
+    sqlite3.SQLITE_CANTOPEN: _PERMISSION_FIX,
+    sqlite3.SQLITE_CORRUPT: RECOVERY_FIX,
+    sqlite3.SQLITE_NOTADB: RECOVERY_FIX,
+}
 
 
 _V1_STATEMENTS = (
@@ -208,6 +235,8 @@ class LearningStore:
         except sqlite3.Error as exc:
             raise StateError(f"cannot open the learning store ({exc})", where=str(self.path)) from exc
         self._in_tx = False
+        # What to run should the current transaction roll back (see on_rollback()).
+        self._undo: list[Undo] = []
         # key -> (value, JSON text) as this connection last wrote it
         self._meta_written: dict[str, tuple[Any, str]] = {}
         try:
@@ -312,7 +341,10 @@ class LearningStore:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``): committed on success, rolled back on error.
 
-        Nested use joins the outer transaction, so a caller can group several engines' writes.
+        Nested use joins the outer transaction, so a caller can group several engines' writes. A
+        SQLite error (disk full, database locked ...) raises :class:`StateError` naming the store and
+        the SQLite error; whatever the error, the callbacks registered with :meth:`on_rollback` run
+        when the transaction rolls back, so writers can keep what did not get written.
         """
         if self._in_tx:
             yield self._conn
@@ -321,17 +353,52 @@ class LearningStore:
             raise StateError(
                 "the learning store was opened read-only", where=str(self.path), fix="open it for writing"
             )
-        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._write_failed(exc) from exc
         self._in_tx = True
         try:
             yield self._conn
-        except BaseException:
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
             self._in_tx = False
-            self._meta_written.clear()  # what this transaction wrote is gone
-            self._conn.execute("ROLLBACK")
+            self._rolled_back()
+            if isinstance(exc, sqlite3.Error):
+                raise self._write_failed(exc) from exc
             raise
         self._in_tx = False
-        self._conn.execute("COMMIT")
+        if self._undo:
+            self._undo.clear()
+
+    def on_rollback(self, undo: Undo) -> None:
+        """Have ``undo`` run should the current transaction roll back.
+
+        Writers clear their buffers as their statements run; ``undo`` puts back what they cleared, so
+        a failed transaction loses nothing and its retry writes everything once. Outside a
+        transaction there is nothing to roll back and ``undo`` is dropped.
+        """
+        if self._in_tx:
+            self._undo.append(undo)
+
+    def _rolled_back(self) -> None:
+        undo, self._undo = self._undo, []
+        self._meta_written.clear()  # what this transaction wrote is gone
+        # Some errors (SQLITE_FULL, SQLITE_IOERR ...) have already rolled the transaction back; a
+        # ROLLBACK then fails with "no transaction is active" and would hide the real error.
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("%s: rolling back a failed transaction failed", self.path)
+        for fn in reversed(undo):
+            fn()
+
+    def _write_failed(self, exc: sqlite3.Error) -> StateError:
+        """The error for a write the store refused, with what to do about it."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+        fix = _WRITE_FIXES.get(code, _WRITE_FIX)
+        return StateError(f"cannot write the learning store ({exc})", where=str(self.path), fix=fix)
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         """A JSON value from the ``meta`` table."""

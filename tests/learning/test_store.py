@@ -97,6 +97,48 @@ def test_version_1_store_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
     assert "reinforced" in columns
 
 
+def test_a_full_disk_is_a_state_error_naming_the_store_and_the_sqlite_error(tmp_path: Path) -> None:
+    path = _store_path(tmp_path)
+    store = LearningStore(path)
+    try:
+        pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+        store.conn.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(StateError, match="database or disk is full") as info:
+            store.set_meta("big", "x" * 100_000)
+        assert info.value.where == str(path)
+        assert info.value.fix is not None
+        assert "free disk space" in info.value.fix
+        assert isinstance(info.value.__cause__, sqlite3.OperationalError)  # the real error, not ROLLBACK's
+        assert not store.conn.in_transaction
+        store.conn.execute("PRAGMA max_page_count = 1073741823")
+        store.set_meta("big", "x" * 100_000)  # the same write succeeds once there is room
+        assert store.get_meta("big") == "x" * 100_000
+    finally:
+        store.close()
+
+
+def test_a_rolled_back_transaction_runs_the_undos_registered_in_it(tmp_path: Path) -> None:
+    store = LearningStore(_store_path(tmp_path))
+    undone: list[str] = []
+    try:
+        store.on_rollback(lambda: undone.append("outside"))  # no transaction: nothing to undo
+        with store.transaction():
+            store.on_rollback(lambda: undone.append("committed"))
+
+        def fail() -> None:
+            with store.transaction():
+                store.on_rollback(lambda: undone.append("first"))
+                with store.transaction():  # joins the outer one
+                    store.on_rollback(lambda: undone.append("second"))
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            fail()
+        assert undone == ["second", "first"]
+    finally:
+        store.close()
+
+
 def test_random_bytes_are_a_state_error_that_says_how_to_recover(tmp_path: Path) -> None:
     path = _store_path(tmp_path)
     garbage = bytes(range(256)) * 64

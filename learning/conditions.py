@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from learning.discretize import ConditionClassifier
 from learning.journal import TradeJournal
 from learning.records import ConditionAdjustment
+from learning.store import OnRollback
 
 __all__ = ["AdaptationOutcome", "MarketConditionAdapter"]
 
@@ -167,10 +168,14 @@ class MarketConditionAdapter:
             view = self._view = self.adjustments()
         return view
 
-    def flush(self, conn: sqlite3.Connection) -> None:
-        """Write changed adjustments (inside the caller's transaction)."""
-        if not self._dirty:
+    def flush(self, conn: sqlite3.Connection, on_rollback: OnRollback) -> None:
+        """Write changed adjustments (inside the caller's transaction); should it roll back, the undo given
+        to ``on_rollback`` marks them changed again."""
+        dirty = self._dirty
+        if not dirty:
             return
+        self._dirty = set()
+        on_rollback(lambda: self._dirty.update(dirty))  # whichever statement fails
         conn.executemany(
             "INSERT OR REPLACE INTO adjustments (condition_key, exposure_multiplier, entry_threshold, "
             "max_position, win_rate, trades, active, updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -185,7 +190,6 @@ class MarketConditionAdapter:
                     int(a.active),
                     a.updated_ns,
                 )
-                for a in (self._adjustments[k] for k in sorted(self._dirty))
+                for a in (self._adjustments[k] for k in sorted(dirty))
             ],
         )
-        self._dirty.clear()

@@ -20,6 +20,7 @@ import numpy as np
 
 from envs.events import ErrorEvent, ErrorKind
 from learning.signatures import error_signature, message_tokens
+from learning.store import OnRollback
 
 __all__ = [
     "ErrorMatch",
@@ -333,9 +334,18 @@ class ErrorPatternLearner:
         return sum(any(a.success for a in p.attempts) for p in self._patterns.values()) / len(self._patterns)
 
     # --- persistence -------------------------------------------------------------------------------
-    def flush(self, conn: sqlite3.Connection) -> None:
-        """Write changed patterns and new attempts (inside the caller's transaction)."""
-        if self._dirty:
+    def flush(self, conn: sqlite3.Connection, on_rollback: OnRollback) -> None:
+        """Write changed patterns and new attempts (inside the caller's transaction); should it roll back,
+        the undo given to ``on_rollback`` puts them back in the buffers."""
+        dirty = self._dirty
+        attempts = self._pending_attempts
+        if not dirty and not attempts:
+            return
+        # Handed over before the statements run: whichever of them fails, the rollback puts all back.
+        self._dirty = set()
+        self._pending_attempts = []
+        on_rollback(lambda: self._unwritten(dirty, attempts))
+        if dirty:
             conn.executemany(
                 "INSERT INTO error_patterns (signature, kind, message, context, first_seen_ns, last_seen_ns, "
                 "count) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(signature) DO UPDATE SET "
@@ -350,15 +360,17 @@ class ErrorPatternLearner:
                         p.last_seen,
                         p.count,
                     )
-                    for sig in sorted(self._dirty)
+                    for sig in sorted(dirty)
                     for p in (self._patterns[sig],)
                 ],
             )
-            self._dirty.clear()
-        if self._pending_attempts:
+        if attempts:
             conn.executemany(
                 "INSERT INTO resolution_attempts (signature, resolution, success, time_ns) "
                 "VALUES (?, ?, ?, ?)",
-                self._pending_attempts,
+                attempts,
             )
-            self._pending_attempts.clear()
+
+    def _unwritten(self, dirty: set[str], attempts: list[tuple[str, str, int, int]]) -> None:
+        self._dirty |= dirty
+        self._pending_attempts[:0] = attempts

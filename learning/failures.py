@@ -26,6 +26,7 @@ from dataclasses import replace
 from learning.discretize import Discretizer
 from learning.journal import WindowStats
 from learning.records import AvoidanceRule
+from learning.store import OnRollback
 
 __all__ = ["RULE_PREFIX", "FailureAnalyzer"]
 
@@ -34,6 +35,9 @@ _RULE_COLUMNS = (
     "rule_id, factor, description, support, losers, occurrence, winner_occurrence, lift, window_days, "
     "created_ns, updated_ns, vetoes, judged, wrong, active, retired_ns, retire_reason"
 )
+
+_VetoRow = tuple[int, str, int, str]  # id, rule_id, time_ns, symbol
+_Judgement = tuple[int, int | None]  # outcome, veto id
 
 
 class FailureAnalyzer:
@@ -98,8 +102,8 @@ class FailureAnalyzer:
             "SELECT id, rule_id FROM vetoes WHERE outcome IS NULL ORDER BY id"
         ):
             self._unjudged.setdefault(rule_id, deque()).append(veto_id)
-        self._pending_vetoes: list[tuple[int, str, int, str]] = []
-        self._pending_judgements: list[tuple[int, int | None]] = []
+        self._pending_vetoes: list[_VetoRow] = []
+        self._pending_judgements: list[_Judgement] = []
 
     # --- analysis ----------------------------------------------------------------------------------
     def analyze(self, now_ns: int, window: WindowStats) -> list[AvoidanceRule]:
@@ -264,9 +268,20 @@ class FailureAnalyzer:
         return sum(r.vetoes for r in self._rules.values())
 
     # --- persistence -------------------------------------------------------------------------------
-    def flush(self, conn: sqlite3.Connection) -> None:
-        """Write changed rules, new vetoes and veto judgements (inside the caller's transaction)."""
-        if self._dirty:
+    def flush(self, conn: sqlite3.Connection, on_rollback: OnRollback) -> None:
+        """Write changed rules, new vetoes and veto judgements (inside the caller's transaction); should
+        it roll back, the undo given to ``on_rollback`` puts them back in the buffers."""
+        dirty = self._dirty
+        vetoes = self._pending_vetoes
+        judgements = self._pending_judgements
+        if not dirty and not vetoes and not judgements:
+            return
+        # Handed over before the statements run: whichever of them fails, the rollback puts all back.
+        self._dirty = set()
+        self._pending_vetoes = []
+        self._pending_judgements = []
+        on_rollback(lambda: self._unwritten(dirty, vetoes, judgements))
+        if dirty:
             placeholders = ", ".join("?" * len(_RULE_COLUMNS.split(",")))
             conn.executemany(
                 f"INSERT OR REPLACE INTO rules ({_RULE_COLUMNS}) VALUES ({placeholders})",
@@ -290,19 +305,21 @@ class FailureAnalyzer:
                         r.retired_ns,
                         r.retire_reason,
                     )
-                    for r in (self._rules[k] for k in sorted(self._dirty))
+                    for r in (self._rules[k] for k in sorted(dirty))
                 ],
             )
-            self._dirty.clear()
-        if self._pending_vetoes:
+        if vetoes:
             conn.executemany(
-                "INSERT INTO vetoes (id, rule_id, time_ns, symbol, outcome) VALUES (?, ?, ?, ?, NULL)",
-                self._pending_vetoes,
+                "INSERT INTO vetoes (id, rule_id, time_ns, symbol, outcome) VALUES (?, ?, ?, ?, NULL)", vetoes
             )
-            self._pending_vetoes.clear()
-        if self._pending_judgements:
-            conn.executemany("UPDATE vetoes SET outcome = ? WHERE id = ?", self._pending_judgements)
-            self._pending_judgements.clear()
+        if judgements:
+            conn.executemany("UPDATE vetoes SET outcome = ? WHERE id = ?", judgements)
+
+    def _unwritten(self, dirty: set[str], vetoes: list[_VetoRow], judgements: list[_Judgement]) -> None:
+        # In front of what was buffered since: a veto row is inserted before its judgement updates it.
+        self._dirty |= dirty
+        self._pending_vetoes[:0] = vetoes
+        self._pending_judgements[:0] = judgements
 
 
 def _counted(rule: AvoidanceRule, vetoes: int, judged: int, wrong: int) -> AvoidanceRule:

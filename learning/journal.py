@@ -26,6 +26,7 @@ from itertools import pairwise
 
 from envs.events import TradeResult
 from learning.discretize import FACTOR_SEPARATOR
+from learning.store import OnRollback
 
 __all__ = ["JournalEntry", "TradeJournal", "WindowStats"]
 
@@ -353,16 +354,26 @@ class TradeJournal:
                 view.lo = view.hi = gone
                 view.now = None
 
-    def flush(self, conn: sqlite3.Connection) -> None:
-        """Write buffered rows and reinforcement marks (inside the caller's transaction)."""
-        if self._pending:
-            conn.executemany(_INSERT, self._pending)
-            self._pending.clear()
-        if self._reinforced:
-            conn.executemany(
-                "UPDATE journal SET reinforced = 1 WHERE seq = ?", [(s,) for s in self._reinforced]
-            )
-            self._reinforced.clear()
+    def flush(self, conn: sqlite3.Connection, on_rollback: OnRollback) -> None:
+        """Write buffered rows and reinforcement marks (inside the caller's transaction); should it roll
+        back, the undo given to ``on_rollback`` puts them back in the buffer."""
+        rows = self._pending
+        marks = self._reinforced
+        if not rows and not marks:
+            return
+        # Handed over before the statements run: whichever of them fails, the rollback puts all back.
+        self._pending = []
+        self._reinforced = []
+        on_rollback(lambda: self._unwritten(rows, marks))
+        if rows:
+            conn.executemany(_INSERT, rows)
+        if marks:
+            conn.executemany("UPDATE journal SET reinforced = 1 WHERE seq = ?", [(s,) for s in marks])
+
+    def _unwritten(self, rows: list[JournalRow], marks: list[int]) -> None:
+        # In front of whatever was buffered since: the rows keep their order (and their seq).
+        self._pending[:0] = rows
+        self._reinforced[:0] = marks
 
 
 def _in_exit_order(entries: list[JournalEntry]) -> bool:

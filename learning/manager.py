@@ -38,6 +38,10 @@ Durability contract:
   methods when called directly, reinforcement and archiving included) is written through at once.
 * Every write is one transaction carrying everything pending (buffered trades and vetoes, written-behind
   periodic work) in event order, so the store always holds a prefix of the event sequence.
+* A write that fails (disk full, the store locked ...: ``StateError``) is rolled back and loses nothing:
+  what it was writing stays pending, and the next write or :meth:`UniversalLearningManager.close`
+  after the cause is fixed writes it, once. (A trade whose write failed is learned: do not feed it
+  again.)
 * SQLite runs in WAL mode with ``synchronous=NORMAL``: a killed process never loses a commit and never
   corrupts the file; a power loss may also roll back the latest commits, to a consistent state.
 """
@@ -301,23 +305,32 @@ class UniversalLearningManager:
             )
 
     def flush(self) -> None:
-        """Write everything pending in one transaction."""
+        """Write everything pending in one transaction.
+
+        Should it fail (``StateError``: disk full ...), everything stays pending: once the cause is
+        fixed, the next flush (or close) writes it, once.
+        """
         self._check_open()
         store = self._store
         # Keep the in-memory journal to the analysis window even if periodic() is never called.
         self._journal.prune(self._clock.now_ns())
         with store.transaction() as conn:
-            self._journal.flush(conn)
+            # Each engine clears what it writes and hands over how to put it back should the
+            # transaction roll back (a later statement failing, or the caller's transaction).
+            on_rollback = store.on_rollback
+            if self._unsaved:
+                on_rollback(self._unsave)
+            self._journal.flush(conn, on_rollback)
             patterns = self._patterns
             if patterns.unwritten:
                 # Compacted in memory by reinforcement: written with the journal rows it covers.
-                patterns.write(conn)
+                patterns.write(conn, on_rollback)
                 store.set_meta(_META_PATTERNS_SEQ, self._compacted_seq)
-            self._errors.flush(conn)
-            self._minimums.flush(conn)
-            self._adapter.flush(conn)
-            self._strategy.flush(conn)
-            self._failures.flush(conn)
+            self._errors.flush(conn, on_rollback)
+            self._minimums.flush(conn, on_rollback)
+            self._adapter.flush(conn, on_rollback)
+            self._strategy.flush(conn, on_rollback)
+            self._failures.flush(conn, on_rollback)
             store.set_meta(_META_VERSION, self._version)
             store.set_meta(_META_CLOCK, self._clock.now_ns())
             store.set_meta(_META_RNG, self._rng.bit_generator.state)
@@ -332,6 +345,9 @@ class UniversalLearningManager:
             store.set_meta(_META_LAST_RUN, {**self._last_run, _ADAPT: self._adapter.last_run_ns})
         self._unsaved = False
         self._persisted_ns = self._clock.now_ns()
+
+    def _unsave(self) -> None:
+        self._unsaved = True
 
     def _changed(self) -> None:
         """Write a change now, or, for periodic work, leave it to the next write (durability contract).
@@ -358,9 +374,11 @@ class UniversalLearningManager:
         once with their journal watermark; without, they are written by the next :meth:`flush`."""
         patterns = self._patterns
         written = conn is not None and patterns.unwritten
-        if patterns.compact(conn):
+        if patterns.pending:
+            # Before the write, which may fail: the fold holds anyway (kept for the next write).
             self._compacted_seq = self._journal.last_seq
             written = conn is not None
+        patterns.compact(conn, None if conn is None else self._store.on_rollback)
         if written:
             self._store.set_meta(_META_PATTERNS_SEQ, self._compacted_seq)
 
@@ -379,7 +397,8 @@ class UniversalLearningManager:
         """Fold a closed trade into its pattern and journal it; returns the pattern signature.
 
         The signature is the sorted factors of the trade's entry signals, market conditions, timeframe
-        alignment and volume profile. Buffered: see the module's durability contract.
+        alignment and volume profile. Buffered: see the module's durability contract. A ``StateError``
+        from the write it may cause leaves the trade learned (and pending): do not feed it again.
         """
         if self._closed:
             self._check_open()
@@ -630,7 +649,7 @@ class UniversalLearningManager:
             self._record_archive()
             self._compact_patterns(conn)  # its watermark's journal rows are written by the flush below
             ids = queue_stale_patterns(self._store, cutoff_ns=cutoff)
-            self._patterns.forget(ids)
+            self._patterns.forget(ids, self._store.on_rollback)
             self._journal.prune(t)
             if ids:
                 self._bump()
@@ -641,6 +660,9 @@ class UniversalLearningManager:
         elif queued_patterns(self._store) >= self.config.archive_chunk:
             job = self._start_archive(t, full_only=True, background=True)
             self._archiving = job
+            # Inside a caller's transaction that rolls back, its rows leave the queue: the file is
+            # not to be recorded (left unrecorded, like a crash's).
+            self._store.on_rollback(lambda: self._drop_archive(job))
             files = job.result.files
         if ids:
             log.info("archived %d patterns%s", len(ids), f" to {', '.join(files)}" if files else "")
@@ -668,6 +690,13 @@ class UniversalLearningManager:
             return
         self._archiving = None
         finish_archive(self._store, job)
+        # Inside a caller's transaction that rolls back, the files are still to be recorded.
+        self._store.on_rollback(lambda: setattr(self, "_archiving", job))
+
+    def _drop_archive(self, job: ArchiveJob) -> None:
+        job.wait()  # no writer left behind to race the next job for a file name
+        if self._archiving is job:
+            self._archiving = None
 
     def _write_queue(self, t: int) -> tuple[str, ...]:
         """Write every queued pattern to archive files now; returns the files."""

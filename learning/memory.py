@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -172,6 +172,10 @@ class ArchiveJob:
     def done(self) -> bool:
         """Whether every file has been written (or failed)."""
         return all(c.digest.done() for c in self.chunks)
+
+    def wait(self) -> None:
+        """Wait until every file has been written (or failed)."""
+        wait([c.digest for c in self.chunks])
 
 
 def _write_now(write: Callable[[list[Row], Path], str], rows: list[Row], path: Path) -> Future[str]:

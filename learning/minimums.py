@@ -19,6 +19,7 @@ from dataclasses import replace
 from envs.events import ErrorKind, OrderResult, OrderStatus
 from envs.market import MarketSpec
 from learning.records import LearnedMinimum
+from learning.store import OnRollback
 
 __all__ = ["SOURCE_LEARNED", "SOURCE_SPEC", "OrderMinimumLearner"]
 
@@ -114,16 +115,19 @@ class OrderMinimumLearner:
             cached = self._view = (self._changes, self.all())
         return cached[1]
 
-    def flush(self, conn: sqlite3.Connection) -> None:
-        """Write changed minimums (inside the caller's transaction)."""
-        if not self._dirty:
+    def flush(self, conn: sqlite3.Connection, on_rollback: OnRollback) -> None:
+        """Write changed minimums (inside the caller's transaction); should it roll back, the undo given to
+        ``on_rollback`` marks them changed again."""
+        dirty = self._dirty
+        if not dirty:
             return
+        self._dirty = set()
+        on_rollback(lambda: self._dirty.update(dirty))  # whichever statement fails
         conn.executemany(
             "INSERT OR REPLACE INTO minimums (symbol, min_qty, min_notional, quote_value, updated_ns, "
             "rejections, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
                 (m.symbol, m.min_qty, m.min_notional, m.quote_value, m.updated_ns, m.rejections, m.source)
-                for m in (self._minimums[s] for s in sorted(self._dirty))
+                for m in (self._minimums[s] for s in sorted(dirty))
             ],
         )
-        self._dirty.clear()

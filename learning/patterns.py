@@ -33,6 +33,7 @@ import numpy as np
 
 from learning.discretize import FACTOR_SEPARATOR, Discretizer
 from learning.records import PatternScore
+from learning.store import OnRollback
 
 __all__ = ["NEUTRAL_WEIGHT", "PatternRecognitionEngine", "pattern_id"]
 
@@ -362,14 +363,17 @@ class PatternRecognitionEngine:
         return bool(self._sealed or self._new_weights)
 
     # --- persistence -------------------------------------------------------------------------------
-    def compact(self, conn: sqlite3.Connection | None = None) -> bool:
+    def compact(self, conn: sqlite3.Connection | None = None, on_rollback: OnRollback | None = None) -> bool:
         """Fold every pending delta into the patterns' statistics, in id order; returns whether there
         were any.
 
         With ``conn`` (the caller's transaction) the result is written at once; without, it waits for
         :meth:`write`, which applies each compaction as it would have been applied here, so the stored
         statistics are the same either way (a pattern's score depends on how its trades were grouped).
+        ``on_rollback`` (required with ``conn``) receives how to keep what was written unwritten should
+        the transaction roll back (see :meth:`write`).
         """
+        assert (conn is None) == (on_rollback is None), "a write needs its on_rollback"
         folded = bool(self._pending)
         if folded:
             # Id order walks the b-tree pages in order: far fewer page misses and WAL frames than random.
@@ -394,40 +398,80 @@ class PatternRecognitionEngine:
             self._pending = {}
             # Both are sorted and disjoint: inserting at the search positions is a linear merge.
             self._known = np.insert(self._known, np.searchsorted(self._known, new), new)
-            if conn is not None and not self._sealed:
-                _write_batch(conn, items, numbers)  # written at once: nothing to keep for reads
+            if conn is not None and on_rollback is not None and not self._sealed:
+                # Written at once: nothing to keep for reads (unless the transaction rolls back).
+                on_rollback(lambda: self._unwritten([(items, numbers)], {}))
+                _write_batch(conn, items, numbers)
             else:
-                self._sealed.append((items, numbers))
-                by_id = self._sealed_by_id
-                for pid, d in items:
-                    by_id.setdefault(pid, []).append(d)
-        if conn is not None:
-            self.write(conn)
+                self._seal(items, numbers)
+        if conn is not None and on_rollback is not None:
+            self.write(conn, on_rollback)
         return folded
 
-    def write(self, conn: sqlite3.Connection) -> None:
-        """Write what is compacted and the boosted weights (inside the caller's transaction)."""
-        for items, numbers in self._sealed:
-            _write_batch(conn, items, numbers)
-        if self._new_weights:
-            conn.executemany(
-                "UPDATE patterns SET weight = ? WHERE id = ?",
-                [(w, pid) for pid, w in sorted(self._new_weights.items())],
-            )
+    def _seal(self, items: list[tuple[int, _Delta]], numbers: dict[int, int]) -> None:
+        """Keep one compaction for :meth:`write` (and for reads until then)."""
+        self._sealed.append((items, numbers))
+        by_id = self._sealed_by_id
+        for pid, d in items:
+            by_id.setdefault(pid, []).append(d)
+
+    def write(self, conn: sqlite3.Connection, on_rollback: OnRollback) -> None:
+        """Write what is compacted and the boosted weights (inside the caller's transaction).
+
+        Should the transaction roll back, the undo given to ``on_rollback`` keeps them unwritten, to be
+        written (once) by the next write: the compactions' in-memory effects (known ids, signature
+        numbers, reinforced rows) already hold, as for any compaction not written yet.
+        """
+        sealed = self._sealed
+        weights = self._new_weights
+        if not sealed and not weights:
+            return
         self._sealed = []
         self._sealed_by_id = {}
         self._new_weights = {}
+        on_rollback(lambda: self._unwritten(sealed, weights))
+        for items, numbers in sealed:
+            _write_batch(conn, items, numbers)
+        if weights:
+            conn.executemany(
+                "UPDATE patterns SET weight = ? WHERE id = ?",
+                [(w, pid) for pid, w in sorted(weights.items())],
+            )
 
-    def forget(self, ids: Iterable[int]) -> None:
-        """Drop archived patterns from the known ids (their rows have left the table)."""
+    def _unwritten(
+        self, sealed: list[tuple[list[tuple[int, _Delta]], dict[int, int]]], weights: dict[int, float]
+    ) -> None:
+        """Put back compactions and weights whose write rolled back, before any sealed since."""
+        later = self._sealed
+        self._sealed = []
+        self._sealed_by_id = {}
+        for items, numbers in (*sealed, *later):
+            self._seal(items, numbers)
+        self._new_weights = {**weights, **self._new_weights}
+
+    def forget(self, ids: Iterable[int], on_rollback: OnRollback) -> None:
+        """Drop archived patterns from the known ids (their rows have left the table, in the caller's
+        transaction); should it roll back, the undo given to ``on_rollback`` knows them again."""
         gone = np.fromiter(ids, np.int64)
         reinforced = self._reinforced
-        if any([reinforced.pop(pid, None) is not None for pid in gone.tolist()]):
+        dropped = {pid: record for pid in gone.tolist() if (record := reinforced.pop(pid, None)) is not None}
+        if dropped:
             self._reinforced_changed()
+        removed = gone[:0]
         if gone.size and self._known.size:
             pos = np.searchsorted(self._known, gone)
             pos = pos[(pos < self._known.size) & (self._known[np.minimum(pos, self._known.size - 1)] == gone)]
+            removed = self._known[pos]
             self._known = np.delete(self._known, pos)
+
+        def undo() -> None:
+            if removed.size:
+                self._known = np.union1d(self._known, removed)
+            if dropped:
+                self._reinforced.update(dropped)
+                self._reinforced_changed()
+
+        on_rollback(undo)
 
 
 def _rank(item: tuple[int, PatternScore]) -> tuple[float, float, int]:

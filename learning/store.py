@@ -65,8 +65,9 @@ Undo = Callable[[], None]
 OnRollback = Callable[[Undo], None]
 """Where a writer hands over its :data:`Undo` (:meth:`LearningStore.on_rollback`)."""
 
-# What to do when SQLite refuses a write, by primary result code.
-_RETRY = "then retry"
+# What to do when SQLite refuses a write, by primary result code. What was pending stays buffered
+# (see LearningStore.on_rollback), so the retry writes it.
+_RETRY = "then retry (what was not written is kept and written by the next write or close)"
 _WRITE_FIX = f"check the disk and the permissions of the store's directory, {_RETRY}"
 _LOCKED_FIX = f"stop the other process writing this store (one writer per run directory), {_RETRY}"
 _PERMISSION_FIX = f"make the store, its -wal/-shm files and its directory writable, {_RETRY}"

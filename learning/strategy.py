@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from learning.journal import JournalEntry, WindowStats
+from learning.store import OnRollback
 
 __all__ = ["EvolutionStep", "StrategyOptimizer", "normalize_weights", "percentile"]
 
@@ -236,20 +237,28 @@ class StrategyOptimizer:
         cut = percentile(window.pnls, self._percentile)
         return [e for e in window.entries() if e.pnl >= cut and e.pnl > 0.0 and not e.reinforced]
 
-    def flush(self, conn: sqlite3.Connection) -> None:
-        """Write the weight table and new history steps (inside the caller's transaction)."""
-        if self._weights_dirty:
+    def flush(self, conn: sqlite3.Connection, on_rollback: OnRollback) -> None:
+        """Write the weight table and new history steps (inside the caller's transaction); should it roll
+        back, the undo given to ``on_rollback`` makes them unwritten again."""
+        written = self._written
+        weights_dirty = self._weights_dirty
+        steps = self._pending
+        if not weights_dirty and not steps:
+            return
+        # Handed over before the statements run: whichever of them fails, the rollback puts all back.
+        self._written = self._weights
+        self._weights_dirty = False
+        self._pending = []
+        on_rollback(lambda: self._unwritten(written, weights_dirty, steps))
+        if weights_dirty:
             # Factors never leave the table: rewriting only the rows that changed leaves the same table.
-            written = self._written
             changed = [(f, w) for f, w in self._weights.items() if written.get(f) != w]
             conn.executemany(
                 "INSERT INTO strategy_weights (factor, weight) VALUES (?, ?) "
                 "ON CONFLICT(factor) DO UPDATE SET weight = excluded.weight",
                 changed,
             )
-            self._written = self._weights
-            self._weights_dirty = False
-        if self._pending:
+        if steps:
             conn.executemany(
                 "INSERT INTO evolution_history (step, time_ns, trades, winners, boosted, weights) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -262,7 +271,14 @@ class StrategyOptimizer:
                         json.dumps(list(s.boosted)),
                         json.dumps(s.weights if type(s.weights) is dict else dict(s.weights)),
                     )
-                    for s in self._pending
+                    for s in steps
                 ],
             )
-            self._pending.clear()
+
+    def _unwritten(
+        self, written: Mapping[str, float], weights_dirty: bool, steps: list[EvolutionStep]
+    ) -> None:
+        if weights_dirty:
+            self._written = written  # the table as it still is in the store
+            self._weights_dirty = True
+        self._pending[:0] = steps

@@ -8,6 +8,7 @@ statistics are rebuilt from the journal on open, so they agree with it exactly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -19,10 +20,23 @@ from pathlib import Path
 import pytest
 
 from envs.clock import MINUTE_NS
+from envs.errors import StateError
+from envs.events import ErrorEvent, ErrorKind, OrderResult, OrderStatus, Side, TradeResult
 from learning.config import LearningConfig
 from learning.manager import UniversalLearningManager
+from learning.records import PatternScore
 
-from .conftest import CALM, START_NS, WILD, ManagerFactory, make_trade
+from .conftest import (
+    CALM,
+    MACD_NEG,
+    MACD_POS,
+    RSI_OVERSOLD,
+    RSI_STRONG,
+    START_NS,
+    WILD,
+    ManagerFactory,
+    make_trade,
+)
 
 MIN_EVERY = 50  # the writer reports a minimum rejection after every 50th trade (a write-through)
 KILL_AFTER = 600  # trades committed before each kill
@@ -231,3 +245,124 @@ def test_patterns_compacted_in_memory_read_as_after_their_write(manager_factory:
     manager.close()
     with UniversalLearningManager(root, read_only=True) as reader:
         assert reader.patterns() == before[0]
+
+
+def _varied_trade(n: int) -> TradeResult:
+    """Trade ``n`` of a stream spread over a few hundred patterns (so compactions add pages)."""
+    return make_trade(
+        n,
+        1.0 if n % 3 else -1.0,
+        exit_ns=START_NS + n * MINUTE_NS,
+        signals={"rsi_14": float(n % 100), "macd_hist": n % 7 - 3.0},
+        conditions={"regime": float(n % 4), "volatility_ratio": n % 5 * 0.5},
+    )
+
+
+def _journal_and_patterns(root: Path) -> tuple[int, int, int, list[PatternScore]]:
+    """Journal rows, distinct trade ids, summed pattern counts and the patterns, as committed."""
+    with UniversalLearningManager(root, read_only=True) as reader:
+        conn = reader._store.conn
+        rows, distinct = conn.execute("SELECT COUNT(*), COUNT(DISTINCT trade_id) FROM journal").fetchone()
+        counted = conn.execute("SELECT COALESCE(SUM(count), 0) FROM patterns").fetchone()[0]
+        return rows, distinct, counted, reader.patterns()
+
+
+def _learn_until_a_write_fails(manager: UniversalLearningManager) -> tuple[int, StateError]:
+    """Trades learned (the last one's write failed: it is learned all the same) and the error."""
+    for n in range(10_000):
+        try:
+            manager.learn_from_trade(_varied_trade(n))
+        except StateError as exc:
+            return n + 1, exc
+    raise AssertionError("no write failed")
+
+
+@pytest.mark.parametrize("headroom", [2, 5, 9, 14, 25])
+def test_a_full_disk_loses_no_trade_and_the_retry_writes_each_once(tmp_path: Path, headroom: int) -> None:
+    """A write that fails part-way (here: the database may grow ``headroom`` pages more) is rolled back
+    and raised as a ``StateError``; what it was writing stays pending and is written once, in the same
+    batches, when a write succeeds again."""
+    config = LearningConfig(flush_every=1000, compact_every=40)
+    root = tmp_path / "full"
+    manager = UniversalLearningManager(root, config)
+    conn = manager._store.conn
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + headroom}")
+    learned, error = _learn_until_a_write_fails(manager)
+    assert "database or disk is full" in str(error)
+    assert error.where == str(manager.store_path)
+    with contextlib.suppress(StateError):
+        manager.flush()  # retried while the disk is still full: changes nothing, loses nothing
+    conn.execute("PRAGMA max_page_count = 1073741823")  # space freed
+    manager.close()
+    with UniversalLearningManager(tmp_path / "reference", config) as reference:
+        for n in range(learned):
+            reference.learn_from_trade(_varied_trade(n))
+    rows, distinct, counted, patterns = _journal_and_patterns(root)
+    assert (rows, distinct, counted) == (learned, learned, learned)
+    assert patterns == _journal_and_patterns(tmp_path / "reference")[3]
+
+
+def _story(manager: UniversalLearningManager) -> None:
+    """Trades, errors, minimums, vetoes and their outcomes, with the periodic work of every 5th bar."""
+    for k in range(300):
+        now = START_NS + k * MINUTE_NS
+        won = k % 3 == 0
+        signals = {**RSI_STRONG, **MACD_POS} if won else {**RSI_OVERSOLD, **MACD_NEG}
+        manager.learn_from_trade(
+            make_trade(k, (k % 7) + 0.5 if won else -1.0, exit_ns=now, signals=signals, conditions=WILD)
+        )
+        if k % 5 == 0:
+            manager.on_bar(now, WILD)
+        for rule in manager.rules(active_only=True):
+            manager.record_veto(rule.rule_id, now, "BTC/USDT")
+            if k % 2:
+                manager.record_veto_outcome(rule.rule_id, k % 4 == 1, now)
+
+
+def _runner_bar(manager: UniversalLearningManager, *, fails: bool) -> None:
+    """A bar of the live runner: its learning and its checkpoint in one transaction."""
+    now = START_NS + 300 * MINUTE_NS
+    rejected = OrderResult(
+        "o1", "BTC/USDT", Side.BUY, now, 0.001, 100.0, OrderStatus.REJECTED, kind=ErrorKind.MIN_NOTIONAL
+    )
+    with manager._store.transaction():
+        manager.learn_from_error(ErrorEvent(now, "BTC/USDT", ErrorKind.RATE_LIMIT, "429 Too many requests"))
+        manager.learn_order_minimums("BTC/USDT", rejected)
+        manager.compact()
+        if fails:
+            raise RuntimeError("the runner's checkpoint failed")
+
+
+def test_a_rolled_back_transaction_keeps_what_every_engine_had_pending(
+    manager_factory: ManagerFactory, tmp_path: Path
+) -> None:
+    """The live runner commits its checkpoint in the manager's transaction: when that transaction rolls
+    back after the manager's writes ran, the next write still writes all of them, once."""
+    config = LearningConfig(evolution_interval_minutes=5, analysis_interval_minutes=5, flush_every=64)
+    for name, fails in (("kept", True), ("reference", False)):
+        manager = manager_factory(name, config)
+        _story(manager)
+        assert manager.rules()
+        if fails:
+            with pytest.raises(RuntimeError, match="checkpoint"):
+                _runner_bar(manager, fails=True)
+        else:
+            _runner_bar(manager, fails=False)
+        manager.close()
+    assert _dump(tmp_path / "kept") == _dump(tmp_path / "reference")
+    with UniversalLearningManager(tmp_path / "kept", read_only=True) as reader:
+        conn = reader._store.conn
+        assert conn.execute("SELECT COUNT(*) FROM vetoes WHERE outcome IS NOT NULL").fetchone()[0] > 0
+        assert conn.execute("SELECT SUM(reinforced) FROM journal").fetchone()[0] > 0
+        assert reader.evolution_history()
+        assert reader.minimums()["BTC/USDT"].rejections == 1
+        assert reader.trade_count == 300
+
+
+def _dump(root: Path) -> dict[str, list[tuple[object, ...]]]:
+    conn = sqlite3.connect(root / "learning" / "state.sqlite")
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    dump = {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+    conn.close()
+    return dump

@@ -231,3 +231,27 @@ def test_periodic_and_direct_memory_passes_archive_the_same(manager_factory: Man
         manager.close()
     assert results[0] == results[1]
     assert results[0][1]  # something was archived
+
+
+@pytest.mark.parametrize("chunk", [200, 1])
+def test_a_rolled_back_memory_pass_leaves_its_patterns_active(
+    manager_factory: ManagerFactory, chunk: int
+) -> None:
+    manager = manager_factory(config=LearningConfig(archive_chunk=chunk))  # 1: a file is started at once
+    old, recent = _two_patterns(manager)
+    stats = manager.pattern(old)
+
+    def runner_bar() -> None:
+        with manager._store.transaction():
+            manager.periodic(START_NS + MONTH + 1)  # queues the stale pattern ...
+            raise RuntimeError("the runner's checkpoint failed")  # ... in a transaction that rolls back
+
+    with pytest.raises(RuntimeError, match="checkpoint"):
+        runner_bar()
+    assert manager.pattern(old) == stats
+    assert manager.pattern_count() == 2
+    assert [p.signature for p in manager.patterns()] == sorted([old, recent])
+    assert manager.manage_learning_memory(START_NS + MONTH + 1).ids != ()  # archived once, later
+    assert manager.pattern_count() == 1
+    assert manager.load_archive() == [stats]
+    assert _archived_rows(manager) == 1

@@ -41,7 +41,8 @@ Durability contract:
 * A write that fails (disk full, the store locked ...: ``StateError``) is rolled back and loses nothing:
   what it was writing stays pending, and the next write or :meth:`UniversalLearningManager.close`
   after the cause is fixed writes it, once. (A trade whose write failed is learned: do not feed it
-  again.)
+  again.) An archive file that cannot be written (``StateError`` naming the archive directory) leaves
+  its patterns in the durable archive queue, for a later pass or close.
 * SQLite runs in WAL mode with ``synchronous=NORMAL``: a killed process never loses a commit and never
   corrupts the file; a power loss may also roll back the latest commits, to a consistent state.
 """
@@ -639,14 +640,18 @@ class UniversalLearningManager:
         :meth:`on_bar`, a file is written (by a background thread, recorded at the next pass) only once
         a file's worth (``archive_chunk``) is queued; whatever is queued is also written when the
         archive is read and at close.
+
+        An archive file that cannot be written raises ``StateError`` (naming the archive directory)
+        once the move is committed: the patterns wait in the queue, to be written by a later pass.
         """
         self._check_open()
         t = self._now(now)
         cutoff = t - self.config.archive_age_ns
-        # One transaction for the previous batch's record, the compaction, the move to the queue and
-        # what the move changed.
+        # The previous batch's files are recorded first: an archive directory that cannot be written
+        # stops the pass before it moves more patterns into the queue.
+        self._record_archive()
+        # One transaction for the compaction, the move to the queue and what the move changed.
         with self._store.transaction() as conn:
-            self._record_archive()
             self._compact_patterns(conn)  # its watermark's journal rows are written by the flush below
             ids = queue_stale_patterns(self._store, cutoff_ns=cutoff)
             self._patterns.forget(ids, self._store.on_rollback)
@@ -688,7 +693,7 @@ class UniversalLearningManager:
         job = self._archiving
         if job is None:
             return
-        self._archiving = None
+        self._archiving = None  # a job that failed is not retried: its rows stay queued for the next
         finish_archive(self._store, job)
         # Inside a caller's transaction that rolls back, the files are still to be recorded.
         self._store.on_rollback(lambda: setattr(self, "_archiving", job))
@@ -863,13 +868,21 @@ class UniversalLearningManager:
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
-        """Write everything pending and close the store (idempotent)."""
+        """Write everything pending and the archive files of the queued patterns, then close the store
+        (idempotent).
+
+        The learned state is written first. If that fails (``StateError``: disk full ...) the manager
+        stays open, nothing lost: fix the cause and call :meth:`close` again. If then an archive file
+        cannot be written (``StateError`` naming the archive directory), the store is closed anyway;
+        the archived patterns wait in its archive queue, written by the next manager that closes it.
+        """
         if self._closed:
             return
+        if not self.read_only:
+            self.compact()
         try:
             if not self.read_only:
                 self._write_queue(self._clock.now_ns())
-                self.compact()
         finally:
             self._closed = True
             if self._archiver is not None:

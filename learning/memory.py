@@ -13,7 +13,9 @@ last seen; the per-trade detail stays in the journal). Archiving *moves, never d
    row count and sha256) in the ``archives`` table and deletes its rows from the queue.
 
 A crash between 2 and 3 leaves the rows queued *and* an unrecorded archive file (a duplicate, never a
-loss); the next write picks a new file name. :func:`load_archive` reads back every recorded file,
+loss); the next write picks a new file name. A file that cannot be written (the directory is a file,
+the disk is full, no permission) is a :class:`StateError` naming the archive directory; its rows stay
+queued for the next attempt. :func:`load_archive` reads back every recorded file,
 checking its checksum, then the rows still queued.
 
 Step 2 waits on the disk (two fsyncs) while step 3 needs only the rows chosen at its start, so the
@@ -116,6 +118,16 @@ def _write_durably(rows: list[tuple[object, ...]], path: Path) -> str:
     os.replace(tmp, path)
     _fsync_dir(path.parent)
     return digest
+
+
+def _archive_failed(archive_dir: Path, exc: OSError) -> StateError:
+    return StateError(
+        f"cannot write the pattern archive ({exc})",
+        where=str(archive_dir),
+        fix="make it a writable directory (move aside a file of that name) on a disk with free space, then "
+        "close the learning manager or open it again; the archived patterns wait in the store's archive "
+        "queue until their file is written",
+    )
 
 
 def _next_free(archive_dir: Path, start: int) -> tuple[int, Path]:
@@ -227,20 +239,28 @@ def start_archive(
     (at once, in this thread, when ``None``); with ``full_only``, only as many full files as there are.
 
     Nothing leaves the queue until :func:`finish_archive`; no other archive of the same store may be
-    pending.
+    pending. An archive directory that cannot be written raises ``StateError`` (here, or from
+    :func:`finish_archive` for a file that failed).
     """
     conn = store.conn
     queued = queued_patterns(store)
     count = queued - queued % chunk if full_only else queued
     chunks: list[_Chunk] = []
     if count:
-        archive_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            archive_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _archive_failed(archive_dir, exc) from exc
         import pyarrow.parquet  # noqa: F401 - import in this thread, not the writer's
     number = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM archives").fetchone()[0]) + 1
     rows = conn.execute(_SELECT_QUEUED, (count,)).fetchall() if count else []
     for first in range(0, len(rows), chunk):
         part = rows[first : first + chunk]
-        number, path = _next_free(archive_dir, number)
+        try:
+            number, path = _next_free(archive_dir, number)
+        except OSError as exc:
+            wait([c.digest for c in chunks])  # no writer left behind
+            raise _archive_failed(archive_dir, exc) from exc
         body = [r[1:-1] for r in part]
         digest = (
             _write_now(_write_durably, body, path) if submit is None else submit(_write_durably, body, path)
@@ -254,10 +274,14 @@ def start_archive(
 
 def finish_archive(store: LearningStore, job: ArchiveJob) -> ArchiveResult:
     """Wait for the job's files to be durable, then record each one and delete its rows from the queue
-    (one transaction per file). A file that could not be written raises its error here, before any of
-    its rows leave the queue."""
+    (one transaction per file). A file that could not be written raises ``StateError`` here, before any
+    of its rows leave the queue (the files before it are recorded)."""
     for c in job.chunks:
-        digest = c.digest.result()
+        try:
+            digest = c.digest.result()
+        except OSError as exc:
+            job.wait()  # no writer left behind
+            raise _archive_failed(c.path.parent, exc) from exc
         with store.transaction() as tx:
             tx.execute(
                 "INSERT INTO archives (id, file, rows, created_ns, cutoff_ns, sha256) "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,6 +232,88 @@ def test_periodic_and_direct_memory_passes_archive_the_same(manager_factory: Man
         manager.close()
     assert results[0] == results[1]
     assert results[0][1]  # something was archived
+
+
+def _archive_blocked(manager: UniversalLearningManager) -> None:
+    """Make the archive directory unusable: a file stands where it should be."""
+    manager.archive_dir.write_text("not a directory")
+
+
+def test_an_archive_that_cannot_be_written_at_close_loses_no_learned_state(
+    manager_factory: ManagerFactory,
+) -> None:
+    manager = manager_factory()
+    old = manager.learn_from_trade(make_trade(0, 2.0, exit_ns=START_NS, conditions=CALM))
+    manager.on_bar(START_NS + 40 * DAY_NS)  # queues the stale pattern (no file yet: far from a full one)
+    for n in range(1, 11):
+        manager.learn_from_trade(make_trade(n, -1.0, exit_ns=START_NS + 40 * DAY_NS + n, conditions=WILD))
+    _archive_blocked(manager)
+    with pytest.raises(StateError, match="cannot write the pattern archive") as info:
+        manager.close()
+    assert info.value.where == str(manager.archive_dir)
+    assert info.value.fix is not None
+    assert "archive queue" in info.value.fix
+    with pytest.raises(StateError, match="closed"):
+        manager.flush()  # the store is closed all the same
+    with UniversalLearningManager(manager.root, read_only=True) as reader:
+        assert reader.trade_count == 11  # the learned state was written before the archive was tried
+        (recent,) = reader.patterns()
+        assert recent.count == 10
+        assert [p.signature for p in reader.load_archive()] == [old]  # still queued
+        assert _queued_rows(reader) == 1
+    manager.archive_dir.unlink()
+    UniversalLearningManager(manager.root).close()  # a later close writes the queue
+    with UniversalLearningManager(manager.root, read_only=True) as reader:
+        assert (_queued_rows(reader), _archived_rows(reader)) == (0, 1)
+        assert [p.signature for p in reader.load_archive()] == [old]
+
+
+def test_a_periodic_pass_that_cannot_start_its_archive_file_is_a_state_error(
+    manager_factory: ManagerFactory,
+) -> None:
+    manager = manager_factory(config=LearningConfig(archive_chunk=1))  # every pass fills a file
+    old, recent = _two_patterns(manager)
+    _archive_blocked(manager)
+    with pytest.raises(StateError, match="cannot write the pattern archive") as info:
+        manager.on_bar(START_NS + MONTH + 1)
+    assert info.value.where == str(manager.archive_dir)
+    assert isinstance(info.value.__cause__, FileExistsError)
+    assert manager.pattern(old) is None  # archived: the move was committed before the file was tried
+    assert _queued_rows(manager) == 1
+    manager.learn_from_trade(make_trade(3, 1.0, exit_ns=START_NS + MONTH + 2, conditions=WILD))
+    manager.archive_dir.unlink()
+    manager.close()
+    with UniversalLearningManager(manager.root, read_only=True) as reader:
+        assert [p.signature for p in reader.load_archive()] == [old]
+        assert _queued_rows(reader) == 0
+        assert reader.pattern(recent) is not None
+        assert reader.trade_count == 3
+
+
+def test_an_archive_file_that_fails_in_the_background_leaves_its_patterns_queued(
+    manager_factory: ManagerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import learning.memory as memory
+
+    manager = manager_factory(config=LearningConfig(archive_chunk=1))
+    old, _ = _two_patterns(manager)
+    stats = manager.pattern(old)
+
+    def full_disk(rows: list[tuple[object, ...]], path: Path) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(memory, "_write_durably", full_disk)
+    manager.on_bar(START_NS + MONTH + 1)  # the file is written behind: its failure shows when recorded
+    manager.learn_from_trade(make_trade(3, 1.0, exit_ns=START_NS + MONTH + 2, conditions=WILD))
+    with pytest.raises(StateError, match="No space left on device") as info:
+        manager.close()
+    assert info.value.where == str(manager.archive_dir)
+    monkeypatch.undo()
+    with UniversalLearningManager(manager.root) as again:
+        assert again.trade_count == 3
+        assert _queued_rows(again) == 1
+        assert again.load_archive() == [stats]  # written now, once
+        assert (_queued_rows(again), _archived_rows(again)) == (0, 1)
 
 
 @pytest.mark.parametrize("chunk", [200, 1])

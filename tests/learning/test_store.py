@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
+from dataclasses import astuple
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from envs.clock import DAY_NS
 from envs.errors import StateError
 from learning.manager import UniversalLearningManager
+from learning.patterns import pattern_id
+from learning.records import PatternScore
 from learning.store import APP_ID, SCHEMA_VERSION, LearningStore
 
-from .conftest import make_trade
+from .conftest import START_NS, make_trade
 
 # The schema as version 1 shipped it, written out by hand (not through the migration code under test).
 V1_SCHEMA = """
@@ -49,6 +56,24 @@ CREATE TABLE archives (id INTEGER PRIMARY KEY, file TEXT NOT NULL UNIQUE, rows I
     created_ns INTEGER NOT NULL, cutoff_ns INTEGER NOT NULL, sha256 TEXT NOT NULL);
 CREATE TABLE effectiveness (id INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL, metrics TEXT NOT NULL);
 """
+
+# Version 2 as it shipped (before the archive queue of version 3): version 1 plus veto outcomes, rule
+# retirement, once-only reinforcement and the weight index. Archived patterns then left ``patterns``
+# only once their file was recorded in ``archives``.
+V2_SCHEMA = (
+    V1_SCHEMA
+    + """
+ALTER TABLE rules ADD COLUMN judged INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE rules ADD COLUMN wrong INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE rules ADD COLUMN retired_ns INTEGER;
+ALTER TABLE rules ADD COLUMN retire_reason TEXT NOT NULL DEFAULT '';
+CREATE TABLE vetoes (id INTEGER PRIMARY KEY, rule_id TEXT NOT NULL, time_ns INTEGER NOT NULL,
+    symbol TEXT NOT NULL, outcome INTEGER);
+CREATE INDEX vetoes_rule ON vetoes (rule_id, outcome);
+ALTER TABLE journal ADD COLUMN reinforced INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX patterns_weight ON patterns (weight);
+"""
+)
 
 
 def _store_path(root: Path) -> Path:
@@ -95,6 +120,82 @@ def test_version_1_store_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
     columns = {row[1] for row in reopened.execute("PRAGMA table_info(journal)")}
     reopened.close()
     assert "reinforced" in columns
+
+
+# The archive file's columns, as every schema wrote them (zstd Parquet, one row per pattern).
+ARCHIVE_FILE_COLUMNS = {
+    "signature": pa.string(),
+    "count": pa.int64(),
+    "wins": pa.int64(),
+    "total_pnl": pa.float64(),
+    "score": pa.float64(),
+    "weight": pa.float64(),
+    "first_seen_ns": pa.int64(),
+    "last_seen_ns": pa.int64(),
+}
+
+
+def _archive_file(path: Path, patterns: list[PatternScore]) -> str:
+    """Write an archive file of ``patterns``; returns its sha256."""
+    rows = [astuple(p) for p in patterns]
+    columns = dict(zip(ARCHIVE_FILE_COLUMNS, zip(*rows, strict=True), strict=True))
+    table = pa.table({name: pa.array(columns[name], kind) for name, kind in ARCHIVE_FILE_COLUMNS.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="zstd")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_version_2_store_keeps_its_archive_and_vetoes_through_migration_and_archiving(tmp_path: Path) -> None:
+    recorded = PatternScore(
+        "rsi_14=oversold", 4, 1, -2.5, -0.3, 0.9, START_NS - 90 * DAY_NS, START_NS - 60 * DAY_NS
+    )
+    stale = PatternScore("macd_hist=neg", 3, 2, 1.5, 0.2, 1.2, START_NS - 2 * DAY_NS, START_NS - DAY_NS)
+    rule = "avoid:rsi_14=oversold"
+    path = _store_path(tmp_path)
+    digest = _archive_file(tmp_path / "archive" / "patterns-000001.parquet", [recorded])
+    conn = sqlite3.connect(path)
+    conn.executescript(V2_SCHEMA)
+    conn.execute("INSERT INTO slf_schema VALUES (?, 2)", (APP_ID,))
+    conn.execute("INSERT INTO meta VALUES ('clock_ns', ?)", (str(START_NS),))
+    conn.execute(
+        "INSERT INTO archives VALUES (1, 'patterns-000001.parquet', 1, ?, ?, ?)",
+        (START_NS - 20 * DAY_NS, START_NS - 50 * DAY_NS, digest),
+    )
+    conn.execute("INSERT INTO pattern_signatures VALUES (1, ?)", (stale.signature,))
+    conn.execute(
+        "INSERT INTO patterns VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?)",
+        (pattern_id(stale.signature), *astuple(stale)[1:]),
+    )
+    conn.execute(
+        "INSERT INTO rules VALUES (?, 'rsi_14=oversold', 'rsi_14 < 30', 8, 10, 0.8, 0.1, 8.0, 3.0, 1, 2, "
+        "1, 1, 0, 0, NULL, '')",
+        (rule,),
+    )
+    conn.execute("INSERT INTO vetoes VALUES (7, ?, ?, 'BTC/USDT', NULL)", (rule, START_NS - DAY_NS))
+    conn.commit()
+    conn.close()
+
+    def vetoes() -> list[tuple[object, ...]]:
+        with sqlite3.connect(path) as raw:
+            return raw.execute("SELECT id, rule_id, outcome FROM vetoes ORDER BY id").fetchall()
+
+    with UniversalLearningManager(tmp_path) as manager:
+        assert manager._store.version == SCHEMA_VERSION
+        assert manager.pattern(stale.signature) == stale
+        manager.on_bar(START_NS + 40 * DAY_NS)  # the memory pass queues the stale pattern
+        assert manager.pattern(stale.signature) is None
+    assert vetoes() == [(7, rule, None)]
+    with UniversalLearningManager(tmp_path) as manager:
+        assert manager.load_archive() == [recorded, stale]  # the recorded file, then the one written at close
+        (kept,) = manager.rules()
+        assert (kept.vetoes, kept.judged) == (1, 0)
+        manager.record_veto_outcome(rule, False, START_NS + 40 * DAY_NS)  # judges the migrated veto
+        manager.record_veto(rule, START_NS + 40 * DAY_NS)
+    assert vetoes() == [(7, rule, 0), (8, rule, None)]
+    assert sorted(p.name for p in (tmp_path / "archive").iterdir()) == [
+        "patterns-000001.parquet",
+        "patterns-000002.parquet",
+    ]
 
 
 def test_a_full_disk_is_a_state_error_naming_the_store_and_the_sqlite_error(tmp_path: Path) -> None:

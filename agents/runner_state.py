@@ -203,22 +203,42 @@ class _OwnFile:
                 "on the exchange by hand)",
             ) from exc
         self._in_tx = False
+        self.path = path
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a SQLite error (disk full, locked ...) is a StateError naming the file
+        and the SQLite error."""
         if self._in_tx:
             yield self.conn
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._write_failed(exc) from exc
         self._in_tx = True
         try:
             yield self.conn
-        except BaseException:
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
             self._in_tx = False
-            self.conn.execute("ROLLBACK")
+            # Some errors (SQLITE_FULL, SQLITE_IOERR ...) have already rolled the transaction back; a
+            # ROLLBACK then fails with "no transaction is active" and would hide the real error.
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._write_failed(exc) from exc
             raise
         self._in_tx = False
-        self.conn.execute("COMMIT")
+
+    def _write_failed(self, exc: sqlite3.Error) -> StateError:
+        return StateError(
+            f"cannot write the runner state ({exc})",
+            where=str(self.path),
+            fix="free disk space and check the permissions of its directory, then restart the runner (it "
+            "reconciles its orders with the exchange at start)",
+        )
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

@@ -32,7 +32,7 @@ from agents.switches import LearningSwitches
 from agents.wrappers import INFO_EVENTS
 from envs.broker import AccountSnapshot, OrderIntent, Quote, SimBroker
 from envs.data import load_dataset
-from envs.errors import ConfigError, RetryableBrokerError
+from envs.errors import ConfigError, RetryableBrokerError, StateError
 from envs.events import ErrorKind, OrderResult, OrderStatus
 from envs.features import FeatureConfig, NormalizationStats, compute_features
 from envs.live import ReplayFeed
@@ -637,3 +637,20 @@ def test_an_id_prefix_too_long_for_the_exchange_is_refused_at_build(
         runner.stop()
     finally:
         manager.close()
+
+
+def test_a_full_disk_under_the_runners_own_state_is_a_state_error_naming_it(tmp_path: Path) -> None:
+    """SQLite rolls a full-disk transaction back itself; the error must name the disk, not a failed
+    ROLLBACK ("no transaction is active"), and the committed checkpoint must survive."""
+    store = RunnerStore.open(tmp_path)
+    try:
+        store.save_checkpoint({"step": 1})
+        pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+        store.conn.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(StateError, match="full") as raised:
+            store.save_checkpoint({"step": 2, "pad": "x" * 200_000})
+        assert raised.value.where == str(tmp_path / RUNNER_DIRNAME / RUNNER_FILENAME)
+        store.conn.execute("PRAGMA max_page_count = 1073741823")
+        assert store.load_checkpoint()["step"] == 1  # type: ignore[index]
+    finally:
+        store.close()

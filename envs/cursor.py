@@ -282,7 +282,14 @@ class ReplayCursor:
                 where="MarketReplayEnv.step",
                 fix="call reset() first",
             )
-        i = int(action) if self._n_targets else -1
+        i = -1
+        if self._n_targets:
+            try:
+                i = int(action)
+            except (TypeError, ValueError, OverflowError):
+                # Not an index, or (compiled build: i is a C Py_ssize_t) too large for one: left at -1,
+                # so target_of refuses it with the same ConfigError as any other out-of-range action.
+                i = -1
         # The discrete table lookup here; anything else (continuous actions, out-of-range indices, which
         # it refuses) goes through the environment's own action -> target conversion.
         target = self._targets[i] if 0 <= i < self._n_targets else self._to_target(action)

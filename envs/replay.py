@@ -661,7 +661,10 @@ class MarketReplayEnv(gym.Env[npt.NDArray[np.float32], ActType]):
                     f"action {action!r} is not finite", where="action", fix="return a number in [-1, 1]"
                 )
             return min(max(x, self._min_target), 1.0)
-        i = int(cast("SupportsInt", action))
+        try:
+            i = int(cast("SupportsInt", action))
+        except (TypeError, ValueError, OverflowError):  # None, "x", nan, inf, a 2-element array...
+            i = -1
         if not 0 <= i < len(self._targets):
             self._bad_action(action)
         return self._targets[i]

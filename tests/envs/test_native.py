@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -235,3 +236,71 @@ def test_records_and_observations_hold_no_stray_references() -> None:
     del obs, info
     assert events > 500
     assert sys.getrefcount(symbol) - before <= 4  # the env's current open trade, at most
+
+
+# --- input outside the C types' range: the same clear error from both builds -------------------------------
+# The compiled core keeps indices and times in C integers (Py_ssize_t, long long). A Python value too large
+# for one must be refused like any other bad value, before it gets there: the same exception and message
+# from the compiled build and from the pure-Python one (which has no such limit).
+
+
+def _action(action: object) -> object:
+    from envs.data import generate_synthetic
+    from envs.replay import MarketReplayEnv
+
+    env = MarketReplayEnv(data=generate_synthetic(["BTC/USDT"], 400, 3).frames["BTC/USDT"], window=8)
+    env.reset(seed=0)
+    return env.step(action)[1]
+
+
+_ACTION_CASES: dict[str, object] = {
+    "2**64": 2**64,
+    "2**63": 2**63,
+    "-2**70": -(2**70),
+    "uint64 max": np.uint64(2**64 - 1),
+    "inf": float("inf"),
+    "nan": float("nan"),
+    "None": None,
+    "'x'": "x",
+}
+
+REFUSALS: dict[str, tuple[str, str]] = {
+    **{f"step({k})": ("ConfigError", r"action: action .* is outside Discrete\(3\)") for k in _ACTION_CASES},
+}
+"""Case -> (exception class, pattern its message matches)."""
+
+
+def refusal_outcomes() -> dict[str, list[str]]:
+    """What each case of :data:`REFUSALS` raises in this process's build: ``[class name, message]``."""
+    cases = {**{f"step({k})": (lambda a=a: _action(a)) for k, a in _ACTION_CASES.items()}}
+    out = {}
+    for name, case in cases.items():
+        try:
+            out[name] = ["returned", repr(case())]
+        except Exception as exc:
+            out[name] = [type(exc).__name__, str(exc)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def outcomes() -> dict[str, dict[str, list[str]]]:
+    """:func:`refusal_outcomes` in a pure-Python subprocess and, when built, a compiled one."""
+    code = "import json; from tests.envs.test_native import refusal_outcomes as r; print(json.dumps(r()))"
+    builds = {"pure": json.loads(_run(code, **{_native.PURE_ENV: "1"}))}
+    if _native.compiled():
+        builds["compiled"] = json.loads(_run(code))
+    return builds
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_out_of_range_input_is_refused_alike_by_both_builds(
+    outcomes: dict[str, dict[str, list[str]]], case: str
+) -> None:
+    kind, pattern = REFUSALS[case]
+    pure = outcomes["pure"][case]
+    assert pure[0] == kind, pure
+    assert re.search(pattern, pure[1]), pure
+    assert "Fix:" in pure[1]
+    if "compiled" not in outcomes:
+        pytest.skip(f"no compiled core to compare ({_native.status()})")
+    assert outcomes["compiled"][case] == pure

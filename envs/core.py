@@ -35,7 +35,7 @@ import numpy as np
 
 from envs import _fast
 from envs.broker import Broker, FaultConfig, OrderIntent, Quote, SimBroker
-from envs.errors import ConfigError, StateError
+from envs.errors import ConfigError, saved_int
 from envs.events import BarEvent, ErrorEvent, OrderResult, OrderStatus, Side, TradeResult
 from envs.market import BPS, MAX_PARTICIPATION, TICK_TOLERANCE, MarketSpec
 from envs.portfolio import EXIT_SIGNAL, Portfolio, PortfolioConfig, SnapshotProvider, Transition, classify
@@ -264,21 +264,17 @@ class TradingCore:
         return {"bar_index": self._bar, "seq": self._seq, "last_decision_ns": self._last_decision_ns}
 
     def restore_sequence(self, state: Mapping[str, int]) -> None:
-        """Continue from :meth:`sequence_state` (a checkpoint written by the same version)."""
-        try:
-            bar, seq, last = (int(state[k]) for k in ("bar_index", "seq", "last_decision_ns"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(
-                f"not a trading-core sequence state ({exc!r})",
-                where="checkpoint core",
-                fix="restart from a checkpoint written by this version, or start a new state directory",
-            ) from None
-        if bar < 0 or seq < 0:
-            raise StateError(
-                f"negative bar index or sequence ({bar}, {seq})",
-                where="checkpoint core",
-                fix="restart from a checkpoint written by this version, or start a new state directory",
-            )
+        """Continue from :meth:`sequence_state` (a checkpoint written by the same version).
+
+        Raises:
+            StateError: a key is missing, or its value is not an integer in range: ``bar_index`` and
+                ``seq`` in ``0..2**63-1``, ``last_decision_ns`` in ``-1..2**63-1`` (-1: no decision yet).
+                Checked before anything is restored (and before the compiled build's C integers see it).
+        """
+        where = "checkpoint core"
+        bar = saved_int(state, "bar_index", where=where)
+        seq = saved_int(state, "seq", where=where)
+        last = saved_int(state, "last_decision_ns", where=where, low=-1)
         self._bar = bar
         self._seq = seq
         self._last_decision_ns = last

@@ -7,9 +7,13 @@ so that the CLI can print it without a traceback and exit 2.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import numbers
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
 
 __all__ = [
+    "DAMAGED_STATE_FIX",
+    "INT64_MAX",
     "BrokerError",
     "ConfigError",
     "DataError",
@@ -17,7 +21,16 @@ __all__ = [
     "SlfError",
     "StateError",
     "did_you_mean",
+    "saved_int",
 ]
+
+INT64_MAX: Final = 2**63 - 1
+"""Largest value of the compiled core's C integers (``Py_ssize_t``, ``long long``; 64-bit builds)."""
+
+DAMAGED_STATE_FIX: Final = (
+    "the saved state is damaged (or not from this version): restore a good copy of it, or start fresh "
+    "with a new state directory"
+)
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:
@@ -74,3 +87,31 @@ class BrokerError(SlfError):
 
 class RetryableBrokerError(BrokerError):
     """A transient broker failure (rate limit, timeout, maintenance): the same request may succeed later."""
+
+
+def _saved(state: Mapping[str, Any], key: str, where: str) -> Any:
+    try:
+        return state[key]
+    except (KeyError, TypeError, IndexError):
+        raise StateError(f"{key!r} is missing", where=where, fix=DAMAGED_STATE_FIX) from None
+
+
+def saved_int(state: Mapping[str, Any], key: str, *, where: str, low: int = 0, high: int = INT64_MAX) -> int:
+    """``state[key]`` of saved (JSON) state as an ``int`` in ``low..high``.
+
+    A missing key, a value that is not an integer (``True``, ``"5"``, ``1.5``, ``nan``) or one outside the
+    range raises :class:`StateError` naming the key. Checked on the Python value, before the compiled
+    core stores it in a C integer (where a value past :data:`INT64_MAX` would be an ``OverflowError``), so
+    both builds refuse the same values with the same message.
+    """
+    raw = _saved(state, key, where)
+    # An integer, or a float with an integral value (1e19 from a JSON writer; not 1.5, nan or inf).
+    integral = isinstance(raw, float) and raw.is_integer()
+    value = (
+        int(raw) if integral or (isinstance(raw, numbers.Integral) and not isinstance(raw, bool)) else None
+    )
+    if value is None or not low <= value <= high:
+        raise StateError(
+            f"{key}={raw!r} is not an integer in {low}..{high}", where=where, fix=DAMAGED_STATE_FIX
+        )
+    return value

@@ -111,10 +111,15 @@ def test_sequence_state_round_trip_continues_bar_count_and_order_ids() -> None:
     close_a = a.close_position("risk", time_ns=T0 + BAR, price=100.0, decision_time_ns=T0)
     close_b = b.close_position("risk", time_ns=T0 + BAR, price=100.0, decision_time_ns=T0)
     assert close_a.orders[0].order_id == close_b.orders[0].order_id == f"slf-BTCUSDT-{T0 // 1_000_000}-1"
-    with pytest.raises(StateError, match="sequence state"):
+    before = b.sequence_state()
+    with pytest.raises(StateError, match=r"checkpoint core: 'seq' is missing.*Fix: the saved state"):
         b.restore_sequence({"bar_index": 1})
-    with pytest.raises(StateError, match="negative"):
+    with pytest.raises(StateError, match=r"bar_index=-1 is not an integer in 0\.\.9223372036854775807"):
         b.restore_sequence({"bar_index": -1, "seq": 0, "last_decision_ns": 0})
+    assert b.sequence_state() == before  # nothing restored from a refused state
+    fresh = _core().sequence_state()  # no decision yet: last_decision_ns -1
+    b.restore_sequence(fresh)
+    assert b.sequence_state() == fresh
 
 
 def test_order_hook_can_resize_veto_and_sees_the_proposal() -> None:

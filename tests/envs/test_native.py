@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -264,15 +265,57 @@ _ACTION_CASES: dict[str, object] = {
     "'x'": "x",
 }
 
+
+def _restore_sequence(**state: object) -> object:
+    from envs.core import TradingCore
+    from envs.market import MarketSpec
+
+    core = TradingCore.simulated(MarketSpec("BTC/USDT"))
+    core.restore_sequence({"bar_index": 0, "seq": 0, "last_decision_ns": -1, **state})
+    return core.sequence_state()
+
+
+_MAX = 2**63 - 1
+_SEQUENCE_CASES: dict[str, dict[str, object]] = {
+    "bar_index=2**63": {"bar_index": 2**63},
+    "bar_index=-1": {"bar_index": -1},
+    "bar_index=1.5": {"bar_index": 1.5},
+    "seq=2**64": {"seq": 2**64},
+    "seq=True": {"seq": True},
+    "last_decision_ns=1e19": {"last_decision_ns": 1e19},
+    "last_decision_ns=-2": {"last_decision_ns": -2},
+    "last_decision_ns=inf": {"last_decision_ns": float("inf")},
+    "last_decision_ns=nan": {"last_decision_ns": float("nan")},
+    "last_decision_ns='1'": {"last_decision_ns": "1"},
+}
+
 REFUSALS: dict[str, tuple[str, str]] = {
     **{f"step({k})": ("ConfigError", r"action: action .* is outside Discrete\(3\)") for k in _ACTION_CASES},
+    **{
+        f"restore_sequence({k})": (
+            "StateError",
+            rf"checkpoint core: {next(iter(v))}=.* is not an integer in -?[01]\.\.{_MAX}\. "
+            "Fix: the saved state is damaged",
+        )
+        for k, v in _SEQUENCE_CASES.items()
+    },
+    # The largest values the C integers hold, and the -1 of a core that has not decided yet.
+    "restore_sequence(max)": ("returned", rf"'bar_index': {_MAX}, 'seq': {_MAX}, 'last_decision_ns': {_MAX}"),
+    "restore_sequence(fresh)": ("returned", r"'bar_index': 0, 'seq': 0, 'last_decision_ns': -1"),
 }
 """Case -> (exception class, pattern its message matches)."""
 
 
 def refusal_outcomes() -> dict[str, list[str]]:
     """What each case of :data:`REFUSALS` raises in this process's build: ``[class name, message]``."""
-    cases = {**{f"step({k})": (lambda a=a: _action(a)) for k, a in _ACTION_CASES.items()}}
+    cases: dict[str, Callable[[], object]] = {
+        **{f"step({k})": (lambda a=a: _action(a)) for k, a in _ACTION_CASES.items()},
+        **{
+            f"restore_sequence({k})": (lambda v=v: _restore_sequence(**v)) for k, v in _SEQUENCE_CASES.items()
+        },
+        "restore_sequence(max)": lambda: _restore_sequence(bar_index=_MAX, seq=_MAX, last_decision_ns=_MAX),
+        "restore_sequence(fresh)": lambda: _restore_sequence(),
+    }
     out = {}
     for name, case in cases.items():
         try:
@@ -300,7 +343,8 @@ def test_out_of_range_input_is_refused_alike_by_both_builds(
     pure = outcomes["pure"][case]
     assert pure[0] == kind, pure
     assert re.search(pattern, pure[1]), pure
-    assert "Fix:" in pure[1]
+    if kind != "returned":
+        assert "Fix:" in pure[1]
     if "compiled" not in outcomes:
         pytest.skip(f"no compiled core to compare ({_native.status()})")
     assert outcomes["compiled"][case] == pure

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from envs import _fast
-from envs.errors import ConfigError
+from envs.errors import ConfigError, saved_int
 from envs.events import OrderResult, OrderStatus, PositionSide, Side, TradeResult
 
 __all__ = [
@@ -428,18 +428,21 @@ class Portfolio:
         book.borrow_paid = float(state["borrow_paid"])
         trade = state.get("trade")
         if trade is not None:
+            # The integers are checked before the compiled build's C fields (long long, Py_ssize_t) see
+            # them, so both builds refuse the same values (envs.errors.saved_int).
+            where = "portfolio state trade"
             t = _OpenTrade(
                 str(trade["trade_id"]),
-                int(trade["side"]),
-                int(trade["entry_time_ns"]),
-                int(trade["entry_bar"]),
-                int(trade["entry_ref"]),
+                saved_int(trade, "side", where=where, low=-1, high=1),
+                saved_int(trade, "entry_time_ns", where=where),
+                saved_int(trade, "entry_bar", where=where),
+                saved_int(trade, "entry_ref", where=where, low=-1),
                 float(trade["qty"]),
                 float(trade["avg_price"]),
                 float(trade["fees"]),
             )
             t.borrow = float(trade["borrow"])
-            t.slices = int(trade["slices"])
+            t.slices = saved_int(trade, "slices", where=where)
             book._trade = t
         return book
 

@@ -289,6 +289,27 @@ _SEQUENCE_CASES: dict[str, dict[str, object]] = {
     "last_decision_ns='1'": {"last_decision_ns": "1"},
 }
 
+
+def _portfolio_from_state(**trade: object) -> object:
+    from envs.portfolio import Portfolio
+
+    state = {**Portfolio("BTC/USDT").to_state(), "qty": 1.0}
+    state["trade"] = {
+        "trade_id": "t", "side": 1, "entry_time_ns": 0, "entry_bar": 0, "entry_ref": -1, "qty": 1.0,
+        "avg_price": 100.0, "fees": 0.1, "borrow": 0.0, "slices": 0, **trade,
+    }  # fmt: skip
+    return Portfolio.from_state(state).to_state()["trade"]
+
+
+_TRADE_CASES: dict[str, dict[str, object]] = {
+    "side=2**64": {"side": 2**64},
+    "entry_time_ns=1e19": {"entry_time_ns": 1e19},
+    "entry_time_ns=nan": {"entry_time_ns": float("nan")},
+    "entry_bar=2**63": {"entry_bar": 2**63},
+    "entry_ref=-2**63-1": {"entry_ref": -(2**63) - 1},
+    "slices=2**64": {"slices": 2**64},
+}
+
 REFUSALS: dict[str, tuple[str, str]] = {
     **{f"step({k})": ("ConfigError", r"action: action .* is outside Discrete\(3\)") for k in _ACTION_CASES},
     **{
@@ -299,9 +320,18 @@ REFUSALS: dict[str, tuple[str, str]] = {
         )
         for k, v in _SEQUENCE_CASES.items()
     },
+    **{
+        f"from_state({k})": (
+            "StateError",
+            rf"portfolio state trade: {next(iter(v))}=.* is not an integer in -?[01]\.\.(1|{_MAX})\. "
+            "Fix: the saved state is damaged",
+        )
+        for k, v in _TRADE_CASES.items()
+    },
     # The largest values the C integers hold, and the -1 of a core that has not decided yet.
     "restore_sequence(max)": ("returned", rf"'bar_index': {_MAX}, 'seq': {_MAX}, 'last_decision_ns': {_MAX}"),
     "restore_sequence(fresh)": ("returned", r"'bar_index': 0, 'seq': 0, 'last_decision_ns': -1"),
+    "from_state(max)": ("returned", rf"'entry_bar': {_MAX}, 'entry_ref': {_MAX}, 'entry_time_ns': {_MAX}"),
 }
 """Case -> (exception class, pattern its message matches)."""
 
@@ -315,6 +345,8 @@ def refusal_outcomes() -> dict[str, list[str]]:
         },
         "restore_sequence(max)": lambda: _restore_sequence(bar_index=_MAX, seq=_MAX, last_decision_ns=_MAX),
         "restore_sequence(fresh)": lambda: _restore_sequence(),
+        **{f"from_state({k})": (lambda t=v: _portfolio_from_state(**t)) for k, v in _TRADE_CASES.items()},
+        "from_state(max)": lambda: _portfolio_from_state(entry_time_ns=_MAX, entry_bar=_MAX, entry_ref=_MAX),
     }
     out = {}
     for name, case in cases.items():

@@ -35,7 +35,7 @@ import numpy as np
 
 from envs import _fast
 from envs.broker import Broker, FaultConfig, OrderIntent, Quote, SimBroker
-from envs.errors import ConfigError, saved_int
+from envs.errors import COUNTER_MAX, ConfigError, saved_int
 from envs.events import BarEvent, ErrorEvent, OrderResult, OrderStatus, Side, TradeResult
 from envs.market import BPS, MAX_PARTICIPATION, TICK_TOLERANCE, MarketSpec
 from envs.portfolio import EXIT_SIGNAL, Portfolio, PortfolioConfig, SnapshotProvider, Transition, classify
@@ -268,12 +268,13 @@ class TradingCore:
 
         Raises:
             StateError: a key is missing, or its value is not an integer in range: ``bar_index`` and
-                ``seq`` in ``0..2**63-1``, ``last_decision_ns`` in ``-1..2**63-1`` (-1: no decision yet).
+                ``seq`` in ``0..2**62`` (counts that grow: headroom before the compiled build's C
+                integers would wrap), ``last_decision_ns`` in ``-1..2**63-1`` (-1: no decision yet).
                 Checked before anything is restored (and before the compiled build's C integers see it).
         """
         where = "checkpoint core"
-        bar = saved_int(state, "bar_index", where=where)
-        seq = saved_int(state, "seq", where=where)
+        bar = saved_int(state, "bar_index", where=where, high=COUNTER_MAX)
+        seq = saved_int(state, "seq", where=where, high=COUNTER_MAX)
         last = saved_int(state, "last_decision_ns", where=where, low=-1)
         self._bar = bar
         self._seq = seq

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 __all__ = [
+    "COUNTER_MAX",
     "DAMAGED_STATE_FIX",
     "INT64_MAX",
     "BrokerError",
@@ -26,6 +27,10 @@ __all__ = [
 
 INT64_MAX: Final = 2**63 - 1
 """Largest value of the compiled core's C integers (``Py_ssize_t``, ``long long``; 64-bit builds)."""
+COUNTER_MAX: Final = 2**62
+"""Largest count (bars, order sequence, slices) restored from saved state. The compiled core adds to its
+counts in C integers, where a count past :data:`INT64_MAX` wraps around silently; from here that takes
+2**62 more increments (never, in practice)."""
 
 DAMAGED_STATE_FIX: Final = (
     "the saved state is damaged (or not from this version): restore a good copy of it, or start fresh "

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from envs import _fast
-from envs.errors import ConfigError, saved_int
+from envs.errors import COUNTER_MAX, ConfigError, saved_int
 from envs.events import OrderResult, OrderStatus, PositionSide, Side, TradeResult
 
 __all__ = [
@@ -442,7 +442,7 @@ class Portfolio:
                 float(trade["fees"]),
             )
             t.borrow = float(trade["borrow"])
-            t.slices = saved_int(trade, "slices", where=where)
+            t.slices = saved_int(trade, "slices", where=where, high=COUNTER_MAX)
             book._trade = t
         return book
 

@@ -272,15 +272,21 @@ def _restore_sequence(**state: object) -> object:
 
     core = TradingCore.simulated(MarketSpec("BTC/USDT"))
     core.restore_sequence({"bar_index": 0, "seq": 0, "last_decision_ns": -1, **state})
-    return core.sequence_state()
+    core.mark(0, 100.0)  # then a bar and an order: the counts go on from the restored ones
+    order = core.execute(1.0, time_ns=0, price=100.0, decision_time_ns=5).orders[0]
+    return core.sequence_state(), order.order_id
 
 
 _MAX = 2**63 - 1
+_COUNTER_MAX = 2**62  # envs.errors.COUNTER_MAX: counts leave room to grow in a C integer
+_HIGHS = f"{_COUNTER_MAX}|{_MAX}"
 _SEQUENCE_CASES: dict[str, dict[str, object]] = {
     "bar_index=2**63": {"bar_index": 2**63},
+    "bar_index=2**62+1": {"bar_index": _COUNTER_MAX + 1},
     "bar_index=-1": {"bar_index": -1},
     "bar_index=1.5": {"bar_index": 1.5},
     "seq=2**64": {"seq": 2**64},
+    "seq=2**62+1": {"seq": _COUNTER_MAX + 1},
     "seq=True": {"seq": True},
     "last_decision_ns=1e19": {"last_decision_ns": 1e19},
     "last_decision_ns=-2": {"last_decision_ns": -2},
@@ -308,6 +314,7 @@ _TRADE_CASES: dict[str, dict[str, object]] = {
     "entry_bar=2**63": {"entry_bar": 2**63},
     "entry_ref=-2**63-1": {"entry_ref": -(2**63) - 1},
     "slices=2**64": {"slices": 2**64},
+    "slices=2**62+1": {"slices": _COUNTER_MAX + 1},
 }
 
 REFUSALS: dict[str, tuple[str, str]] = {
@@ -315,7 +322,7 @@ REFUSALS: dict[str, tuple[str, str]] = {
     **{
         f"restore_sequence({k})": (
             "StateError",
-            rf"checkpoint core: {next(iter(v))}=.* is not an integer in -?[01]\.\.{_MAX}\. "
+            rf"checkpoint core: {next(iter(v))}=.* is not an integer in -?[01]\.\.({_HIGHS})\. "
             "Fix: the saved state is damaged",
         )
         for k, v in _SEQUENCE_CASES.items()
@@ -323,15 +330,23 @@ REFUSALS: dict[str, tuple[str, str]] = {
     **{
         f"from_state({k})": (
             "StateError",
-            rf"portfolio state trade: {next(iter(v))}=.* is not an integer in -?[01]\.\.(1|{_MAX})\. "
+            rf"portfolio state trade: {next(iter(v))}=.* is not an integer in -?[01]\.\.({_HIGHS}|1)\. "
             "Fix: the saved state is damaged",
         )
         for k, v in _TRADE_CASES.items()
     },
-    # The largest values the C integers hold, and the -1 of a core that has not decided yet.
-    "restore_sequence(max)": ("returned", rf"'bar_index': {_MAX}, 'seq': {_MAX}, 'last_decision_ns': {_MAX}"),
-    "restore_sequence(fresh)": ("returned", r"'bar_index': 0, 'seq': 0, 'last_decision_ns': -1"),
-    "from_state(max)": ("returned", rf"'entry_bar': {_MAX}, 'entry_ref': {_MAX}, 'entry_time_ns': {_MAX}"),
+    # The largest values restored (a count past them could wrap in a C integer as it grows), and the -1
+    # of a core that has not decided yet.
+    "restore_sequence(max counts)": (
+        "returned",
+        rf"'bar_index': {_COUNTER_MAX + 1}, 'seq': {_COUNTER_MAX + 1}, .*-{_COUNTER_MAX + 1}'",
+    ),
+    "restore_sequence(max time)": ("returned", r"'bar_index': 1, 'seq': 0, 'last_decision_ns': 5}, '.*-0'"),
+    "restore_sequence(fresh)": ("returned", r"'bar_index': 1, 'seq': 0, 'last_decision_ns': 5}, '.*-0'"),
+    "from_state(max)": (
+        "returned",
+        rf"'entry_bar': {_MAX}, 'entry_ref': {_MAX}, 'entry_time_ns': {_MAX}, .*'slices': {_COUNTER_MAX}",
+    ),
 }
 """Case -> (exception class, pattern its message matches)."""
 
@@ -343,10 +358,15 @@ def refusal_outcomes() -> dict[str, list[str]]:
         **{
             f"restore_sequence({k})": (lambda v=v: _restore_sequence(**v)) for k, v in _SEQUENCE_CASES.items()
         },
-        "restore_sequence(max)": lambda: _restore_sequence(bar_index=_MAX, seq=_MAX, last_decision_ns=_MAX),
+        "restore_sequence(max counts)": lambda: _restore_sequence(
+            bar_index=_COUNTER_MAX, seq=_COUNTER_MAX, last_decision_ns=5
+        ),
+        "restore_sequence(max time)": lambda: _restore_sequence(last_decision_ns=_MAX),
         "restore_sequence(fresh)": lambda: _restore_sequence(),
         **{f"from_state({k})": (lambda t=v: _portfolio_from_state(**t)) for k, v in _TRADE_CASES.items()},
-        "from_state(max)": lambda: _portfolio_from_state(entry_time_ns=_MAX, entry_bar=_MAX, entry_ref=_MAX),
+        "from_state(max)": lambda: _portfolio_from_state(
+            entry_time_ns=_MAX, entry_bar=_MAX, entry_ref=_MAX, slices=_COUNTER_MAX
+        ),
     }
     out = {}
     for name, case in cases.items():

@@ -109,7 +109,7 @@ from agents.wrappers import INFO_CONDITIONS, INFO_EVENTS, INFO_VERSION
 from envs.broker import AccountSnapshot, AsyncBroker, Broker, OrderIntent, Quote
 from envs.clock import DAY_NS
 from envs.core import Execution, StepResult, TradingCore
-from envs.errors import ConfigError, RetryableBrokerError, StateError
+from envs.errors import COUNTER_MAX, ConfigError, RetryableBrokerError, StateError, saved_int
 from envs.events import ErrorEvent, ErrorKind, OrderResult, OrderStatus, Side
 from envs.features import DEFAULT_CLIP, FeatureConfig, NormalizationStats, compute_features, min_rows
 from envs.live import Bar, BarFeed, PaperBroker
@@ -1842,7 +1842,10 @@ class LiveRunner:
         self._done_ns = int(checkpoint["done_ns"])
         self._decided_ns = int(checkpoint["decided_ns"])
         self.bars = int(checkpoint["bars"])
-        self._step = int(checkpoint["step"])
+        # Reported through step_info, a C Py_ssize_t in the compiled core: checked here, before it grows.
+        self._step = saved_int(
+            checkpoint, "step", where=f"runner checkpoint in {self.state_dir}", high=COUNTER_MAX
+        )
         self._started = True
         self.core.restore_sequence(checkpoint["core"])
         pending = checkpoint["pending"]

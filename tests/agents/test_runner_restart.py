@@ -441,6 +441,28 @@ def test_a_restarted_runner_refuses_another_symbols_or_venues_state(
             _runner(bars, normalization, root, manager, broker=ExchangeBroker(FakeExchange()))
 
 
+def test_a_restarted_runner_refuses_a_step_count_out_of_range(
+    bars: pd.DataFrame, normalization: NormalizationStats, tmp_path: Path
+) -> None:
+    """The step count goes to step_info, a C integer in the compiled core: a damaged count is refused at
+    restart with a StateError naming it (was an OverflowError at the first bar, compiled only)."""
+    from envs.errors import StateError
+
+    root = tmp_path / "s"
+    with _manager(root) as manager:
+        runner, feed = _runner(bars, normalization, root, manager)
+        asyncio.run(_drive(runner, feed, stop_after=20))
+        store = RunnerStore.with_learning(manager)
+        checkpoint = store.load_checkpoint()
+        assert checkpoint is not None
+        for step in (2**63, -1, 1.5):
+            store.save_checkpoint({**checkpoint, "step": step})
+            with pytest.raises(
+                StateError, match=rf"runner checkpoint in .*: step={step!r} is not an integer"
+            ):
+                _runner(bars, normalization, root, manager)
+
+
 # --- a real SIGKILL ----------------------------------------------------------------------------------------
 
 

@@ -21,15 +21,23 @@ What the policy's process receives of each step's ``info`` is what SB3 reads: ``
 :class:`~agents.callbacks.HostedLearningCallback` logs the same ``learning/*`` and ``trading/*`` scalars
 as ``LearningCallback``, fetched from the host.
 
-Waiting: each side polls its pipe for up to ``spin_us`` microseconds before it blocks (a blocked process
-takes tens of microseconds to wake on a virtual machine, as long as a step). Polling uses the host's
-core while it would otherwise idle between steps; ``spin_us=0`` always blocks (use it when the machine
-has no spare core).
+Transport: two pipes with framed messages. A step's actions, observations, rewards and dones travel as
+raw array bytes (nothing is pickled on the hot path; ended episodes' infos and every other command are
+pickled). Each side polls its pipe with non-blocking reads for up to ``spin_us`` microseconds before it
+waits in ``select``: on a virtual machine a blocked process takes tens of microseconds to wake, as long
+as a step. Polling uses each process's own core while it would otherwise idle (the host between steps,
+the policy's process while the host steps); ``spin_us=0`` waits in ``select`` at once (use it when the
+machine has no spare core). A side whose peer died sees the pipe close and raises a clear error.
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
+import os
+import pickle
+import select
+import struct
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -60,11 +68,10 @@ from learning.state import LearnedState
 
 __all__ = ["DEFAULT_SPIN_US", "SB3_INFO_KEYS", "HostedVecEnv", "ManagerSpec"]
 
-DEFAULT_SPIN_US: Final = 500
+DEFAULT_SPIN_US: Final = 2000
 """How long each side polls its pipe before it blocks (microseconds)."""
 SB3_INFO_KEYS: Final = ("episode", "TimeLimit.truncated", "terminal_observation", "is_success")
 """The ``info`` keys of an ended episode that the policy's process receives (what SB3 reads)."""
-_NO_INFO: Final[dict[str, Any]] = {}
 _CLOSE_TIMEOUT_S: Final = 60.0
 _T = TypeVar("_T")
 
@@ -87,15 +94,87 @@ class ManagerSpec:
         return UniversalLearningManager(self.root, config=self.config, market_specs=self.market_specs)
 
 
-def _wait(conn: Connection, spin_s: float) -> None:
-    """Poll ``conn`` for up to ``spin_s`` seconds, then let the caller's ``recv`` block."""
-    if spin_s <= 0.0:
-        return
-    poll = conn.poll
-    deadline = time.perf_counter() + spin_s
-    while not poll(0):
-        if time.perf_counter() > deadline:
-            return
+# Message kinds of the framed pipe protocol.
+_CALL: Final = 0  # a command other than step (pickled)
+_STEP: Final = 1  # a step's actions (raw array)
+_OK: Final = 2  # a command's result (pickled)
+_ERROR: Final = 3  # a failure in the host (a pickled exception)
+_STEPPED: Final = 4  # a step's observations, rewards, dones (raw) and ended episodes' infos (pickled)
+_STEPPED_PICKLED: Final = 5  # the same, pickled (observation spaces other than Box)
+_HEADER: Final = struct.Struct("<BI")
+_ARRAY_META: Final = struct.Struct("<BB")
+_LIVENESS_S: Final = 0.05
+
+
+@functools.lru_cache(maxsize=16)
+def _array_meta(dtype: str, shape: tuple[int, ...]) -> bytes:
+    return _ARRAY_META.pack(len(dtype), len(shape)) + dtype.encode() + struct.pack(f"<{len(shape)}q", *shape)
+
+
+def _pack_array(array: Any) -> bytes:
+    array = np.ascontiguousarray(array)
+    return _array_meta(array.dtype.str, array.shape) + array.tobytes()
+
+
+def _unpack_array(data: bytes) -> np.ndarray:
+    size, ndim = _ARRAY_META.unpack_from(data)
+    offset = _ARRAY_META.size
+    dtype = np.dtype(data[offset : offset + size].decode())
+    offset += size
+    shape = struct.unpack_from(f"<{ndim}q", data, offset)
+    offset += 8 * ndim
+    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape).copy()
+
+
+class _Channel:
+    """Framed messages (kind, length, payload) over a pair of pipes, with ``os.read``/``os.write``.
+
+    A step's arrays travel as raw bytes, so the hot path pickles nothing. The reader polls its pipe
+    (non-blocking reads) for up to ``spin_s`` seconds, then waits in ``select``, checking every 50 ms
+    that the other side is ``alive``. The system calls on both sides order the memory accesses, so the
+    protocol needs no shared memory and no barrier of its own.
+    """
+
+    def __init__(self, read: Connection, write: Connection, spin_s: float, alive: Callable[[], bool]) -> None:
+        self._ends = (read, write)  # keep the Connection objects (they own the descriptors)
+        self._r = read.fileno()
+        self._w = write.fileno()
+        os.set_blocking(self._r, False)
+        self._spin_s = spin_s
+        self._alive = alive
+
+    def send(self, kind: int, payload: bytes) -> None:
+        view = memoryview(_HEADER.pack(kind, len(payload)) + payload)
+        while view:
+            view = view[os.write(self._w, view) :]
+
+    def recv(self) -> tuple[int, bytes]:
+        kind, size = _HEADER.unpack(self._read(_HEADER.size))
+        return kind, self._read(size) if size else b""
+
+    def _read(self, size: int) -> bytes:
+        fd = self._r
+        parts: list[bytes] = []
+        need = size
+        deadline = time.perf_counter() + self._spin_s
+        while need:
+            try:
+                chunk = os.read(fd, need)
+            except BlockingIOError:
+                if time.perf_counter() < deadline:
+                    continue
+                if not select.select([fd], [], [], _LIVENESS_S)[0] and not self._alive():
+                    raise EOFError("the other process is gone") from None
+                continue
+            if not chunk:
+                raise EOFError("the other process closed the pipe")
+            parts.append(chunk)
+            need -= len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        for end in self._ends:
+            end.close()
 
 
 class _Host:
@@ -185,7 +264,7 @@ class _Host:
         venv = self.venv
         obs, rewards, dones, infos = self._step_envs(actions)
         slim = [
-            {k: info[k] for k in SB3_INFO_KEYS if k in info} if done else _NO_INFO
+            {k: info[k] for k in SB3_INFO_KEYS if k in info} if done else {}
             for info, done in zip(infos, dones, strict=True)
         ]
         resets = None
@@ -267,7 +346,8 @@ _COMMANDS: Final = frozenset(
 
 
 def _host_main(
-    conn: Connection,
+    read: Connection,
+    write: Connection,
     env_fns: CloudpickleWrapper,
     manager: ManagerSpec | None,
     switches: LearningSwitches,
@@ -276,63 +356,89 @@ def _host_main(
     spin_s: float,
 ) -> None:
     """The host process: builds the environments and the manager, then serves commands until close."""
+    parent = os.getppid()
+    chan = _Channel(read, write, spin_s, alive=lambda: os.getppid() == parent)
     try:
         host = _Host(list(env_fns.var), manager, switches, state, veto_horizon)
     except BaseException as exc:
-        conn.send(("error", _portable(exc)))
-        conn.close()
+        chan.send(_ERROR, _dumps(_portable(exc)))
+        chan.close()
         return
     venv = host.venv
-    conn.send(("ok", (venv.num_envs, venv.observation_space, venv.action_space, venv.render_mode)))
-    recv, send = conn.recv, conn.send
+    chan.send(_OK, _dumps((venv.num_envs, venv.observation_space, venv.action_space, venv.render_mode)))
     try:
-        while True:
-            _wait(conn, spin_s)
-            try:
-                cmd, payload = recv()
-            except EOFError:  # the policy's process is gone: keep what was learned
-                host.close()
-                return
-            if cmd == "close":
-                # Close even after a failed feeding (what was learned is written), then report it.
-                failure, host.failure = host.failure, None
-                try:
-                    host.close()
-                except BaseException as exc:
-                    failure = failure or exc
-                send(("ok", None) if failure is None else ("error", _portable(failure)))
-                return
+        _serve(host, chan)
+    finally:
+        chan.close()
+
+
+def _serve(host: _Host, chan: _Channel) -> None:
+    venv = host.venv
+    raw = host.obs_buf is not None
+    while True:
+        try:
+            kind, payload = chan.recv()
+        except EOFError:  # the policy's process is gone: keep what was learned
+            host.close()
+            return
+        if kind == _STEP:
             try:
                 if host.failure is not None:
                     failure, host.failure = host.failure, None
                     raise failure
-                if cmd == "step":
-                    send(("ok", host.step(payload)))
-                    try:
-                        host.feed()
-                    except BaseException as exc:
-                        host.failure = exc
-                    continue
-                if cmd in ("env_method", "get_attr", "set_attr", "env_is_wrapped", "seed", "set_options"):
-                    name, args, kwargs = payload
-                    result = (
-                        getattr(venv, cmd)(*args, **kwargs)
-                        if cmd != "env_method"
-                        else (venv.env_method(name, *args, **kwargs))
-                    )
-                    send(("ok", result))
-                    continue
-                if cmd == "get_images":
-                    send(("ok", venv.get_images()))
-                    continue
-                if cmd not in _COMMANDS:
-                    raise ValueError(f"unknown host command {cmd!r}")
-                send(("ok", getattr(host, cmd)(*payload)))
+                obs, rewards, dones, slim, resets = host.step(_unpack_array(payload))
             except BaseException as exc:
-                send(("error", _portable(exc)))
-    finally:
-        if not conn.closed:
-            conn.close()
+                chan.send(_ERROR, _dumps(_portable(exc)))
+                continue
+            if raw:
+                extra = _dumps((slim, resets)) if resets is not None else b""
+                chan.send(_STEPPED, obs.tobytes() + rewards.tobytes() + dones.tobytes() + extra)
+            else:
+                chan.send(_STEPPED_PICKLED, _dumps((obs, rewards, dones, slim, resets)))
+            try:
+                host.feed()
+            except BaseException as exc:  # reported at the next command
+                host.failure = exc
+            continue
+        cmd, args = pickle.loads(payload)
+        if cmd == "close":
+            # Close even after a failed feeding (what was learned is written), then report it.
+            closing: BaseException | None = host.failure
+            host.failure = None
+            try:
+                host.close()
+            except BaseException as exc:
+                closing = closing or exc
+            if closing is None:
+                chan.send(_OK, _dumps(None))
+            else:
+                chan.send(_ERROR, _dumps(_portable(closing)))
+            return
+        try:
+            if host.failure is not None:
+                failure, host.failure = host.failure, None
+                raise failure
+            result: Any
+            if cmd in ("env_method", "get_attr", "set_attr", "env_is_wrapped", "seed", "set_options"):
+                name, call_args, kwargs = args
+                if cmd == "env_method":
+                    result = venv.env_method(name, *call_args, **kwargs)
+                else:
+                    result = getattr(venv, cmd)(*call_args, **kwargs)
+            elif cmd == "get_images":
+                result = venv.get_images()
+            elif cmd in _COMMANDS:
+                result = getattr(host, cmd)(*args)
+            else:
+                raise ValueError(f"unknown host command {cmd!r}")
+        except BaseException as exc:
+            chan.send(_ERROR, _dumps(_portable(exc)))
+            continue
+        chan.send(_OK, _dumps(result))
+
+
+def _dumps(value: Any) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class _RemoteError(StateError):
@@ -341,8 +447,6 @@ class _RemoteError(StateError):
 
 def _portable(exc: BaseException) -> BaseException:
     """``exc`` if it survives pickling (with the host's traceback in its notes), else a StateError."""
-    import pickle
-
     tb = "".join(traceback.format_exception(exc))
     try:
         pickle.loads(pickle.dumps(exc))
@@ -392,15 +496,17 @@ class HostedVecEnv(VecEnv):
                 "HostedVecEnv needs at least one env", where="env_fns", fix="pass one factory per env"
             )
         if not spin_us >= 0:
-            raise ConfigError(f"spin_us={spin_us!r} must be >= 0", where="spin_us", fix="e.g. 500, or 0")
+            raise ConfigError(f"spin_us={spin_us!r} must be >= 0", where="spin_us", fix="e.g. 2000, or 0")
         ctx: Any = mp.get_context(start_method)
-        self._conn, child = ctx.Pipe(duplex=True)
+        host_read, main_write = ctx.Pipe(duplex=False)
+        main_read, host_write = ctx.Pipe(duplex=False)
         self._spin_s = float(spin_us) * 1e-6
         self._closed = False
         self._process = ctx.Process(
             target=_host_main,
             args=(
-                child,
+                host_read,
+                host_write,
                 CloudpickleWrapper(list(env_fns)),
                 manager,
                 switches,
@@ -412,7 +518,10 @@ class HostedVecEnv(VecEnv):
             daemon=True,
         )
         self._process.start()
-        child.close()
+        # The host's ends live in the host only: its exit closes them, which this side reads as EOF.
+        host_read.close()
+        host_write.close()
+        self._chan = _Channel(main_read, main_write, self._spin_s, alive=self._process.is_alive)
         try:
             n, observation_space, action_space, render_mode = self._receive()
         except BaseException:
@@ -420,6 +529,13 @@ class HostedVecEnv(VecEnv):
             raise
         self.render_mode = render_mode
         super().__init__(n, observation_space, action_space)
+        # The layout of a step's raw reply (Box observations; rewards float32 and dones bool, as
+        # DummyVecEnv's).
+        self._raw: tuple[np.dtype[Any], tuple[int, ...], int] | None = None
+        if isinstance(observation_space, spaces.Box):
+            dtype = np.dtype(observation_space.dtype)
+            shape = (n, *observation_space.shape)
+            self._raw = (dtype, shape, int(np.prod(shape)) * dtype.itemsize)
         self.manager_spec = manager
         self.switches = switches
 
@@ -435,27 +551,28 @@ class HostedVecEnv(VecEnv):
             "store keeps what was written; resume the run from its latest checkpoint",
         )
 
-    def _send(self, message: tuple[str, Any]) -> None:
+    def _send(self, kind: int, payload: bytes) -> None:
         if self._closed:
             raise StateError("the hosted envs are closed", where="HostedVecEnv", fix="build a new one")
         try:
-            self._conn.send(message)
-        except (ConnectionError, OSError) as exc:
+            self._chan.send(kind, payload)
+        except OSError as exc:
             raise self._host_gone() from exc
+
+    def _recv(self) -> tuple[int, bytes]:
+        try:
+            kind, payload = self._chan.recv()
+        except (EOFError, OSError) as exc:
+            raise self._host_gone() from exc
+        if kind == _ERROR:
+            raise pickle.loads(payload)
+        return kind, payload
 
     def _receive(self) -> Any:
-        conn = self._conn
-        try:
-            _wait(conn, self._spin_s)
-            status, payload = conn.recv()
-        except (EOFError, ConnectionError, OSError) as exc:
-            raise self._host_gone() from exc
-        if status == "error":
-            raise payload
-        return payload
+        return pickle.loads(self._recv()[1])
 
     def _call(self, cmd: str, payload: Any = ()) -> Any:
-        self._send((cmd, payload))
+        self._send(_CALL, _dumps((cmd, payload)))
         return self._receive()
 
     # --- VecEnv API ----------------------------------------------------------------------------------
@@ -475,10 +592,23 @@ class HostedVecEnv(VecEnv):
         self._call("set_options", (None, (options,), {}))
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._send(("step", actions))
+        self._send(_STEP, _pack_array(actions))
 
     def step_wait(self) -> VecEnvStepReturn:
-        obs, rewards, dones, infos, resets = self._receive()
+        kind, payload = self._recv()
+        if kind == _STEPPED and self._raw is not None:
+            dtype, shape, size = self._raw
+            n = self.num_envs
+            obs = np.frombuffer(payload, dtype=dtype, count=int(np.prod(shape))).reshape(shape).copy()
+            rewards = np.frombuffer(payload, dtype=np.float32, count=n, offset=size).copy()
+            dones = np.frombuffer(payload, dtype=np.bool_, count=n, offset=size + 4 * n).copy()
+            rest = size + 5 * n
+            infos: list[dict[str, Any]] = [{} for _ in range(n)]
+            resets = None
+            if len(payload) > rest:
+                infos, resets = pickle.loads(payload[rest:])
+        else:
+            obs, rewards, dones, infos, resets = pickle.loads(payload)
         if resets is not None:
             for i, info in enumerate(resets):
                 if info is not None:
@@ -497,8 +627,9 @@ class HostedVecEnv(VecEnv):
             self._shutdown()
 
     def _shutdown(self) -> None:
-        if not self._conn.closed:
-            self._conn.close()
+        chan = getattr(self, "_chan", None)
+        if chan is not None:
+            chan.close()
         self._process.join(_CLOSE_TIMEOUT_S)
         if self._process.is_alive():
             self._process.terminate()

@@ -33,6 +33,7 @@ machine has no spare core). A side whose peer died sees the pipe close and raise
 from __future__ import annotations
 
 import functools
+import logging
 import multiprocessing as mp
 import os
 import pickle
@@ -65,6 +66,8 @@ from envs.market import MarketSpec
 from learning.config import LearningConfig
 from learning.manager import UniversalLearningManager
 from learning.state import LearnedState
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_SPIN_US", "SB3_INFO_KEYS", "HostedVecEnv", "ManagerSpec"]
 
@@ -175,6 +178,13 @@ class _Channel:
     def close(self) -> None:
         for end in self._ends:
             end.close()
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class _Host:
@@ -497,6 +507,12 @@ class HostedVecEnv(VecEnv):
             )
         if not spin_us >= 0:
             raise ConfigError(f"spin_us={spin_us!r} must be >= 0", where="spin_us", fix="e.g. 2000, or 0")
+        if _usable_cpus() < 2:
+            log.warning(
+                "HostedVecEnv on a machine with one usable core: the envs and the learning manager "
+                "cannot run beside the policy, only take turns with it (slower than DummyVecEnv); "
+                "use train.vec_env: dummy, or spin_us=0"
+            )
         ctx: Any = mp.get_context(start_method)
         host_read, main_write = ctx.Pipe(duplex=False)
         main_read, host_write = ctx.Pipe(duplex=False)

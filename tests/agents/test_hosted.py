@@ -272,3 +272,16 @@ def test_the_vec_env_api_reaches_the_hosted_envs(frame: pd.DataFrame) -> None:
         assert venv.env_method("get_wrapper_attr", "window", indices=[0]) == [4]
     finally:
         venv.close()
+
+
+def test_one_usable_core_is_warned_about(
+    frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import agents.hosted
+
+    monkeypatch.setattr(agents.hosted, "_usable_cpus", lambda: 1)
+    switches = LearningSwitches(enabled=False)
+    with caplog.at_level("WARNING", logger="agents.hosted"):
+        venv = HostedVecEnv([functools.partial(bare_env, frame)], manager=None, switches=switches, spin_us=0)
+    venv.close()
+    assert "one usable core" in caplog.text

@@ -38,6 +38,7 @@ import multiprocessing as mp
 import os
 import pickle
 import select
+import signal
 import struct
 import time
 import traceback
@@ -366,6 +367,9 @@ def _host_main(
     spin_s: float,
 ) -> None:
     """The host process: builds the environments and the manager, then serves commands until close."""
+    # Ctrl-C reaches the whole process group: the policy's process handles it and closes the host,
+    # which then writes what it learned (an interrupted host could stop in the middle of learning).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     chan = _Channel(read, write, spin_s, alive=lambda: os.getppid() == parent)
     try:

@@ -285,3 +285,23 @@ def test_one_usable_core_is_warned_about(
         venv = HostedVecEnv([functools.partial(bare_env, frame)], manager=None, switches=switches, spin_us=0)
     venv.close()
     assert "one usable core" in caplog.text
+
+
+def test_ctrl_c_is_left_to_the_policys_process(frame: pd.DataFrame) -> None:
+    """SIGINT (Ctrl-C reaches the whole process group) does not stop the host in mid-learning; the
+    policy's process handles it and closes the host, which writes what it learned."""
+    import os
+    import signal
+
+    switches = LearningSwitches(enabled=False)
+    venv = HostedVecEnv([functools.partial(bare_env, frame)], manager=None, switches=switches, spin_us=0)
+    try:
+        venv.reset()
+        venv.step(np.array([1]))
+        pid = venv._process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGINT)
+        venv.step(np.array([1]))  # the host is still there
+        assert venv._process.is_alive()
+    finally:
+        venv.close()

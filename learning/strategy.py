@@ -139,6 +139,15 @@ class EvolutionStep:
     weights: Mapping[str, float]
 
 
+_HistoryRow = tuple[int, int, int, int, str, str]
+
+
+def _history_row(s: EvolutionStep) -> _HistoryRow:
+    """The ``evolution_history`` row of a step (its boosted factors and weights as JSON)."""
+    weights = s.weights if type(s.weights) is dict else dict(s.weights)
+    return (s.step, s.time_ns, s.trades, s.winners, json.dumps(list(s.boosted)), json.dumps(weights))
+
+
 class StrategyOptimizer:
     """Evolves factor weights from winning trades and picks trades to reinforce.
 
@@ -175,7 +184,7 @@ class StrategyOptimizer:
                 "SELECT step, time_ns, trades, winners, boosted, weights FROM evolution_history ORDER BY step"
             )
         ]
-        self._pending: list[EvolutionStep] = []
+        self._pending: list[_HistoryRow] = []  # evolution_history rows not yet written
         self._weights_dirty = False
         # The table as last written (a weight table is never changed in place, only replaced).
         self._written: Mapping[str, float] = self._weights
@@ -227,7 +236,9 @@ class StrategyOptimizer:
             weights=self._weights,
         )
         self._history.append(step)
-        self._pending.append(step)
+        # Encoded now, written at the next flush: the encoding is the bulk of writing a step, and a
+        # flush (once a market day behind periodic work) then does not wait for a day's worth of it.
+        self._pending.append(_history_row(step))
         return step
 
     def reinforcement_targets(self, window: WindowStats) -> list[JournalEntry]:
@@ -262,22 +273,10 @@ class StrategyOptimizer:
             conn.executemany(
                 "INSERT INTO evolution_history (step, time_ns, trades, winners, boosted, weights) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        s.step,
-                        s.time_ns,
-                        s.trades,
-                        s.winners,
-                        json.dumps(list(s.boosted)),
-                        json.dumps(s.weights if type(s.weights) is dict else dict(s.weights)),
-                    )
-                    for s in steps
-                ],
+                steps,
             )
 
-    def _unwritten(
-        self, written: Mapping[str, float], weights_dirty: bool, steps: list[EvolutionStep]
-    ) -> None:
+    def _unwritten(self, written: Mapping[str, float], weights_dirty: bool, steps: list[_HistoryRow]) -> None:
         if weights_dirty:
             self._written = written  # the table as it still is in the store
             self._weights_dirty = True

@@ -340,6 +340,10 @@ class _Host:
                     self.manager.close()
 
 
+# VecEnv methods the host runs on its DummyVecEnv: (name, args, kwargs).
+_VENV_CALLS: Final = frozenset(
+    {"env_method", "get_attr", "set_attr", "has_attr", "env_is_wrapped", "seed", "set_options"}
+)
 _COMMANDS: Final = frozenset(
     {
         "reset",
@@ -433,8 +437,10 @@ def _serve(host: _Host, chan: _Channel) -> None:
                 failure, host.failure = host.failure, None
                 raise failure
             result: Any
-            if cmd in ("env_method", "get_attr", "set_attr", "env_is_wrapped", "seed", "set_options"):
+            label = cmd
+            if cmd in _VENV_CALLS:
                 name, call_args, kwargs = args
+                label = f"{cmd}({name or (call_args[0] if call_args else '')!r})"
                 if cmd == "env_method":
                     result = venv.env_method(name, *call_args, **kwargs)
                 else:
@@ -445,10 +451,19 @@ def _serve(host: _Host, chan: _Channel) -> None:
                 result = getattr(host, cmd)(*args)
             else:
                 raise ValueError(f"unknown host command {cmd!r}")
+            try:
+                reply = _dumps(result)
+            except Exception as exc:
+                raise ConfigError(
+                    f"the result of {label} cannot be sent from the learning host "
+                    f"({type(exc).__name__}: {exc})",
+                    where="HostedVecEnv",
+                    fix="ask the host for plain values (numbers, arrays, dicts of them), not env objects",
+                ) from exc
         except BaseException as exc:
             chan.send(_ERROR, _dumps(_portable(exc)))
             continue
-        chan.send(_OK, _dumps(result))
+        chan.send(_OK, reply)
 
 
 def _dumps(value: Any) -> bytes:
@@ -660,6 +675,10 @@ class HostedVecEnv(VecEnv):
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         self._call("set_attr", (None, (attr_name, value, indices), {}))
+
+    def has_attr(self, attr_name: str) -> bool:
+        # Asked in the host: get_attr would have to send the attribute (e.g. a bound method) over.
+        return self._call("has_attr", (None, (attr_name,), {}))  # type: ignore[no-any-return]
 
     def env_method(
         self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any

@@ -64,9 +64,9 @@ def factories(frame: pd.DataFrame, switches: LearningSwitches) -> list[Callable[
     return [functools.partial(make_env, frame, switches, f"e{i}-") for i in range(2)]
 
 
-def model_config() -> AlgoConfig:
+def model_config(algo: str = "ppo") -> AlgoConfig:
     return AlgoConfig.model_validate(
-        {"algo": "ppo", "n_steps": 64, "batch_size": 32, "n_epochs": 2, "net_arch": (16,)}
+        {"algo": algo, "n_steps": 64, "batch_size": 32, "n_epochs": 2, "net_arch": (16,)}
     )
 
 
@@ -89,9 +89,11 @@ def weights(model: Any) -> list[np.ndarray]:
     return [t.detach().cpu().numpy().copy() for t in model.policy.state_dict().values()]
 
 
+@pytest.mark.parametrize("algo", ["ppo", "maskable_ppo"])
 def test_a_hosted_run_learns_exactly_what_the_same_run_learns_in_one_process(
-    frame: pd.DataFrame, tmp_path: Path
+    frame: pd.DataFrame, tmp_path: Path, algo: str
 ) -> None:
+    """MaskablePPO also asks the envs for their action masks before every step (through the host)."""
     switches = LearningSwitches()
     config = LearningConfig()
 
@@ -99,7 +101,7 @@ def test_a_hosted_run_learns_exactly_what_the_same_run_learns_in_one_process(
     inline_venv.seed(3)
     with UniversalLearningManager(tmp_path / "inline", config=config, market_specs=[SPEC]) as manager:
         callback = LearningCallback(manager, switches)
-        inline_model = build_model(model_config(), inline_venv, seed=3)
+        inline_model = build_model(model_config(algo), inline_venv, seed=3)
         inline_model.learn(STEPS, callback=callback)
         inline_learned = learned(manager)
         inline_counts = dict(callback.counts)
@@ -115,7 +117,7 @@ def test_a_hosted_run_learns_exactly_what_the_same_run_learns_in_one_process(
     try:
         venv.seed(3)
         hosted_callback = HostedLearningCallback(switches)
-        model = build_model(model_config(), venv, seed=3)
+        model = build_model(model_config(algo), venv, seed=3)
         model.learn(STEPS, callback=hosted_callback)
         hosted_learned = venv.with_manager(learned)
         assert hosted_callback.counts == inline_counts
@@ -303,5 +305,18 @@ def test_ctrl_c_is_left_to_the_policys_process(frame: pd.DataFrame) -> None:
         os.kill(pid, signal.SIGINT)
         venv.step(np.array([1]))  # the host is still there
         assert venv._process.is_alive()
+    finally:
+        venv.close()
+
+
+def test_an_attribute_that_cannot_leave_the_host_is_a_clear_error(frame: pd.DataFrame) -> None:
+    switches = LearningSwitches(enabled=False)
+    venv = HostedVecEnv([functools.partial(bare_env, frame)], manager=None, switches=switches, spin_us=0)
+    try:
+        with pytest.raises(ConfigError, match=r"get_attr\('core'\) cannot be sent"):
+            venv.get_attr("core")  # the compiled trading core: not picklable
+        assert venv.has_attr("action_masks") is False
+        assert venv.has_attr("window") is True
+        assert venv.get_attr("window") == [4]  # the host is still serving
     finally:
         venv.close()

@@ -524,6 +524,12 @@ class HostedVecEnv(VecEnv):
             raise ConfigError(
                 "HostedVecEnv needs at least one env", where="env_fns", fix="pass one factory per env"
             )
+        if os.name != "posix":
+            raise ConfigError(
+                "HostedVecEnv needs a POSIX system (Linux, macOS): its pipes are polled with select",
+                where="HostedVecEnv",
+                fix="use train.vec_env: dummy (the same results, in one process)",
+            )
         if not spin_us >= 0:
             raise ConfigError(f"spin_us={spin_us!r} must be >= 0", where="spin_us", fix="e.g. 2000, or 0")
         if _usable_cpus() < 2:

@@ -320,3 +320,15 @@ def test_an_attribute_that_cannot_leave_the_host_is_a_clear_error(frame: pd.Data
         assert venv.get_attr("window") == [4]  # the host is still serving
     finally:
         venv.close()
+
+
+def test_a_system_without_posix_pipes_is_refused(
+    frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agents.hosted
+
+    monkeypatch.setattr(agents.hosted.os, "name", "nt")
+    with pytest.raises(ConfigError, match="POSIX"):
+        HostedVecEnv(
+            [functools.partial(bare_env, frame)], manager=None, switches=LearningSwitches(enabled=False)
+        )

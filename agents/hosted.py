@@ -244,44 +244,49 @@ class _Host:
         self.venv.env_method("apply_resolution", str(resolution), indices=[i])
 
     # --- commands ------------------------------------------------------------------------------------
-    def _step_envs(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    def _step_envs(
+        self, actions: np.ndarray
+    ) -> tuple[Any, np.ndarray, np.ndarray, list[dict[str, Any]], bool]:
         """``DummyVecEnv.step`` without its copies: the reply is pickled, and the infos go only to the
-        feeder (which reads them). Same calls, in the same order; other observation spaces: its own."""
+        feeder (which reads them). Same calls, in the same order; other observation spaces: its own.
+        The last value: whether an episode ended."""
         venv = self.venv
         buf = self.obs_buf
         if buf is None:
             venv.step_async(actions)
             vec_obs, vec_rewards, vec_dones, vec_infos = venv.step_wait()
-            return vec_obs, vec_rewards, vec_dones, list(vec_infos)
+            return vec_obs, vec_rewards, vec_dones, list(vec_infos), bool(vec_dones.any())
         n = venv.num_envs
         rewards = np.zeros(n, dtype=np.float32)
         dones = np.zeros(n, dtype=bool)
         infos: list[dict[str, Any]] = []
         reset_infos = venv.reset_infos
+        ended = False
         for i, env in enumerate(venv.envs):
             obs, reward, terminated, truncated, info = env.step(actions[i])
-            done = terminated or truncated
             info["TimeLimit.truncated"] = truncated and not terminated
-            if done:
+            if terminated or truncated:
                 info["terminal_observation"] = obs
                 obs, reset_infos[i] = env.reset()
+                dones[i] = ended = True
             buf[i] = obs
             rewards[i] = reward
-            dones[i] = done
             infos.append(info)
-        return buf, rewards, dones, infos
+        return buf, rewards, dones, infos, ended
 
     def step(self, actions: np.ndarray) -> tuple[Any, ...]:
-        venv = self.venv
-        obs, rewards, dones, infos = self._step_envs(actions)
+        """Step every env; returns (obs, rewards, dones, SB3's infos of the ended episodes and every
+        env's latest reset info), the last two ``None`` when no episode ended."""
+        obs, rewards, dones, infos, ended = self._step_envs(actions)
+        self.pending = (infos, dones)
+        if not ended:
+            return obs, rewards, dones, None, None
         slim = [
             {k: info[k] for k in SB3_INFO_KEYS if k in info} if done else {}
             for info, done in zip(infos, dones, strict=True)
         ]
-        resets = None
-        if dones.any():
-            resets = [venv.reset_infos[i] if done else None for i, done in enumerate(dones)]
-        self.pending = (infos, dones)
+        reset_infos = self.venv.reset_infos
+        resets = [reset_infos[i] if done else None for i, done in enumerate(dones)]
         return obs, rewards, dones, slim, resets
 
     def feed(self) -> None:
@@ -412,6 +417,8 @@ def _serve(host: _Host, chan: _Channel) -> None:
                 extra = _dumps((slim, resets)) if resets is not None else b""
                 chan.send(_STEPPED, obs.tobytes() + rewards.tobytes() + dones.tobytes() + extra)
             else:
+                if slim is None:
+                    slim = [{} for _ in range(len(dones))]
                 chan.send(_STEPPED_PICKLED, _dumps((obs, rewards, dones, slim, resets)))
             try:
                 host.feed()

@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.callbacks import HostedLearningCallback, LearningCallback
 from agents.feeder import learning_scalars
-from agents.hosted import HostedVecEnv, ManagerSpec, hosted
+from agents.hosted import SB3_INFO_KEYS, HostedVecEnv, ManagerSpec, hosted
 from agents.policies import AlgoConfig, build_model
 from agents.switches import LearningSwitches
 from agents.wrappers import wrap_env
@@ -332,3 +332,45 @@ def test_a_system_without_posix_pipes_is_refused(
         HostedVecEnv(
             [functools.partial(bare_env, frame)], manager=None, switches=LearningSwitches(enabled=False)
         )
+
+
+class Counter(gym.Env[np.int64, np.int64]):
+    """Discrete observations (not a Box): the host sends its steps pickled instead of as raw arrays."""
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Discrete(4)
+        self.action_space = gym.spaces.Discrete(2)
+        self.t = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.int64, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.t = 0
+        return np.int64(0), {}
+
+    def step(self, action: np.int64) -> tuple[np.int64, float, bool, bool, dict[str, Any]]:
+        self.t += 1
+        return np.int64(self.t % 4), float(action), False, self.t >= 3, {"t": self.t}
+
+
+def test_other_observation_spaces_step_through_the_host_pickled() -> None:
+    switches = LearningSwitches(enabled=False)
+    venv = HostedVecEnv([Counter, Counter], manager=None, switches=switches, spin_us=0)
+    reference = DummyVecEnv([Counter, Counter])
+    try:
+        np.testing.assert_array_equal(np.asarray(venv.reset()), np.asarray(reference.reset()))
+        for step in range(4):
+            actions = np.array([step % 2, 1])
+            got, want = venv.step(actions), reference.step(actions)
+            for a, b in zip(got[:3], want[:3], strict=True):
+                np.testing.assert_array_equal(a, b)
+            # SB3's keys of ended episodes come through; the rest stays in the host.
+            expected = [
+                {k for k in i if k in SB3_INFO_KEYS} if d else set()
+                for i, d in zip(want[3], want[2], strict=True)
+            ]
+            assert [set(i) for i in got[3]] == expected
+    finally:
+        venv.close()
+        reference.close()

@@ -579,11 +579,12 @@ class HostedVecEnv(VecEnv):
         super().__init__(n, observation_space, action_space)
         # The layout of a step's raw reply (Box observations; rewards float32 and dones bool, as
         # DummyVecEnv's).
-        self._raw: tuple[np.dtype[Any], tuple[int, ...], int] | None = None
+        self._raw: tuple[np.dtype[Any], tuple[int, ...], int, int] | None = None
         if isinstance(observation_space, spaces.Box):
             dtype = np.dtype(observation_space.dtype)
             shape = (n, *observation_space.shape)
-            self._raw = (dtype, shape, int(np.prod(shape)) * dtype.itemsize)
+            count = int(np.prod(shape))
+            self._raw = (dtype, shape, count, count * dtype.itemsize)
         self.manager_spec = manager
         self.switches = switches
 
@@ -645,9 +646,9 @@ class HostedVecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         kind, payload = self._recv()
         if kind == _STEPPED and self._raw is not None:
-            dtype, shape, size = self._raw
+            dtype, shape, count, size = self._raw
             n = self.num_envs
-            obs = np.frombuffer(payload, dtype=dtype, count=int(np.prod(shape))).reshape(shape).copy()
+            obs = np.frombuffer(payload, dtype=dtype, count=count).reshape(shape).copy()
             rewards = np.frombuffer(payload, dtype=np.float32, count=n, offset=size).copy()
             dones = np.frombuffer(payload, dtype=np.bool_, count=n, offset=size + 4 * n).copy()
             rest = size + 5 * n

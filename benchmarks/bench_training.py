@@ -38,6 +38,7 @@ waits.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -125,10 +126,9 @@ def _learn_rate(
 
 
 def _dummy(make_env: Callable[[], gym.Env[Any, Any]], n_envs: int) -> Callable[[], Any]:
-    from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    return lambda: DummyVecEnv([lambda: Monitor(make_env()) for _ in range(n_envs)])
+    return lambda: DummyVecEnv([functools.partial(_monitored, make_env) for _ in range(n_envs)])
 
 
 def _monitored(make_env: Callable[[], gym.Env[Any, Any]]) -> gym.Env[Any, Any]:
@@ -162,7 +162,6 @@ def learned_digest(
 ) -> dict[str, str]:
     """SHA-256 digests of what one seeded ``replay+learning`` run learned (see the module docstring),
     with the envs and the manager in this process (``dummy``) or in a host process (``hosted``)."""
-    import functools
     import hashlib
 
     from agents.callbacks import HostedLearningCallback, LearningCallback
@@ -277,8 +276,6 @@ def main(argv: list[str] | None = None) -> int:
         """(VecEnv factory, callback factory) of the replay+learning arm; each repeat gets a new store."""
         root = Path(tempfile.mkdtemp(dir=workdir.name))
         if vec_env == "hosted":
-            import functools
-
             from agents.callbacks import HostedLearningCallback
             from agents.hosted import HostedVecEnv, ManagerSpec
 

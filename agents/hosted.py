@@ -108,6 +108,7 @@ _STEPPED_PICKLED: Final = 5  # the same, pickled (observation spaces other than 
 _HEADER: Final = struct.Struct("<BI")
 _ARRAY_META: Final = struct.Struct("<BB")
 _LIVENESS_S: Final = 0.05
+_READ_BYTES: Final = 1 << 16  # one read takes up to a pipe's worth
 
 
 @functools.lru_cache(maxsize=16)
@@ -144,26 +145,35 @@ class _Channel:
         self._r = read.fileno()
         self._w = write.fileno()
         os.set_blocking(self._r, False)
+        self._buf = bytearray()
         self._spin_s = spin_s
         self._alive = alive
 
     def send(self, kind: int, payload: bytes) -> None:
-        view = memoryview(_HEADER.pack(kind, len(payload)) + payload)
-        while view:
-            view = view[os.write(self._w, view) :]
+        data = _HEADER.pack(kind, len(payload)) + payload
+        written = os.write(self._w, data)
+        if written < len(data):  # a message larger than the pipe's buffer
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(self._w, view) :]
 
     def recv(self) -> tuple[int, bytes]:
         kind, size = _HEADER.unpack(self._read(_HEADER.size))
         return kind, self._read(size) if size else b""
 
     def _read(self, size: int) -> bytes:
+        """``size`` bytes: from what an earlier read brought beyond its message, then from the pipe
+        (a read takes all there is, so a header usually arrives with its payload)."""
+        buf = self._buf
+        if len(buf) >= size:
+            out = bytes(buf[:size])
+            del buf[:size]
+            return out
         fd = self._r
-        parts: list[bytes] = []
-        need = size
         deadline = time.perf_counter() + self._spin_s
-        while need:
+        while len(buf) < size:
             try:
-                chunk = os.read(fd, need)
+                chunk = os.read(fd, max(size - len(buf), _READ_BYTES))
             except BlockingIOError:
                 if time.perf_counter() < deadline:
                     continue
@@ -172,9 +182,12 @@ class _Channel:
                 continue
             if not chunk:
                 raise EOFError("the other process closed the pipe")
-            parts.append(chunk)
-            need -= len(chunk)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            if not buf and len(chunk) == size:
+                return chunk
+            buf += chunk
+        out = bytes(buf[:size])
+        del buf[:size]
+        return out
 
     def close(self) -> None:
         for end in self._ends:
@@ -221,6 +234,12 @@ class _Host:
                 where="HostedVecEnv",
                 fix="wrap every env with agents.wrappers.wrap_env(env, switches), or switch learning off",
             ) from None
+        # The learning wrappers settle each step after the reply (Box observations: the raw path).
+        self.settlers: list[Callable[[dict[str, Any]], None]] = []
+        if switches.enabled and self.obs_buf is not None:
+            for e in self.venv.envs:
+                e.get_wrapper_attr("defer_settling")(True)
+                self.settlers.append(e.get_wrapper_attr("settle"))
         self.episodes: list[tuple[int, dict[str, float]]] = []
         self.feeder = ManagerFeeder(
             self.manager,
@@ -261,12 +280,15 @@ class _Host:
         dones = np.zeros(n, dtype=bool)
         infos: list[dict[str, Any]] = []
         reset_infos = venv.reset_infos
+        settlers = self.settlers
         ended = False
         for i, env in enumerate(venv.envs):
             obs, reward, terminated, truncated, info = env.step(actions[i])
             info["TimeLimit.truncated"] = truncated and not terminated
             if terminated or truncated:
                 info["terminal_observation"] = obs
+                if settlers:
+                    settlers[i](info)
                 obs, reset_infos[i] = env.reset()
                 dones[i] = ended = True
             buf[i] = obs
@@ -290,10 +312,15 @@ class _Host:
         return obs, rewards, dones, slim, resets
 
     def feed(self) -> None:
-        """Feed the manager the step just replied to (after the reply: this is what runs in parallel)."""
+        """Settle the step just replied to and feed it to the manager (after the reply: this is what
+        runs in parallel with the policy)."""
         pending, self.pending = self.pending, None
-        if self.feeding and pending is not None:
-            infos, dones = pending
+        if pending is None:
+            return
+        infos, dones = pending
+        for settle, info in zip(self.settlers, infos, strict=False):
+            settle(info)
+        if self.feeding:
             self.feeder.step(infos, dones, self.venv.reset_infos if any(dones) else None)
 
     def reset(self) -> tuple[VecEnvObs, list[dict[str, Any]]]:

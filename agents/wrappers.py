@@ -141,6 +141,9 @@ class LearningManagerWrapper(gym.Wrapper[npt.NDArray[np.float32], Any, npt.NDArr
         # Pattern scores of the top patterns, by signature, for learned_features() (built when read).
         self._scores_of: LearnedState | None = None
         self._scores: dict[str, float] = {}
+        # Deferred settling (see defer_settling): the info of the step not yet settled.
+        self._deferred = False
+        self._unsettled: dict[str, Any] | None = None
 
     # --- the learned state ------------------------------------------------------------------------
     @property
@@ -154,6 +157,7 @@ class LearningManagerWrapper(gym.Wrapper[npt.NDArray[np.float32], Any, npt.NDArr
 
     def set_learned_state(self, state: LearnedState | None) -> None:
         """Apply a new snapshot from the next order on (callable through ``VecEnv.env_method``)."""
+        self.settle()
         if state is not None and not isinstance(state, LearnedState):
             raise ConfigError(
                 f"set_learned_state got {type(state).__name__}",
@@ -171,6 +175,7 @@ class LearningManagerWrapper(gym.Wrapper[npt.NDArray[np.float32], Any, npt.NDArr
         """
         if not self.switches.error_resolutions:
             return
+        self.settle()
         self.hook.apply_resolution(
             resolution, backoff_bars=self._backoff, skip_bars=self._skip, reduce_factor=self._reduce
         )
@@ -185,17 +190,54 @@ class LearningManagerWrapper(gym.Wrapper[npt.NDArray[np.float32], Any, npt.NDArr
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
+        self.settle()
         obs, info = self.env.reset(seed=seed, options=options)
         self.hook.new_episode()
         self._refresh()
         return obs, self._annotate(info, ())
 
     def step(self, action: Any) -> tuple[npt.NDArray[np.float32], SupportsFloat, bool, bool, dict[str, Any]]:
+        if self._unsettled is not None:
+            self.settle()
         obs, reward, terminated, truncated, info = self.env.step(action)
+        if self._deferred:
+            self._unsettled = info
+            return obs, reward, terminated, truncated, info
         events = self.hook.drain()
         self.hook.tick()
         self._refresh()
         return obs, reward, terminated, truncated, self._annotate(info, events)
+
+    # --- deferred settling ----------------------------------------------------------------------------
+    def defer_settling(self, deferred: bool = True) -> None:
+        """Return each step's observation, reward and flags before the wrapper's own bookkeeping.
+
+        Deferred, :meth:`step` returns as soon as the env has stepped; what the wrapper does after a
+        step (collect the hook's events, count a pause down, prepare the hook for the next bar, add
+        ``learned``, ``market_conditions`` and ``learned_version`` to ``info``) waits for
+        :meth:`settle`. A caller that has a policy waiting (:class:`agents.hosted.HostedVecEnv`) answers
+        first and settles while the policy works. Everything that depends on that bookkeeping (the next
+        step, a reset, a pushed snapshot, a resolution, ``action_masks()``, learned features) settles
+        first, so the order of what the hook sees, and every result, is that of an undeferred step.
+        """
+        if not deferred:
+            self.settle()
+        self._deferred = bool(deferred)
+
+    def settle(self, info: dict[str, Any] | None = None) -> None:
+        """Finish a deferred step (nothing when none is pending); ``info``: also add the step's
+        ``learned``, ``market_conditions`` and ``learned_version`` to this dict (the one outer
+        wrappers returned, when one of them copied the step's ``info``)."""
+        pending = self._unsettled
+        if pending is None:
+            return
+        self._unsettled = None
+        events = self.hook.drain()
+        self.hook.tick()
+        self._refresh()
+        self._annotate(pending, events)
+        if info is not None and info is not pending:
+            self._annotate(info, events)
 
     def _refresh(self) -> None:
         base = self._base
@@ -217,6 +259,7 @@ class LearningManagerWrapper(gym.Wrapper[npt.NDArray[np.float32], Any, npt.NDArr
         actions stay allowed, and so does the action nearest to the current exposure, so a mask never
         forbids every action.
         """
+        self.settle()
         base = self._base
         if base.continuous:
             raise ConfigError(
@@ -246,6 +289,7 @@ class LearningManagerWrapper(gym.Wrapper[npt.NDArray[np.float32], Any, npt.NDArr
 
     def learned_features(self) -> npt.NDArray[np.float32]:
         """The values of :data:`LEARNED_FEATURES` at the current bar, clipped to the observation bound."""
+        self.settle()
         hook = self.hook
         state = hook.state
         if state is None:

@@ -374,3 +374,33 @@ def test_other_observation_spaces_step_through_the_host_pickled() -> None:
     finally:
         venv.close()
         reference.close()
+
+
+def test_the_channel_frames_messages_of_any_size_in_order() -> None:
+    """Back-to-back messages arrive whole and in order, whatever one read brings: several small ones,
+    and one larger than a pipe's buffer (written while the other side reads)."""
+    import multiprocessing as mp
+    import threading
+
+    from agents.hosted import _Channel
+
+    r1, w1 = mp.Pipe(duplex=False)
+    r2, w2 = mp.Pipe(duplex=False)
+    sender = _Channel(r2, w1, spin_s=0.0, alive=lambda: True)
+    receiver = _Channel(r1, w2, spin_s=0.001, alive=lambda: True)
+    big = bytes(range(256)) * 1200  # 300 KB
+    messages = [(1, b"a"), (2, b""), (3, b"xyz" * 10), (4, big), (5, b"end")]
+
+    def send_all() -> None:
+        for kind, payload in messages:
+            sender.send(kind, payload)
+
+    writer = threading.Thread(target=send_all)
+    writer.start()
+    received = [receiver.recv() for _ in messages]
+    writer.join()
+    assert received == messages
+    sender.close()
+    with pytest.raises(EOFError):
+        receiver.recv()
+    receiver.close()

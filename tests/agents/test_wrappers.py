@@ -532,6 +532,67 @@ def test_with_error_resolutions_off_nothing_is_paused(frame: pd.DataFrame) -> No
     assert len(info["fills"]) == 1
 
 
+# --- deferred settling ------------------------------------------------------------------------------
+
+
+def test_deferred_settling_steps_and_annotates_like_an_undeferred_wrapper(frame: pd.DataFrame) -> None:
+    """What HostedVecEnv does: answer first, settle later (explicitly, or by the next call that needs
+    it). Every observation, reward, fill, event and mask equals the undeferred wrapper's."""
+    settings = {"backoff_bars": 2}
+    plain = wrap_env(full_env(frame), LearningSwitches(), resolution_settings=settings)
+    deferred = wrap_env(full_env(frame), LearningSwitches(), resolution_settings=settings)
+    assert isinstance(plain, LearningManagerWrapper)
+    assert isinstance(deferred, LearningManagerWrapper)
+    deferred.defer_settling()
+    obs_p, _ = plain.reset(seed=0)
+    obs_d, _ = deferred.reset(seed=0)
+    np.testing.assert_array_equal(obs_p, obs_d)
+    regime_rule = rule_hitting_row(plain.unwrapped)  # type: ignore[arg-type]
+    script: list[Any] = [LONG, NEUTRAL, "push", LONG, SHORT, "backoff", LONG, LONG, LONG, "masks", SHORT]
+    script += ["reset", LONG, NEUTRAL, LONG, "masks", SHORT, LONG] * 3
+    keys = (INFO_EVENTS, INFO_CONDITIONS, INFO_VERSION)
+    unsettled: dict[str, Any] | None = None  # the deferred step left to settle by the next call
+    expected: dict[str, Any] = {}
+    events_seen = 0
+    for i, item in enumerate(script):
+        if item == "push":
+            state = make_state(rules=(regime_rule,), version=7)
+            plain.set_learned_state(state)
+            deferred.set_learned_state(state)
+        elif item == "backoff":
+            plain.apply_resolution("retry_with_backoff")
+            deferred.apply_resolution("retry_with_backoff")
+        elif item == "masks":
+            np.testing.assert_array_equal(plain.action_masks(), deferred.action_masks())
+        elif item == "reset":
+            np.testing.assert_array_equal(plain.reset(seed=i)[0], deferred.reset(seed=i)[0])
+        else:
+            obs_p, reward_p, term_p, trunc_p, info_p = plain.step(item)
+            obs_d, reward_d, term_d, trunc_d, info_d = deferred.step(item)
+            np.testing.assert_array_equal(obs_p, obs_d)
+            assert (reward_p, term_p, trunc_p) == (reward_d, term_d, trunc_d)
+            assert info_d["fills"] == info_p["fills"]
+            assert info_d["orders"] == info_p["orders"]
+            assert INFO_EVENTS not in info_d  # not yet settled
+            events_seen += len(info_p[INFO_EVENTS])
+            if i % 2:
+                outer = dict(info_d)  # an outer wrapper's copy: settle(info) annotates it too
+                deferred.settle(outer)
+                assert {k: outer[k] for k in keys} == {k: info_p[k] for k in keys}
+                assert {k: info_d[k] for k in keys} == {k: info_p[k] for k in keys}
+            else:
+                unsettled, expected = info_d, {k: info_p[k] for k in keys}
+                continue
+        if unsettled is not None:  # settled by the call above
+            assert {k: unsettled[k] for k in keys} == expected
+            unsettled = None
+    assert events_seen > 0  # the rule and the backoff acted
+    deferred.defer_settling(False)  # settles what is pending, then steps undeferred
+    *_, info_p = plain.step(LONG)
+    *_, info_d = deferred.step(LONG)
+    assert {k: info_d[k] for k in keys} == {k: info_p[k] for k in keys}
+
+
 # --- pickling --------------------------------------------------------------------------------------
 
 

@@ -70,7 +70,14 @@ from learning.state import LearnedState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SPIN_US", "SB3_INFO_KEYS", "HostedVecEnv", "ManagerSpec"]
+__all__ = [
+    "DEFAULT_SPIN_US",
+    "IDLE_WRITE_STEPS",
+    "IDLE_WRITE_WITHIN_US",
+    "SB3_INFO_KEYS",
+    "HostedVecEnv",
+    "ManagerSpec",
+]
 
 DEFAULT_SPIN_US: Final = 2000
 """How long each side polls its pipe before it blocks (microseconds)."""
@@ -108,6 +115,11 @@ _STEPPED_PICKLED: Final = 5  # the same, pickled (observation spaces other than 
 _HEADER: Final = struct.Struct("<BI")
 _ARRAY_META: Final = struct.Struct("<BB")
 _LIVENESS_S: Final = 0.05
+IDLE_WRITE_STEPS: Final = 4
+"""Default: the host writes the manager's pending changes at most every this many steps (see
+``HostedVecEnv``'s ``idle_write_steps``)."""
+IDLE_WRITE_WITHIN_US: Final = 120.0
+"""Default: ... and only after a step whose settling and feeding took at most this long (µs)."""
 _READ_BYTES: Final = 1 << 16  # one read takes up to a pipe's worth
 
 
@@ -254,6 +266,8 @@ class _Host:
         self.pending: tuple[list[dict[str, Any]], Any] | None = None
         # An error of the feeding that follows a reply, raised at the next command.
         self.failure: BaseException | None = None
+        self.steps_unwritten = 0
+        self.idle_write: tuple[int, float] = (0, 0.0)  # (every n steps, within s); n = 0: never
 
     def _push(self, state: LearnedState) -> None:
         for set_state in self.setters:
@@ -322,6 +336,27 @@ class _Host:
             settle(info)
         if self.feeding:
             self.feeder.step(infos, dones, self.venv.reset_infos if any(dones) else None)
+
+    def write_behind(self, busy_s: float) -> None:
+        """Write the manager's pending changes in time the policy does not wait for: after a step
+        whose settling and feeding took ``busy_s``, at most every ``idle_write[0]`` steps and only when
+        ``busy_s <= idle_write[1]``. When the store is written does not change what is learned (the
+        manager's durability contract); what is written in idle time is not left for the market day's
+        memory pass, which the policy waits out."""
+        self.steps_unwritten += 1
+        every, within_s = self.idle_write
+        manager = self.manager
+        if (
+            manager is None
+            or not every
+            or not self.feeding
+            or self.steps_unwritten < every
+            or busy_s > within_s
+            or not manager.unsaved
+        ):
+            return
+        self.steps_unwritten = 0
+        manager.flush()
 
     def reset(self) -> tuple[VecEnvObs, list[dict[str, Any]]]:
         obs = self.venv.reset()
@@ -401,6 +436,7 @@ def _host_main(
     state: LearnedState | None,
     veto_horizon: int,
     spin_s: float,
+    idle_write: tuple[int, float],
 ) -> None:
     """The host process: builds the environments and the manager, then serves commands until close."""
     # Ctrl-C reaches the whole process group: the policy's process handles it and closes the host,
@@ -410,6 +446,7 @@ def _host_main(
     chan = _Channel(read, write, spin_s, alive=lambda: os.getppid() == parent)
     try:
         host = _Host(list(env_fns.var), manager, switches, state, veto_horizon)
+        host.idle_write = idle_write
     except BaseException as exc:
         chan.send(_ERROR, _dumps(_portable(exc)))
         chan.close()
@@ -447,8 +484,10 @@ def _serve(host: _Host, chan: _Channel) -> None:
                 if slim is None:
                     slim = [{} for _ in range(len(dones))]
                 chan.send(_STEPPED_PICKLED, _dumps((obs, rewards, dones, slim, resets)))
+            started = time.perf_counter()
             try:
                 host.feed()
+                host.write_behind(time.perf_counter() - started)
             except BaseException as exc:  # reported at the next command
                 host.failure = exc
             continue
@@ -536,6 +575,12 @@ class HostedVecEnv(VecEnv):
         state: with ``switches.online`` off, the snapshot to apply.
         veto_horizon: bars after which a vetoed entry's counterfactual is judged.
         spin_us: how long each side polls before it blocks (see the module docstring).
+        idle_write_steps / idle_write_within_us: the host writes the manager's pending changes in
+            its idle time, at most every ``idle_write_steps`` steps (0: never, leaving every write to
+            the manager's own cadence) and only after a step whose settling and feeding took at most
+            ``idle_write_within_us``, so that the write ends before the policy's next actions arrive.
+            What is learned is the same either way; the market day's memory pass, which the policy
+            waits out, then has less to write.
         start_method: the multiprocessing start method (``spawn`` by default: the policy's process
             runs PyTorch threads, which ``fork`` does not carry over safely).
 
@@ -552,6 +597,8 @@ class HostedVecEnv(VecEnv):
         state: LearnedState | None = None,
         veto_horizon: int = DEFAULT_VETO_HORIZON,
         spin_us: float = DEFAULT_SPIN_US,
+        idle_write_steps: int = IDLE_WRITE_STEPS,
+        idle_write_within_us: float = IDLE_WRITE_WITHIN_US,
         start_method: str = "spawn",
     ) -> None:
         if not env_fns:
@@ -566,6 +613,19 @@ class HostedVecEnv(VecEnv):
             )
         if not spin_us >= 0:
             raise ConfigError(f"spin_us={spin_us!r} must be >= 0", where="spin_us", fix="e.g. 2000, or 0")
+        steps_ok = isinstance(idle_write_steps, int) and not isinstance(idle_write_steps, bool)
+        if not steps_ok or idle_write_steps < 0:
+            raise ConfigError(
+                f"idle_write_steps={idle_write_steps!r} must be an integer >= 0",
+                where="idle_write_steps",
+                fix=f"e.g. {IDLE_WRITE_STEPS}, or 0 to leave writes to the manager",
+            )
+        if not idle_write_within_us >= 0:
+            raise ConfigError(
+                f"idle_write_within_us={idle_write_within_us!r} must be >= 0",
+                where="idle_write_within_us",
+                fix=f"e.g. {IDLE_WRITE_WITHIN_US:g}",
+            )
         if _usable_cpus() < 2:
             log.warning(
                 "HostedVecEnv on a machine with one usable core: the envs and the learning manager "
@@ -588,6 +648,7 @@ class HostedVecEnv(VecEnv):
                 state,
                 veto_horizon,
                 self._spin_s,
+                (idle_write_steps, float(idle_write_within_us) * 1e-6),
             ),
             name="slf-learning-host",
             daemon=True,

@@ -389,6 +389,15 @@ class UniversalLearningManager:
         return self._journal.total
 
     @property
+    def unsaved(self) -> bool:
+        """Whether learned changes wait for a write (trades, vetoes, compacted patterns, periodic work
+        written behind): what a :meth:`flush` now would write. When the store is written does not
+        change what is learned, so an owner with idle time may flush then (``HostedVecEnv`` does)."""
+        return bool(
+            self._unsaved or self._journal.pending or self._failures.pending or self._patterns.unwritten
+        )
+
+    @property
     def pending_trades(self) -> int:
         """Trades learned but not yet written to the store."""
         return self._journal.pending

@@ -85,6 +85,10 @@ def learned(manager: UniversalLearningManager) -> dict[str, object]:
     }
 
 
+def has_unsaved(manager: UniversalLearningManager) -> bool:
+    return manager.unsaved
+
+
 def weights(model: Any) -> list[np.ndarray]:
     return [t.detach().cpu().numpy().copy() for t in model.policy.state_dict().values()]
 
@@ -137,6 +141,46 @@ def test_a_hosted_run_learns_exactly_what_the_same_run_learns_in_one_process(
     assert hosted_learned == inline_learned
     for a, b in zip(weights(model), weights(inline_model), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_writing_in_the_hosts_idle_time_changes_when_the_store_is_written_not_what_is_learned(
+    frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Idle writes after every step (whatever the step cost) against none: the same learning and the
+    same policy; with them, nothing learned waits for a write after a step, without them it does."""
+    switches = LearningSwitches()
+    config = LearningConfig()
+
+    def run(name: str, every: int) -> tuple[dict[str, object], list[np.ndarray], list[bool]]:
+        venv = HostedVecEnv(
+            factories(frame, switches),
+            manager=ManagerSpec(tmp_path / name, config, (SPEC,)),
+            switches=switches,
+            idle_write_steps=every,
+            idle_write_within_us=1e9,
+        )
+        unsaved: list[bool] = []
+
+        class Probe(HostedLearningCallback):
+            def _on_step(self) -> bool:
+                unsaved.append(bool(venv.with_manager(has_unsaved)))
+                return super()._on_step()
+
+        try:
+            venv.seed(3)
+            model = build_model(model_config(), venv, seed=3)
+            model.learn(256, callback=Probe(switches))
+            return venv.with_manager(learned), weights(model), unsaved  # type: ignore[return-value]
+        finally:
+            venv.close()
+
+    idle_learned, idle_weights, idle_unsaved = run("idle", 1)
+    own_learned, own_weights, own_unsaved = run("own", 0)
+    assert idle_learned == own_learned
+    for a, b in zip(idle_weights, own_weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not any(idle_unsaved)  # written after every step
+    assert any(own_unsaved)  # left to the manager's own cadence, learned changes wait
 
 
 def test_the_host_keeps_what_it_learned_when_closed(frame: pd.DataFrame, tmp_path: Path) -> None:
@@ -248,6 +292,19 @@ def test_bad_arguments_are_refused(frame: pd.DataFrame) -> None:
         HostedVecEnv([], manager=None, switches=switches)
     with pytest.raises(ConfigError, match="spin_us"):
         HostedVecEnv([functools.partial(bare_env, frame)], manager=None, switches=switches, spin_us=-1)
+    bad: Any
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="idle_write_steps"):
+            HostedVecEnv(
+                [functools.partial(bare_env, frame)], manager=None, switches=switches, idle_write_steps=bad
+            )
+    with pytest.raises(ConfigError, match="idle_write_within_us"):
+        HostedVecEnv(
+            [functools.partial(bare_env, frame)],
+            manager=None,
+            switches=switches,
+            idle_write_within_us=float("nan"),
+        )
 
 
 def test_the_vec_env_api_reaches_the_hosted_envs(frame: pd.DataFrame) -> None:

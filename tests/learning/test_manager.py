@@ -16,9 +16,12 @@ from learning.manager import UniversalLearningManager
 from .conftest import CALM, MACD_NEG, MACD_POS, RSI_OVERSOLD, RSI_STRONG, START_NS, ManagerFactory, make_trade
 
 
-def _story(manager: UniversalLearningManager) -> None:
-    """A day of mixed trades and errors, with periodic work on every 5th bar."""
+def _story(manager: UniversalLearningManager, flush_every: int = 0) -> None:
+    """A day of mixed trades and errors, with periodic work on every 5th bar (``flush_every``: also
+    write the store after every that many bars, as an owner with idle time may)."""
     for k in range(400):
+        if flush_every and k % flush_every == flush_every - 1:
+            manager.flush()
         now = START_NS + k * MINUTE_NS
         won = k % 3 == 0
         signals = {**RSI_STRONG, **MACD_POS} if won else {**RSI_OVERSOLD, **MACD_NEG}
@@ -53,6 +56,26 @@ def test_same_inputs_give_the_same_learned_state(manager_factory: ManagerFactory
     assert states[0][0].rules
     assert states[0][0].strategy_weights
     assert _dump(tmp_path / "a") == _dump(tmp_path / "b")
+
+
+def test_when_the_store_is_written_does_not_change_what_is_learned(
+    manager_factory: ManagerFactory, tmp_path: Path
+) -> None:
+    """The durability contract HostedVecEnv's idle writes rely on: extra flushes at any time leave the
+    learning, and in the end the store, as they are."""
+    states = []
+    for name, flush_every in (("own", 0), ("every", 1), ("seventh", 7)):
+        manager = manager_factory(name, LearningConfig(exploration_rate=0.3, seed=11))
+        _story(manager, flush_every)
+        if flush_every == 1:  # only the trade learned since the last flush waits
+            assert manager.pending_trades == 1
+            assert manager.unsaved
+        states.append((manager.snapshot(), manager.track_learning_effectiveness(START_NS + DAY_NS)))
+        manager.flush()
+        assert not manager.unsaved
+        manager.close()
+    assert states[0] == states[1] == states[2]
+    assert _dump(tmp_path / "own") == _dump(tmp_path / "every") == _dump(tmp_path / "seventh")
 
 
 def test_periodic_work_follows_market_time_cadences(manager: UniversalLearningManager) -> None:

@@ -6,7 +6,10 @@ turn: the policy's forward pass, the environments' step, then the manager's lear
 :class:`~agents.feeder.ManagerFeeder`) into one host process. After every ``VecEnv.step`` the host
 replies with the observations, rewards and dones at once and only then feeds the manager, so the
 learning runs on a second core while the policy's process stores the step and computes the next
-actions.
+actions. Two more things wait until after the reply: the learning wrappers' own bookkeeping of the
+step (:meth:`~agents.wrappers.LearningManagerWrapper.defer_settling`), and, in steps that leave the
+host idle, writing what the manager learned to its store (``idle_write_steps``), so that the market
+day's memory pass, which the policy does wait out, has less to write.
 
 The order of everything the environments and the manager see is the same as with ``DummyVecEnv`` in
 the policy's process: the host reads the next actions only after the manager has learned from the

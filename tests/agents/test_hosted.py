@@ -43,7 +43,12 @@ def frame() -> pd.DataFrame:
     return generate_synthetic([SYMBOL], 900, 5).frames[SYMBOL]
 
 
-def make_env(frame: pd.DataFrame, switches: LearningSwitches, order_id_prefix: str) -> gym.Env[Any, Any]:
+def make_env(
+    frame: pd.DataFrame,
+    switches: LearningSwitches,
+    order_id_prefix: str,
+    actions: tuple[float, ...] | str = (0.0, 0.08, 0.5),
+) -> gym.Env[Any, Any]:
     """Small long-only orders, some below the minimum notional, with exchange faults: trades, minimum
     rejections, errors and their resolutions all happen within a few hundred steps."""
     env = MarketReplayEnv(
@@ -52,7 +57,7 @@ def make_env(frame: pd.DataFrame, switches: LearningSwitches, order_id_prefix: s
         window=4,
         episode_length=120,
         initial_cash=1000.0,
-        actions=(0.0, 0.08, 0.5),
+        actions=actions,
         allow_short=False,
         faults=FAULTS,
         order_id_prefix=order_id_prefix,
@@ -60,8 +65,10 @@ def make_env(frame: pd.DataFrame, switches: LearningSwitches, order_id_prefix: s
     return Monitor(wrap_env(env, switches))
 
 
-def factories(frame: pd.DataFrame, switches: LearningSwitches) -> list[Callable[[], gym.Env[Any, Any]]]:
-    return [functools.partial(make_env, frame, switches, f"e{i}-") for i in range(2)]
+def factories(
+    frame: pd.DataFrame, switches: LearningSwitches, actions: tuple[float, ...] | str = (0.0, 0.08, 0.5)
+) -> list[Callable[[], gym.Env[Any, Any]]]:
+    return [functools.partial(make_env, frame, switches, f"e{i}-", actions) for i in range(2)]
 
 
 def model_config(algo: str = "ppo") -> AlgoConfig:
@@ -138,6 +145,60 @@ def test_a_hosted_run_learns_exactly_what_the_same_run_learns_in_one_process(
     assert inline_counts["minimum_rejections_fed"] > 0
     assert inline_counts["resolutions_recorded"] > 0
     assert inline_counts["snapshot_pushes"] > 2
+    assert hosted_learned == inline_learned
+    for a, b in zip(weights(model), weights(inline_model), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("algo", "actions"),
+    [("dqn", (0.0, 0.08, 0.5)), ("recurrent_ppo", (0.0, 0.08, 0.5)), ("sac", "continuous")],
+)
+def test_off_policy_recurrent_and_continuous_algorithms_learn_the_same_hosted(
+    frame: pd.DataFrame, tmp_path: Path, algo: str, actions: tuple[float, ...] | str
+) -> None:
+    """Replay buffers (DQN, SAC), LSTM states (RecurrentPPO) and Box actions (SAC) through the host: the
+    same policy and the same learned state as in one process."""
+    switches = LearningSwitches()
+    config = LearningConfig()
+    algo_config = AlgoConfig.model_validate(
+        {
+            "algo": algo,
+            "n_steps": 32,
+            "batch_size": 16,
+            "learning_starts": 32,
+            "buffer_size": 500,
+            "net_arch": (16,),
+        }
+    )
+    steps = 192
+
+    inline_venv = DummyVecEnv(factories(frame, switches, actions))
+    inline_venv.seed(5)
+    with UniversalLearningManager(tmp_path / "inline", config=config, market_specs=[SPEC]) as manager:
+        inline_model = build_model(algo_config, inline_venv, seed=5)
+        callback = LearningCallback(manager, switches)
+        inline_model.learn(steps, callback=callback)
+        inline_learned = learned(manager)
+        inline_counts = dict(callback.counts)
+    inline_venv.close()
+
+    venv = HostedVecEnv(
+        factories(frame, switches, actions),
+        manager=ManagerSpec(tmp_path / "hosted", config, (SPEC,)),
+        switches=switches,
+    )
+    try:
+        venv.seed(5)
+        model = build_model(algo_config, venv, seed=5)
+        hosted_callback = HostedLearningCallback(switches)
+        model.learn(steps, callback=hosted_callback)
+        hosted_learned = venv.with_manager(learned)
+        hosted_counts = dict(hosted_callback.counts)
+    finally:
+        venv.close()
+    assert inline_counts["trades_fed"] > 0
+    assert hosted_counts == inline_counts
     assert hosted_learned == inline_learned
     for a, b in zip(weights(model), weights(inline_model), strict=True):
         np.testing.assert_array_equal(a, b)

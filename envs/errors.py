@@ -7,6 +7,7 @@ so that the CLI can print it without a traceback and exit 2.
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -22,6 +23,8 @@ __all__ = [
     "SlfError",
     "StateError",
     "did_you_mean",
+    "finite_float",
+    "saved_float",
     "saved_int",
 ]
 
@@ -119,4 +122,30 @@ def saved_int(state: Mapping[str, Any], key: str, *, where: str, low: int = 0, h
         raise StateError(
             f"{key}={raw!r} is not an integer in {low}..{high}", where=where, fix=DAMAGED_STATE_FIX
         )
+    return value
+
+
+def finite_float(value: Any) -> float | None:
+    """``value`` as a finite ``float``, or ``None`` when it is not a real number (``True``, ``"1"``,
+    ``None``), not finite (``nan``, ``inf``) or too large for a float (``10**400``)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def saved_float(state: Mapping[str, Any], key: str, *, where: str, low: float = -math.inf) -> float:
+    """``state[key]`` of saved (JSON) state as a finite ``float`` >= ``low``.
+
+    A missing key, a value that is not a number (``True``, ``"5"``), not finite (``nan``, ``inf``: money
+    that would poison every later figure) or below ``low`` raises :class:`StateError` naming the key.
+    """
+    raw = _saved(state, key, where)
+    value = finite_float(raw)
+    if value is None or value < low:
+        bound = "" if low == -math.inf else f" >= {low:g}"
+        raise StateError(f"{key}={raw!r} is not a finite number{bound}", where=where, fix=DAMAGED_STATE_FIX)
     return value

@@ -21,7 +21,6 @@ Accounting rules (the identity ``equity == cash + qty * last_price`` holds after
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from envs import _fast
-from envs.errors import COUNTER_MAX, ConfigError, saved_int
+from envs.errors import COUNTER_MAX, ConfigError, finite_float, saved_float, saved_int
 from envs.events import OrderResult, OrderStatus, PositionSide, Side, TradeResult
 
 __all__ = [
@@ -161,18 +160,15 @@ class PortfolioConfig:
     borrow_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.initial_cash, int | float) and math.isfinite(self.initial_cash)) or (
-            self.initial_cash <= 0
-        ):
+        cash = finite_float(self.initial_cash)
+        if cash is None or cash <= 0:
             raise ConfigError(
                 f"initial_cash={self.initial_cash!r} must be a finite number > 0",
                 where="initial_cash",
                 fix="give the starting cash in quote currency, e.g. 10000",
             )
-        if (
-            not (isinstance(self.leverage, int | float) and math.isfinite(self.leverage))
-            or self.leverage <= 0
-        ):
+        leverage = finite_float(self.leverage)
+        if leverage is None or leverage <= 0:
             raise ConfigError(
                 f"leverage={self.leverage!r} must be a finite number > 0",
                 where="leverage",
@@ -420,12 +416,14 @@ class Portfolio:
                 fix="restore a state written by this version (to_state())",
             )
         book = cls(str(state["symbol"]), config, snapshot=snapshot)
-        book.cash = float(state["cash"])
-        book.qty = float(state["qty"])
-        book.last_price = float(state["last_price"])
-        book.realized_pnl = float(state["realized_pnl"])
-        book.fees_paid = float(state["fees_paid"])
-        book.borrow_paid = float(state["borrow_paid"])
+        # Money and quantities are checked too: a nan or inf would poison every later figure.
+        here = "portfolio state"
+        book.cash = saved_float(state, "cash", where=here)
+        book.qty = saved_float(state, "qty", where=here)
+        book.last_price = saved_float(state, "last_price", where=here, low=0.0)
+        book.realized_pnl = saved_float(state, "realized_pnl", where=here)
+        book.fees_paid = saved_float(state, "fees_paid", where=here)
+        book.borrow_paid = saved_float(state, "borrow_paid", where=here)
         trade = state.get("trade")
         if trade is not None:
             # The integers are checked before the compiled build's C fields (long long, Py_ssize_t) see
@@ -437,11 +435,11 @@ class Portfolio:
                 saved_int(trade, "entry_time_ns", where=where),
                 saved_int(trade, "entry_bar", where=where),
                 saved_int(trade, "entry_ref", where=where, low=-1),
-                float(trade["qty"]),
-                float(trade["avg_price"]),
-                float(trade["fees"]),
+                saved_float(trade, "qty", where=where),
+                saved_float(trade, "avg_price", where=where, low=0.0),
+                saved_float(trade, "fees", where=where),
             )
-            t.borrow = float(trade["borrow"])
+            t.borrow = saved_float(trade, "borrow", where=where)
             t.slices = saved_int(trade, "slices", where=where, high=COUNTER_MAX)
             book._trade = t
         return book

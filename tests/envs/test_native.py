@@ -317,7 +317,47 @@ _TRADE_CASES: dict[str, dict[str, object]] = {
     "slices=2**62+1": {"slices": _COUNTER_MAX + 1},
 }
 
+
+def _portfolio_money(**fields: object) -> object:
+    from envs.portfolio import Portfolio
+
+    return Portfolio.from_state({**Portfolio("BTC/USDT").to_state(), **fields}).to_state()["cash"]
+
+
+# Money and quantities: not a number, not finite or a negative price poisons every later figure.
+_MONEY_CASES: dict[str, dict[str, object]] = {
+    "cash=nan": {"cash": float("nan")},
+    "qty=inf": {"qty": float("inf")},
+    "last_price=-1": {"last_price": -1.0},
+    "realized_pnl='1'": {"realized_pnl": "1"},
+    "fees_paid=True": {"fees_paid": True},
+    "borrow_paid=10**400": {"borrow_paid": 10**400},
+}
+_TRADE_MONEY_CASES: dict[str, dict[str, object]] = {
+    "qty=nan": {"qty": float("nan")},
+    "avg_price=-inf": {"avg_price": float("-inf")},
+    "fees=None": {"fees": None},
+    "borrow=inf": {"borrow": float("inf")},
+}
+
 REFUSALS: dict[str, tuple[str, str]] = {
+    **{
+        f"money({k})": (
+            "StateError",
+            rf"portfolio state: {next(iter(v))}=.* is not a finite number( >= 0)?\. "
+            "Fix: the saved state is damaged",
+        )
+        for k, v in _MONEY_CASES.items()
+    },
+    **{
+        f"trade money({k})": (
+            "StateError",
+            rf"portfolio state trade: {next(iter(v))}=.* is not a finite number( >= 0)?\. "
+            "Fix: the saved state is damaged",
+        )
+        for k, v in _TRADE_MONEY_CASES.items()
+    },
+    "money(negative cash, as a margin account may hold)": ("returned", r"^-5\.0$"),
     **{f"step({k})": ("ConfigError", r"action: action .* is outside Discrete\(3\)") for k in _ACTION_CASES},
     **{
         f"restore_sequence({k})": (
@@ -364,6 +404,12 @@ def refusal_outcomes() -> dict[str, list[str]]:
         "restore_sequence(max time)": lambda: _restore_sequence(last_decision_ns=_MAX),
         "restore_sequence(fresh)": lambda: _restore_sequence(),
         **{f"from_state({k})": (lambda t=v: _portfolio_from_state(**t)) for k, v in _TRADE_CASES.items()},
+        **{f"money({k})": (lambda f=v: _portfolio_money(**f)) for k, v in _MONEY_CASES.items()},
+        **{
+            f"trade money({k})": (lambda t=v: _portfolio_from_state(**t))
+            for k, v in _TRADE_MONEY_CASES.items()
+        },
+        "money(negative cash, as a margin account may hold)": lambda: _portfolio_money(cash=-5),
         "from_state(max)": lambda: _portfolio_from_state(
             entry_time_ns=_MAX, entry_bar=_MAX, entry_ref=_MAX, slices=_COUNTER_MAX
         ),

@@ -33,6 +33,7 @@ it directly with its one environment.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -48,7 +49,7 @@ from envs.errors import ConfigError
 from envs.events import ErrorEvent, OrderResult, TradeResult
 from learning.error_patterns import Resolution
 from learning.manager import UniversalLearningManager
-from learning.records import format_ns
+from learning.records import format_market_time
 from learning.report import render_markdown
 from learning.state import LearnedState
 
@@ -632,12 +633,14 @@ def snapshot_markdown(state: LearnedState | None) -> str:
     lines = [
         "# Learned state (frozen)",
         "",
-        f"Version {state.version}, taken at {format_ns(state.time_ns)}.",
+        f"Version {state.version}. Times are market time relative to T, the snapshot's market clock "
+        "(T-2.0d: two market days earlier).",
         "",
         "## Avoidance rules",
         "",
     ]
-    lines += [f"- {rule.explain()}" for rule in state.rules] or ["(none)"]
+    when = functools.partial(format_market_time, now_ns=state.time_ns)
+    lines += [f"- {rule.explain(when)}" for rule in state.rules] or ["(none)"]
     lines += ["", "## Order minimums", ""]
     lines += [
         f"- {m.symbol}: min qty {m.min_qty:g}, min notional {m.min_notional:g} ({m.source})"

@@ -15,6 +15,7 @@ weights), learned order minimums, and error patterns with their resolution rates
 from __future__ import annotations
 
 import base64
+import functools
 import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,14 @@ from typing import TYPE_CHECKING, Final
 from backtests import plots
 from backtests.metrics import METRIC_LABELS, Metrics
 from envs.errors import ConfigError
-from learning.records import AvoidanceRule, LearnedMinimum, PatternScore, format_ns
+from learning.records import (
+    AvoidanceRule,
+    LearnedMinimum,
+    PatternScore,
+    TimeFormat,
+    format_market_time,
+    format_ns,
+)
 
 if TYPE_CHECKING:
     from backtests.results import BacktestResult
@@ -67,6 +75,8 @@ class LearningSection:
         weight_history: ``(market time ns, weights)`` after each evolution step (manager only).
         minimums: learned order minimums by symbol.
         error_patterns: known error patterns with their resolution attempts (manager and report).
+        now_ns: the source's market clock when read, ``T``: times show relative to it (a training
+            store's experienced market clock does not read calendar dates); ``None``: as dates.
     """
 
     source: str
@@ -76,6 +86,7 @@ class LearningSection:
     weight_history: Sequence[tuple[int, Mapping[str, float]]] = ()
     minimums: Mapping[str, LearnedMinimum] = field(default_factory=dict)
     error_patterns: Sequence[ErrorPattern] = ()
+    now_ns: int | None = None
 
 
 def learning_section(
@@ -101,6 +112,7 @@ def learning_section(
             weight_history=[(step.time_ns, dict(step.weights)) for step in source.evolution_history()],
             minimums=source.minimums(),
             error_patterns=source.error_patterns(),
+            now_ns=source.clock.now_ns(),
         )
     if isinstance(source, LearnedState):
         return LearningSection(
@@ -109,6 +121,7 @@ def learning_section(
             top_patterns=source.top_patterns,
             weights=dict(source.strategy_weights),
             minimums=dict(source.minimums),
+            now_ns=source.time_ns,
         )
     if isinstance(source, LearningReport):
         return LearningSection(
@@ -118,6 +131,7 @@ def learning_section(
             weights=dict(source.strategy_weights),
             minimums=dict(source.minimums),
             error_patterns=source.error_patterns,
+            now_ns=source.effectiveness.time_ns,
         )
     raise ConfigError(
         f"cannot build a learning section from {type(source).__name__}",
@@ -159,7 +173,15 @@ def _metrics_table(metrics: Sequence[Metrics], names: Sequence[str]) -> str:
 
 
 def _learning_html(section: LearningSection, weights_png: bytes) -> str:
-    parts = [f"<h2>Learning</h2><p class='sub'>Read from the learning {_esc(section.source)}.</p>"]
+    now = section.now_ns
+    when: TimeFormat = format_ns if now is None else functools.partial(format_market_time, now_ns=now)
+    clock = (
+        ""
+        if now is None
+        else " Times are market time relative to T, its market clock when read (T-2.0d: two market days "
+        "earlier)."
+    )
+    parts = [f"<h2>Learning</h2><p class='sub'>Read from the learning {_esc(section.source)}.{clock}</p>"]
     rules = [
         [
             r.rule_id,
@@ -169,7 +191,7 @@ def _learning_html(section: LearningSection, weights_png: bytes) -> str:
             f"{r.lift:.2f}",
             str(r.vetoes),
             f"{r.wrong}/{r.judged}" if r.judged else "-",
-            format_ns(r.created_ns),
+            when(r.created_ns),
         ]
         for r in section.rules
     ]
@@ -183,7 +205,9 @@ def _learning_html(section: LearningSection, weights_png: bytes) -> str:
     )
     if section.rules:
         parts.append(
-            "<ul>" + "".join(f"<li class='explain'>{_esc(r.explain())}</li>" for r in section.rules) + "</ul>"
+            "<ul>"
+            + "".join(f"<li class='explain'>{_esc(r.explain(when))}</li>" for r in section.rules)
+            + "</ul>"
         )
     patterns = [
         [
@@ -211,7 +235,7 @@ def _learning_html(section: LearningSection, weights_png: bytes) -> str:
             f"{m.min_notional:.8g}",
             str(m.rejections),
             m.source,
-            format_ns(m.updated_ns),
+            when(m.updated_ns),
         ]
         for m in section.minimums.values()
     ]
@@ -240,7 +264,7 @@ def _learning_html(section: LearningSection, weights_png: bytes) -> str:
                 str(attempts),
                 f"{wins / attempts:.0%}" if attempts else "-",
                 detail,
-                format_ns(e.last_seen_ns),
+                when(e.last_seen_ns),
             ]
         )
     parts.append("<h3>Error patterns</h3>")

@@ -35,10 +35,17 @@ def _open(directory: Path) -> Any:
 
 
 def _show_json(manager: Any) -> None:
+    from learning.records import format_market_time
+
     state = manager.snapshot()
     data = state.to_dict()
+
+    # Market times relative to the snapshot's clock T, as in the report (the *_ns fields stay raw).
+    def when(time_ns: int | None) -> str:
+        return format_market_time(time_ns, state.time_ns)
+
     data["rules"] = [
-        {**{k: getattr(r, k) for k in r.__dataclass_fields__}, "explanation": r.explain()}
+        {**{k: getattr(r, k) for k in r.__dataclass_fields__}, "explanation": r.explain(when)}
         for r in manager.rules()
     ]
     data["error_patterns"] = [

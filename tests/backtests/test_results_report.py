@@ -157,6 +157,11 @@ def test_report_is_one_self_contained_page_with_metrics_plots_and_learning(
         assert section in text
     assert "avoid:rsi_14=oversold" in text
     assert "Avoid entering when rsi_14 < 30" in text  # the rule's evidence, explained
+    # Learned times relative to the learning clock T: a training store's clock reads no calendar dates.
+    learned = text[text.index("Read from the learning manager") :]
+    assert "relative to T" in learned
+    assert re.search(r"created T([-+][0-9.]+[dhm])?\.", learned)
+    assert not re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", learned)
     assert "align_1h=with|macd_hist=pos|regime=r1" in text  # the winning pattern, at the top
     assert re.search(r"retry_with_backoff 1/2", text)
     assert "50%" in text  # resolution rate of the error pattern

@@ -76,7 +76,8 @@ def test_show_json_is_machine_readable_and_accepts_the_store_file(run_dir: Path)
     data = json.loads(out.stdout)
     rule = next(r for r in data["rules"] if r["rule_id"] == "avoid:rsi_14=oversold")
     assert rule["support"] == 10
-    assert "explanation" in rule
+    assert re.search(r"created T(-[\d.]+[dhm])?\. It has vetoed", rule["explanation"]), rule["explanation"]
+    assert "UTC" not in rule["explanation"]  # as in the report: relative to the learning clock T
     assert isinstance(rule["created_ns"], int)  # what is stored is printed unchanged
     assert data["strategy_weights"]
     assert data["error_patterns"][0]["signature"] == "min_notional|-|filter failure: notional"

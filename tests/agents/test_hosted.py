@@ -152,13 +152,20 @@ def test_a_hosted_run_learns_exactly_what_the_same_run_learns_in_one_process(
 
 @pytest.mark.parametrize(
     ("algo", "actions"),
-    [("dqn", (0.0, 0.08, 0.5)), ("recurrent_ppo", (0.0, 0.08, 0.5)), ("sac", "continuous")],
+    [
+        ("dqn", (0.0, 0.08, 0.5)),
+        ("qrdqn", (0.0, 0.08, 0.5)),
+        ("a2c", (0.0, 0.08, 0.5)),
+        ("recurrent_ppo", (0.0, 0.08, 0.5)),
+        ("sac", "continuous"),
+        ("td3", "continuous"),
+    ],
 )
-def test_off_policy_recurrent_and_continuous_algorithms_learn_the_same_hosted(
+def test_every_other_algorithm_learns_the_same_hosted(
     frame: pd.DataFrame, tmp_path: Path, algo: str, actions: tuple[float, ...] | str
 ) -> None:
-    """Replay buffers (DQN, SAC), LSTM states (RecurrentPPO) and Box actions (SAC) through the host: the
-    same policy and the same learned state as in one process."""
+    """Replay buffers (DQN, QR-DQN, SAC, TD3), LSTM states (RecurrentPPO), A2C and Box actions (SAC,
+    TD3) through the host: the same policy and the same learned state as in one process."""
     switches = LearningSwitches()
     config = LearningConfig()
     algo_config = AlgoConfig.model_validate(

@@ -218,25 +218,16 @@ def test_an_environments_pending_feeding_survives_a_checkpoint(tmp_path: Path) -
 
 
 def test_the_frozen_snapshot_report_gives_times_relative_to_the_snapshots_clock() -> None:
+    from dataclasses import replace
+
     from agents.feeder import snapshot_markdown
     from envs.clock import DAY_NS
-    from learning.records import AvoidanceRule
     from learning.state import LearnedState
 
+    from .test_wrappers import make_rule
+
     t = 1_000 * DAY_NS  # an experienced market clock: not a calendar date
-    rule = AvoidanceRule(
-        rule_id="avoid:regime=r1",
-        factor="regime=r1",
-        description="regime r1",
-        support=8,
-        losers=10,
-        occurrence=0.8,
-        winner_occurrence=0.2,
-        lift=4.0,
-        window_days=3.0,
-        created_ns=t - 2 * DAY_NS,
-        updated_ns=t,
-    )
+    rule = replace(make_rule("regime=r1"), created_ns=t - 2 * DAY_NS, updated_ns=t)
     text = snapshot_markdown(LearnedState(version=4, time_ns=t, rules=(rule,)))
     assert "Version 4" in text
     assert "created T-2.0d" in text

@@ -340,41 +340,33 @@ _TRADE_MONEY_CASES: dict[str, dict[str, object]] = {
     "borrow=inf": {"borrow": float("inf")},
 }
 
+
+def _refused(
+    label: str, where: str, problem: str, cases: dict[str, dict[str, object]]
+) -> dict[str, tuple[str, str]]:
+    """The cases of ``label`` refused with a StateError naming the case's key (``where: key=... problem``)."""
+    return {
+        f"{label}({k})": (
+            "StateError",
+            rf"{where}: {next(iter(v))}=.* {problem}\. Fix: the saved state is damaged",
+        )
+        for k, v in cases.items()
+    }
+
+
+_NOT_FINITE = r"is not a finite number( >= 0)?"
+
 REFUSALS: dict[str, tuple[str, str]] = {
-    **{
-        f"money({k})": (
-            "StateError",
-            rf"portfolio state: {next(iter(v))}=.* is not a finite number( >= 0)?\. "
-            "Fix: the saved state is damaged",
-        )
-        for k, v in _MONEY_CASES.items()
-    },
-    **{
-        f"trade money({k})": (
-            "StateError",
-            rf"portfolio state trade: {next(iter(v))}=.* is not a finite number( >= 0)?\. "
-            "Fix: the saved state is damaged",
-        )
-        for k, v in _TRADE_MONEY_CASES.items()
-    },
+    **_refused("money", "portfolio state", _NOT_FINITE, _MONEY_CASES),
+    **_refused("trade money", "portfolio state trade", _NOT_FINITE, _TRADE_MONEY_CASES),
     "money(negative cash, as a margin account may hold)": ("returned", r"^-5\.0$"),
     **{f"step({k})": ("ConfigError", r"action: action .* is outside Discrete\(3\)") for k in _ACTION_CASES},
-    **{
-        f"restore_sequence({k})": (
-            "StateError",
-            rf"checkpoint core: {next(iter(v))}=.* is not an integer in -?[01]\.\.({_HIGHS})\. "
-            "Fix: the saved state is damaged",
-        )
-        for k, v in _SEQUENCE_CASES.items()
-    },
-    **{
-        f"from_state({k})": (
-            "StateError",
-            rf"portfolio state trade: {next(iter(v))}=.* is not an integer in -?[01]\.\.({_HIGHS}|1)\. "
-            "Fix: the saved state is damaged",
-        )
-        for k, v in _TRADE_CASES.items()
-    },
+    **_refused(
+        "restore_sequence", "checkpoint core", rf"is not an integer in -?[01]\.\.({_HIGHS})", _SEQUENCE_CASES
+    ),
+    **_refused(
+        "from_state", "portfolio state trade", rf"is not an integer in -?[01]\.\.({_HIGHS}|1)", _TRADE_CASES
+    ),
     # The largest values restored (a count past them could wrap in a C integer as it grows), and the -1
     # of a core that has not decided yet.
     "restore_sequence(max counts)": (

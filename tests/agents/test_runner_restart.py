@@ -202,6 +202,19 @@ async def _drive(runner: LiveRunner, feed: ReplayFeed, stop_after: int | None = 
     runner.stop()
 
 
+def _checkpoint_after(
+    bars: pd.DataFrame, normalization: NormalizationStats, root: Path, manager: UniversalLearningManager,
+    bars_run: int,
+) -> tuple[RunnerStore, dict[str, Any]]:  # fmt: skip
+    """Run a runner for ``bars_run`` bars (no stop()); its store and the checkpoint it left."""
+    runner, feed = _runner(bars, normalization, root, manager)
+    asyncio.run(_drive(runner, feed, stop_after=bars_run))
+    store = RunnerStore.with_learning(manager)
+    checkpoint = store.load_checkpoint()
+    assert checkpoint is not None
+    return store, checkpoint
+
+
 def _crash(runner: LiveRunner, manager: UniversalLearningManager) -> None:
     """Forget the runner and the manager without stopping or closing them (nothing is flushed)."""
     del runner, manager
@@ -428,11 +441,7 @@ def test_a_restarted_runner_refuses_another_symbols_or_venues_state(
 
     root = tmp_path / "s"
     with _manager(root) as manager:
-        runner, feed = _runner(bars, normalization, root, manager)
-        asyncio.run(_drive(runner, feed, stop_after=40))
-        store = RunnerStore.with_learning(manager)
-        checkpoint = store.load_checkpoint()
-        assert checkpoint is not None
+        store, checkpoint = _checkpoint_after(bars, normalization, root, manager, 40)
         store.save_checkpoint({**checkpoint, "symbol": "BTC/USDT"})
         with pytest.raises(StateError, match=r"holds a runner of 'BTC/USDT', not 'EUR/USD'"):
             _runner(bars, normalization, root, manager)
@@ -450,11 +459,7 @@ def test_a_restarted_runner_refuses_a_step_count_out_of_range(
 
     root = tmp_path / "s"
     with _manager(root) as manager:
-        runner, feed = _runner(bars, normalization, root, manager)
-        asyncio.run(_drive(runner, feed, stop_after=20))
-        store = RunnerStore.with_learning(manager)
-        checkpoint = store.load_checkpoint()
-        assert checkpoint is not None
+        store, checkpoint = _checkpoint_after(bars, normalization, root, manager, 20)
         for step in (2**63, -1, 1.5):
             store.save_checkpoint({**checkpoint, "step": step})
             with pytest.raises(

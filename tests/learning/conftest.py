@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -85,3 +86,12 @@ def manager_factory(tmp_path: Path) -> Iterator[ManagerFactory]:
 @pytest.fixture
 def manager(manager_factory: ManagerFactory, clock: MarketClock) -> UniversalLearningManager:
     return manager_factory(clock=clock)
+
+
+def dump_store(root: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every table of the learning store under run root ``root``, rows sorted (to compare two stores)."""
+    conn = sqlite3.connect(root / "learning" / "state.sqlite")
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    dump = {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+    conn.close()
+    return dump

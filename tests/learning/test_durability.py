@@ -35,6 +35,7 @@ from .conftest import (
     START_NS,
     WILD,
     ManagerFactory,
+    dump_store,
     make_trade,
 )
 
@@ -350,7 +351,7 @@ def test_a_rolled_back_transaction_keeps_what_every_engine_had_pending(
         else:
             _runner_bar(manager, fails=False)
         manager.close()
-    assert _dump(tmp_path / "kept") == _dump(tmp_path / "reference")
+    assert dump_store(tmp_path / "kept") == dump_store(tmp_path / "reference")
     with UniversalLearningManager(tmp_path / "kept", read_only=True) as reader:
         conn = reader._store.conn
         assert conn.execute("SELECT COUNT(*) FROM vetoes WHERE outcome IS NOT NULL").fetchone()[0] > 0
@@ -358,11 +359,3 @@ def test_a_rolled_back_transaction_keeps_what_every_engine_had_pending(
         assert reader.evolution_history()
         assert reader.minimums()["BTC/USDT"].rejections == 1
         assert reader.trade_count == 300
-
-
-def _dump(root: Path) -> dict[str, list[tuple[object, ...]]]:
-    conn = sqlite3.connect(root / "learning" / "state.sqlite")
-    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-    dump = {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
-    conn.close()
-    return dump

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,17 @@ from envs.events import ErrorEvent, ErrorKind
 from learning.config import LearningConfig
 from learning.manager import UniversalLearningManager
 
-from .conftest import CALM, MACD_NEG, MACD_POS, RSI_OVERSOLD, RSI_STRONG, START_NS, ManagerFactory, make_trade
+from .conftest import (
+    CALM,
+    MACD_NEG,
+    MACD_POS,
+    RSI_OVERSOLD,
+    RSI_STRONG,
+    START_NS,
+    ManagerFactory,
+    dump_store,
+    make_trade,
+)
 
 
 def _story(manager: UniversalLearningManager, flush_every: int = 0) -> None:
@@ -37,14 +46,6 @@ def _story(manager: UniversalLearningManager, flush_every: int = 0) -> None:
             manager.on_bar(now, CALM)
 
 
-def _dump(root: Path) -> dict[str, list[tuple[object, ...]]]:
-    conn = sqlite3.connect(root / "learning" / "state.sqlite")
-    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-    dump = {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
-    conn.close()
-    return dump
-
-
 def test_same_inputs_give_the_same_learned_state(manager_factory: ManagerFactory, tmp_path: Path) -> None:
     states = []
     for name in ("a", "b"):
@@ -55,7 +56,7 @@ def test_same_inputs_give_the_same_learned_state(manager_factory: ManagerFactory
     assert states[0] == states[1]
     assert states[0][0].rules
     assert states[0][0].strategy_weights
-    assert _dump(tmp_path / "a") == _dump(tmp_path / "b")
+    assert dump_store(tmp_path / "a") == dump_store(tmp_path / "b")
 
 
 def test_when_the_store_is_written_does_not_change_what_is_learned(
@@ -75,7 +76,7 @@ def test_when_the_store_is_written_does_not_change_what_is_learned(
         assert not manager.unsaved
         manager.close()
     assert states[0] == states[1] == states[2]
-    assert _dump(tmp_path / "own") == _dump(tmp_path / "every") == _dump(tmp_path / "seventh")
+    assert dump_store(tmp_path / "own") == dump_store(tmp_path / "every") == dump_store(tmp_path / "seventh")
 
 
 def test_periodic_work_follows_market_time_cadences(manager: UniversalLearningManager) -> None:

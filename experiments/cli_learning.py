@@ -204,7 +204,14 @@ DirectoryArg = Annotated[
 @app.command()
 def show(
     directory: DirectoryArg,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON instead of tables (times as stored, in ns; explanations relative to the "
+            "learning clock T).",
+        ),
+    ] = False,
     rows: Annotated[
         int, typer.Option("--rows", min=1, help="Rows of weights and patterns to show.")
     ] = _DEFAULT_ROWS,
